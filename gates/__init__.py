@@ -1,0 +1,1 @@
+"""The mechanical gates, runnable anywhere: ``python -m gates --profile standard``."""

@@ -1,0 +1,227 @@
+"""Runs, their states and legal transitions, audit events, budgets: pure data, no I/O.
+
+    queued -> preparing -> running -> pushing -> gating -> reviewing -> succeeded
+                              ^                    |          |
+                              +--------------------+----------+   (next iteration)
+    failed and cancelled are reachable from every non-terminal state; terminal states never change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class RunState(StrEnum):
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    PUSHING = "pushing"
+    GATING = "gating"
+    REVIEWING = "reviewing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED})
+ACTIVE = frozenset(RunState) - TERMINAL
+
+_FORWARD: dict[RunState, frozenset[RunState]] = {
+    RunState.QUEUED: frozenset({RunState.PREPARING}),
+    RunState.PREPARING: frozenset({RunState.RUNNING}),
+    RunState.RUNNING: frozenset({RunState.PUSHING}),
+    RunState.PUSHING: frozenset({RunState.GATING}),
+    RunState.GATING: frozenset({RunState.REVIEWING, RunState.RUNNING, RunState.SUCCEEDED}),
+    RunState.REVIEWING: frozenset({RunState.SUCCEEDED, RunState.RUNNING}),
+}
+
+# Gating may finish a run directly when its profile turns the AI review off.
+TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    state: (_FORWARD.get(state, frozenset()) | {RunState.FAILED, RunState.CANCELLED})
+    if state in ACTIVE else frozenset()
+    for state in RunState
+}
+
+
+class IllegalTransition(ValueError):
+    """A state change the run's state machine does not allow."""
+
+    def __init__(self, run_id: str, current: RunState, target: RunState) -> None:
+        allowed = ", ".join(sorted(TRANSITIONS[current])) or "none: the run is finished"
+        super().__init__(f"run {run_id}: cannot go from {current} to {target} "
+                         f"(allowed from {current}: {allowed})")
+        self.current, self.target = current, target
+
+
+def can_transition(current: RunState, target: RunState) -> bool:
+    return target in TRANSITIONS[current]
+
+
+_RUN_ID = re.compile(r"^r-[0-9a-f]{6,32}$")
+
+
+def is_run_id(text: str) -> bool:
+    return bool(_RUN_ID.match(text))
+
+
+def branch_name(issue: int) -> str:
+    """The branch a run for an issue works on."""
+    return f"orchestrator/issue-{issue}"
+
+
+def text_hash(text: str) -> str:
+    """The hash kept with a run of the issue text the agent was given."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Event:
+    """One audit record: a transition, a tool call, a gate result, a cost, a kill."""
+
+    run_id: str
+    kind: str
+    at: float
+    actor: str = "runner"
+    data: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0  # assigned by the store, 1-based per run
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Event:
+        return cls(run_id=raw["run_id"], kind=raw["kind"], at=float(raw["at"]),
+                   actor=raw.get("actor", "runner"), data=dict(raw.get("data") or {}),
+                   seq=int(raw.get("seq", 0)))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One attempt to turn one issue into a green pull request."""
+
+    id: str
+    repo: str  # owner/name
+    issue: int
+    state: RunState = RunState.QUEUED
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    trigger_actor: str = ""
+    issue_title: str = ""
+    issue_body: str = ""  # the text as it was when an authorised user triggered
+    issue_hash: str = ""
+    iteration: int = 0
+    branch: str = ""
+    pr_number: int | None = None
+    pr_url: str = ""
+    head_sha: str = ""
+    cost_usd: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    reason: str = ""  # why it ended, for terminal runs
+    killed_by: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The work-queue key of the issue this run belongs to."""
+        return f"{self.repo}#{self.issue}"
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.terminal
+
+    def transition(self, target: RunState, *, actor: str, reason: str, at: float
+                   ) -> tuple[Run, Event]:
+        """The run in ``target`` and the one audit event that records the change."""
+        if not can_transition(self.state, target):
+            raise IllegalTransition(self.id, self.state, target)
+        changes: dict[str, Any] = {"state": target, "updated_at": at}
+        if target.terminal:
+            changes["reason"] = reason
+        if target is RunState.CANCELLED:
+            changes["killed_by"] = actor
+        event = Event(run_id=self.id, kind="transition", at=at, actor=actor,
+                      data={"from": str(self.state), "to": str(target), "reason": reason})
+        return replace(self, **changes), event
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw["state"] = str(self.state)
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Run:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in raw.items() if k in known}
+        values["state"] = RunState(values.get("state", "queued"))
+        return cls(**values)
+
+
+# Fields a store may update without a state change.
+MUTABLE_FIELDS = frozenset(Run.__dataclass_fields__) - {"id", "repo", "issue", "state",
+                                                         "created_at"}
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's claim on a run. ``token`` fences writes: it only ever grows per run."""
+
+    run_id: str
+    worker: str
+    token: int
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class KillRequest:
+    run_id: str
+    actor: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Usage:
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.tokens_in + other.tokens_in, self.tokens_out + other.tokens_out,
+                     self.cache_read + other.cache_read, self.cache_write + other.cache_write,
+                     self.cost_usd + other.cost_usd)
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out + self.cache_read + self.cache_write
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one run may spend. ``check`` says which cap, if any, is reached."""
+
+    max_turns: int
+    max_tokens: int
+    max_cost_usd: float
+    warn_at: float = 0.9
+
+    def exceeded(self, turns: int, usage: Usage) -> str | None:
+        if turns >= self.max_turns:
+            return "max_turns"
+        if usage.tokens >= self.max_tokens or usage.cost_usd >= self.max_cost_usd:
+            return "budget"
+        return None
+
+    def share_used(self, turns: int, usage: Usage) -> float:
+        return max(turns / self.max_turns, usage.tokens / self.max_tokens,
+                   usage.cost_usd / self.max_cost_usd)
