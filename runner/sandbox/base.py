@@ -1,0 +1,81 @@
+"""The Sandbox protocol: where the agent's commands run, seeing the worktree and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+WORKSPACE = "/workspace"  # where the worktree appears inside a sandbox
+
+
+class SandboxError(Exception):
+    """The sandbox could not be created or used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What a run's sandbox is made from. Never carries a secret."""
+
+    run_id: str
+    repo: str
+    issue: int
+    worktree: Path
+    image: str = "orchestrator-sandbox:latest"
+    cpus: float = 2.0
+    memory: int = 2 * 1024**3  # bytes
+    pids: int = 512
+    network: str = "none"  # none | bridge
+    env: dict[str, str] = field(default_factory=dict)  # only what the config names explicitly
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int  # -1 when the command was killed for its timeout or a cancel
+    output: str  # stdout and stderr interleaved
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+OutputCallback = Callable[[str], None]
+
+
+class Sandbox(Protocol):
+    """One run's isolated place to execute commands."""
+
+    run_id: str
+    name: str  # container name (or a label for the local backend)
+
+    def exec(self, command: str | list[str], *, timeout: float | None = None,
+             on_output: OutputCallback | None = None, workdir: str = WORKSPACE,
+             stdin: bytes | None = None) -> ExecResult:
+        """Run a command (a string goes to ``bash -lc``), streaming output, and wait for it.
+
+        A command still running at ``timeout`` seconds is killed (``timed_out`` is set).
+        """
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM, ``grace`` seconds, then SIGKILL. Safe to call twice."""
+
+    def remove(self) -> None:
+        """Stop and delete the sandbox. Safe to call twice."""
+
+
+class SandboxBackend(Protocol):
+    """Makes sandboxes and cleans up the ones no live run owns."""
+
+    def start(self, spec: SandboxSpec) -> Sandbox:
+        """Create and start a sandbox for a run, or reattach to the run's existing one."""
+
+    def find(self, run_id: str) -> Sandbox | None:
+        """The run's sandbox, if one exists."""
+
+    def remove_orphans(self, live_run_ids: Iterable[str]) -> list[str]:
+        """Remove sandboxes whose run is not in ``live_run_ids``; return their names."""
+
+    def ping(self) -> None:
+        """SandboxError unless the backend is usable (engine reachable, image present)."""
