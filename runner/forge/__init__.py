@@ -1,0 +1,1 @@
+"""Forges: the Forge protocol (base.py), GitHub and Forgejo adapters, webhook parsing."""
