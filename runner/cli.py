@@ -84,7 +84,7 @@ def config_check(ctx: Context, file: str | None) -> None:
     console.print(f"[green]OK[/] {where}: {len(settings.forges)} forge(s), "
                   f"{len(settings.repos)} repo(s), store "
                   f"{'redis' if settings.store.redis else 'sqlite'}, "
-                  f"sandbox {settings.sandbox.backend}", highlight=False)
+                  f"sandbox {settings.sandbox.backend}", highlight=False, soft_wrap=True)
 
 
 @config_group.command("schema")
@@ -211,9 +211,8 @@ def _doctor_checks(ctx: Context) -> list[Check]:
     state: dict[str, Any] = {}
 
     def python() -> str:
-        if sys.version_info < (3, 11):
-            raise DoctorFail(f"Python {platform.python_version()} is too old: install 3.11+")
-        return f"Python {platform.python_version()}"
+        # The package refuses older Pythons at install; this names the one in use.
+        return f"Python {platform.python_version()} ({sys.executable})"
 
     def settings() -> str:
         try:

@@ -63,7 +63,8 @@ class RedisStore:
     def __init__(self, url: str, *, prefix: str = "orchestrator:") -> None:
         self.url = url.replace("valkey://", "redis://", 1)
         self.p = prefix
-        self.r = redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=10,
+        # decode_responses=True: every reply is a str, so the client is typed loosely.
+        self.r: Any = redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=10,
                                       socket_connect_timeout=5, health_check_interval=15)
         self._claim = self.r.register_script(_CLAIM)
         self._renew = self.r.register_script(_RENEW)
@@ -376,7 +377,7 @@ class RedisStore:
 
 
 class _RedisSubscription:
-    def __init__(self, client: redis.Redis, channel: str) -> None:
+    def __init__(self, client: Any, channel: str) -> None:
         self._pubsub = client.pubsub()
         self._pubsub.subscribe(channel)
         # Wait for the server's confirmation: messages published after we return must arrive.

@@ -176,7 +176,7 @@ class SqliteStore:
 
     def list_runs(self, *, states: Iterable[RunState] | None = None, repo: str | None = None,
                   limit: int = 100) -> list[Run]:
-        sql, args = "SELECT state, data FROM runs WHERE 1=1", []
+        sql, args = "SELECT state, data FROM runs WHERE 1=1", list[Any]()
         if states is not None:
             wanted = [str(s) for s in states]
             sql += f" AND state IN ({','.join('?' * len(wanted))})"

@@ -1,0 +1,31 @@
+"""The layering is enforced (import-linter); ruff and mypy are clean."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_import_contracts_hold() -> None:
+    proc = run(str(BIN / "lint-imports"), "--no-cache")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "broken" not in proc.stdout.lower().split("contracts:")[-1] or \
+        " 0 broken" in proc.stdout
+
+
+def test_ruff_is_clean() -> None:
+    proc = run(str(BIN / "ruff"), "check", "runner", "gates", "tests")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_is_clean() -> None:
+    proc = run(sys.executable, "-m", "mypy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
