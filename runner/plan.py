@@ -1,0 +1,122 @@
+"""Pure: (what the forge says of an issue, what the runner holds for it) -> the one next action.
+
+The controller calls ``plan`` every time it looks at an issue, whatever made it look (a webhook,
+a poll, a restart), so an action must be right to take even when the look is repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from runner.forge.base import Comment, Issue, LabelEvent
+from runner.model import Run
+from runner.policy import (
+    Rules,
+    authorised,
+    kill_comments,
+    latest_addition,
+    latest_removal,
+    task_text,
+)
+
+
+@dataclass(frozen=True)
+class IssueView:
+    """What the forge says now. ``permissions`` covers every actor named in events and comments."""
+
+    issue: Issue
+    label_events: tuple[LabelEvent, ...] = ()
+    comments: tuple[Comment, ...] = ()
+    permissions: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Nothing:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Start:
+    """Create a run for the issue, with its text as the authorised user triggered it."""
+
+    actor: str
+    title: str
+    body: str
+    text_hash: str
+    trigger_at: str  # ISO time of the label event that triggered, so it starts one run only
+
+
+@dataclass(frozen=True)
+class Cancel:
+    run_id: str
+    actor: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RejectKill:
+    """A ``/kill`` from someone without permission: ignored, audited, answered once."""
+
+    run_id: str
+    comment_id: int
+    author: str
+
+
+Action = Nothing | Start | Cancel | RejectKill
+
+
+def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
+    """The one next action for an issue. ``view`` is None when the issue no longer exists;
+    ``run`` is the issue's latest run, finished or not."""
+    active = run if run is not None and not run.terminal else None
+    if active is not None:
+        return _plan_active(view, active, rules)
+    if view is None:
+        return Nothing("the issue does not exist")
+    issue = view.issue
+    if issue.state != "open":
+        return Nothing("the issue is closed")
+    if not issue.has_label(rules.trigger_label):
+        return Nothing(f"no {rules.trigger_label!r} label")
+    if issue.has_label(rules.kill_label):
+        return Nothing(f"the {rules.kill_label!r} label is present")
+    trigger = latest_addition(view.label_events, rules.trigger_label)
+    if trigger is None:
+        return Nothing("cannot tell who added the trigger label")
+    if not authorised(view.permissions.get(trigger.actor), rules.required_permission):
+        return Nothing(f"{trigger.actor} added {rules.trigger_label!r} without "
+                       f"{rules.required_permission} permission")
+    if run is not None and run.extra.get("trigger_at") == trigger.at.isoformat():
+        return Nothing(f"run {run.id} already {run.state} for this label; "
+                       "remove and add the label to try again")
+    title, body, digest = task_text(issue.title, issue.body)
+    return Start(actor=trigger.actor, title=title, body=body, text_hash=digest,
+                 trigger_at=trigger.at.isoformat())
+
+
+def _plan_active(view: IssueView | None, run: Run, rules: Rules) -> Action:
+    if view is None:
+        return Cancel(run.id, "runner", "the issue was deleted")
+    issue = view.issue
+    if issue.state != "open":
+        return Cancel(run.id, "runner", "the issue was closed")
+    if issue.has_label(rules.kill_label):
+        killer = latest_addition(view.label_events, rules.kill_label)
+        if killer is None or authorised(view.permissions.get(killer.actor),
+                                        rules.required_permission):
+            actor = killer.actor if killer else "unknown"
+            return Cancel(run.id, actor, f"{rules.kill_label} label added by {actor}")
+    kills = kill_comments(view.comments, view.permissions, rules, since=run.created_at)
+    for kill in kills:
+        if kill.authorised:
+            return Cancel(run.id, kill.comment.author, kill.reason or "/kill")
+    answered = set(run.extra.get("rejected_kills", ()))
+    for kill in kills:
+        if kill.comment.id not in answered:
+            return RejectKill(run.id, kill.comment.id, kill.comment.author)
+    if not issue.has_label(rules.trigger_label):
+        removal = latest_removal(view.label_events, rules.trigger_label)
+        actor = removal.actor if removal else "unknown"
+        return Cancel(run.id, actor, f"{rules.trigger_label} label removed by {actor}")
+    return Nothing(f"run {run.id} is {run.state}")
