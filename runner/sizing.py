@@ -35,12 +35,14 @@ _URL = re.compile(r"\b(?:https?|ftp)://\S+|\b[\w.+-]+@[\w-]+\.[\w.-]+")
 _PATH = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-][\w.-]*\.([A-Za-z0-9]{1,10}))(?![\w/-])")
 _BARE_NAMES = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*(?:Dockerfile|Makefile|Justfile|"
                          r"Containerfile|Gemfile|Procfile))(?![\w.-])")
-CODE_EXTENSIONS = frozenset("""
-py pyi pyx js jsx mjs cjs ts tsx go rs java kt kts c h cc cpp cxx hpp hh cs rb php swift scala
-sh bash zsh fish ps1 yml yaml json jsonc toml ini cfg conf md rst txt html htm css scss sass
-less sql proto graphql xml gradle lock vue svelte tf hcl lua pl pm r jl ex exs erl hs ml mli
-clj dart nim zig sol env csv tsv ipynb
-""".split())
+CODE_EXTENSIONS = frozenset({
+    "py", "pyi", "pyx", "js", "jsx", "mjs", "cjs", "ts", "tsx", "go", "rs", "java", "kt", "kts",
+    "c", "h", "cc", "cpp", "cxx", "hpp", "hh", "cs", "rb", "php", "swift", "scala", "sh", "bash",
+    "zsh", "fish", "ps1", "yml", "yaml", "json", "jsonc", "toml", "ini", "cfg", "conf", "md",
+    "rst", "txt", "html", "htm", "css", "scss", "sass", "less", "sql", "proto", "graphql", "xml",
+    "gradle", "lock", "vue", "svelte", "tf", "hcl", "lua", "pl", "pm", "r", "jl", "ex", "exs",
+    "erl", "hs", "ml", "mli", "clj", "dart", "nim", "zig", "sol", "env", "csv", "tsv", "ipynb",
+})
 
 
 @dataclass(frozen=True)
