@@ -1,1 +1,43 @@
 """Sandboxes: where the agent's commands run (base.py), Docker and local backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runner.config import Settings
+    from runner.sandbox.base import SandboxBackend
+
+
+def secret_env_names(settings: Settings) -> set[str]:
+    """Names of the environment variables holding the runner's secrets.
+
+    The agent's API key counts unless ``agent.pass_env`` hands it to a command agent on
+    purpose.
+    """
+    names = {forge.token_env for forge in settings.forges.values()}
+    names |= {f.webhook_secret_env for f in settings.forges.values() if f.webhook_secret_env}
+    names.add(settings.server.api_token_env)
+    names.add(settings.agent.api_key_env)
+    return names - set(settings.agent.pass_env)
+
+
+def make_backend(settings: Settings) -> SandboxBackend:
+    """The sandbox backend the configuration names (``sandbox.backend``)."""
+    if settings.sandbox.backend == "local":
+        from runner.sandbox.local import LocalBackend
+
+        return LocalBackend()
+    from runner.sandbox.docker import DockerBackend, secret_values
+
+    return DockerBackend(state_dir=Path(settings.data_dir) / "sandbox",
+                         image=settings.sandbox.image,
+                         secrets=secret_values(secret_env_names(settings)))
+
+
+def spec_limits(settings: Settings) -> dict[str, object]:
+    """The SandboxSpec fields the configuration sets: image, cpus, memory, pids, network."""
+    cfg = settings.sandbox
+    return {"image": cfg.image, "cpus": cfg.cpus, "memory": cfg.memory, "pids": cfg.pids,
+            "network": cfg.network}

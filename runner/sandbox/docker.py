@@ -1,0 +1,408 @@
+"""The Docker sandbox: one locked-down container per run, seeing only the run's worktree.
+
+The container runs ``sleep infinity`` under an init process; the agent's commands are
+``docker exec``-ed into it. It gets the worktree at ``/workspace`` with the worktree's ``.git``
+entry masked by a read-only empty file, the worktree owner's uid:gid (never root), a
+read-only root filesystem with tmpfs ``/tmp`` and ``HOME``, no capabilities,
+no-new-privileges, pids/memory/CPU limits (swap off), and no network unless configured.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import Mount
+
+from runner.sandbox.base import (
+    WORKSPACE,
+    ExecResult,
+    OutputCallback,
+    SandboxError,
+    SandboxSpec,
+)
+
+log = logging.getLogger(__name__)
+
+LABEL_RUN = "orchestrator.run"
+LABEL_REPO = "orchestrator.repo"
+LABEL_ISSUE = "orchestrator.issue"
+HOME = "/home/agent"
+FALLBACK_UID = 1000  # the image's unprivileged user, for worktrees owned by root
+KILL_AFTER = 2.0  # seconds between SIGTERM and SIGKILL for a command past its timeout
+MAX_OUTPUT = 4 * 1024 * 1024  # characters of output kept per command (the tail)
+
+
+def container_name(run_id: str) -> str:
+    """The name of a run's container: found again after a restart by this name."""
+    return f"orchestrator-{run_id}"
+
+
+def _command_argv(command: str | list[str]) -> list[str]:
+    return ["bash", "-lc", command] if isinstance(command, str) else list(command)
+
+
+class DockerSandbox:
+    """One run's container."""
+
+    def __init__(self, client: docker.DockerClient, container: Any, run_id: str) -> None:
+        self.client = client
+        self.api = client.api
+        self.container = container
+        self.run_id = run_id
+        self.name: str = container.name
+
+    @property
+    def id(self) -> str:
+        return str(self.container.id)
+
+    def inspect(self) -> dict[str, Any]:
+        """The engine's view of the container (``docker inspect``)."""
+        return dict(self.api.inspect_container(self.container.id))
+
+    def running(self) -> bool:
+        try:
+            return bool(self.inspect()["State"]["Running"])
+        except docker.errors.NotFound:
+            return False
+
+    def exec(self, command: str | list[str], *, timeout: float | None = None,
+             on_output: OutputCallback | None = None, workdir: str = WORKSPACE,
+             stdin: bytes | None = None) -> ExecResult:
+        """Run a command in the container, streaming its output, and wait for its exit code.
+
+        With ``timeout``, coreutils ``timeout`` sends SIGTERM to the command's whole process
+        group at the deadline and SIGKILL two seconds later; a watchdog here kills the group
+        by its recorded pid if even that does not end the stream.
+        """
+        token = uuid.uuid4().hex
+        pidfile = f"/tmp/.orchestrator-exec-{token}"
+        argv = _command_argv(command)
+        if timeout is not None:
+            # timeout(1) puts itself in a new process group and signals all of it.
+            argv = ["timeout", "--kill-after", f"{KILL_AFTER:g}s", f"{timeout:.3f}s", *argv]
+        # The shell records its pid (kept by exec) so the watchdog can find the group.
+        wrapped = ["sh", "-c", 'echo $$ > "$0"; exec "$@"', pidfile, *argv]
+        try:
+            exec_id = self.api.exec_create(self.container.id, wrapped, stdin=stdin is not None,
+                                           workdir=workdir, environment={"HOME": HOME})["Id"]
+            sock = self.api.exec_start(exec_id, socket=True)
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"cannot run a command in {self.name}: {_explain(exc)}; is the "
+                               "container running? (start the run's sandbox again)") from None
+        raw = getattr(sock, "_sock", sock)
+        started = time.monotonic()
+        timed_out = threading.Event()
+        done = threading.Event()
+        if stdin is not None:
+            threading.Thread(target=_feed, args=(raw, stdin), daemon=True).start()
+        watchdog = None
+        if timeout is not None:
+            watchdog = threading.Thread(
+                target=self._watchdog, args=(raw, pidfile, timeout, timed_out, done),
+                daemon=True)
+            watchdog.start()
+        output = _Collector(on_output)
+        try:
+            for stream, chunk in _frames(raw):
+                output.add(stream, chunk)
+        finally:
+            done.set()
+            with contextlib.suppress(OSError):
+                raw.close()
+        output.flush()
+        exit_code = self.api.exec_inspect(exec_id).get("ExitCode")
+        elapsed = time.monotonic() - started
+        if timeout is not None and (timed_out.is_set() or (
+                exit_code in (124, 137) and elapsed >= timeout * 0.98)):
+            output.add(2, f"\n[orchestrator: command killed after {timeout:g}s timeout]\n"
+                       .encode())
+            output.flush()
+            return ExecResult(-1, output.text(), timed_out=True)
+        self._forget_pidfile(pidfile)
+        return ExecResult(-1 if exit_code is None else int(exit_code), output.text())
+
+    def _watchdog(self, raw: socket.socket, pidfile: str, timeout: float,
+                  timed_out: threading.Event, done: threading.Event) -> None:
+        """Last resort when a command outlives timeout(1), e.g. by holding the pipe open."""
+        if done.wait(timeout + KILL_AFTER + 3.0):
+            return
+        timed_out.set()
+        with contextlib.suppress(Exception):
+            self._run_quiet(["sh", "-c", f'kill -KILL -- "-$(cat {pidfile})"'])
+        if done.wait(2.0):
+            return
+        # Something in another process group holds the output open: stop waiting for it.
+        with contextlib.suppress(OSError):
+            raw.shutdown(socket.SHUT_RDWR)
+
+    def _forget_pidfile(self, pidfile: str) -> None:
+        with contextlib.suppress(Exception):
+            self._run_quiet(["rm", "-f", pidfile], wait=False)
+
+    def _run_quiet(self, argv: list[str], wait: bool = True) -> None:
+        exec_id = self.api.exec_create(self.container.id, argv)["Id"]
+        self.api.exec_start(exec_id, detach=not wait)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM to everything in the container, ``grace`` seconds, then SIGKILL."""
+        try:
+            self.container.stop(timeout=max(0, round(grace)))
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if "is not running" not in str(exc):
+                raise SandboxError(f"cannot stop {self.name}: {_explain(exc)}") from None
+
+    def remove(self) -> None:
+        """Kill and delete the container. Safe to call twice."""
+        try:
+            self.container.remove(force=True)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if "already in progress" in str(exc):
+                return
+            raise SandboxError(f"cannot remove {self.name}: {_explain(exc)}") from None
+
+
+class DockerBackend:
+    """Makes run containers on a Docker engine and removes the ones no live run owns."""
+
+    def __init__(self, client: docker.DockerClient | None = None, *, state_dir: str | Path,
+                 image: str = "orchestrator-sandbox:latest",
+                 secrets: Iterable[str] = ()) -> None:
+        """``state_dir`` holds the empty file that masks ``.git``; ``secrets`` are values
+        that must never reach a container (a spec carrying one is refused)."""
+        self._client = client
+        self.state_dir = Path(state_dir).resolve()
+        self.image = image
+        self._secrets = frozenset(s for s in secrets if s)
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                self._client = docker.from_env(timeout=60)
+            except docker.errors.DockerException as exc:
+                raise SandboxError(f"no Docker engine answers ({exc}); start dockerd or set "
+                                   "DOCKER_HOST, or set sandbox.backend: local (no isolation)"
+                                   ) from None
+        return self._client
+
+    def ping(self) -> None:
+        """SandboxError unless the engine answers and the image is present."""
+        try:
+            self.client.ping()
+        except docker.errors.DockerException as exc:
+            raise SandboxError(f"no Docker engine answers ({exc}); start dockerd or set "
+                               "DOCKER_HOST") from None
+        self._require_image(self.image)
+
+    def _require_image(self, image: str) -> None:
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise SandboxError(f"the sandbox image {image} is missing: run "
+                               "scripts/build-sandbox-image") from None
+
+    def _mask_file(self) -> Path:
+        """A read-only empty file, bind-mounted over the worktree's ``.git``."""
+        path = self.state_dir / "empty-gitfile"
+        if not path.is_file() or path.stat().st_size != 0:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}")
+            tmp.write_bytes(b"")
+            tmp.chmod(0o444)
+            os.replace(tmp, path)
+        return path
+
+    def _owner(self, worktree: Path) -> tuple[int, int]:
+        """The uid:gid the container runs as: the worktree's owner, and never root."""
+        st = worktree.stat()
+        if st.st_uid != 0:
+            return st.st_uid, st.st_gid
+        if os.geteuid() != 0:
+            raise SandboxError(f"{worktree} is owned by root, and the sandbox never runs as "
+                               "root; run the runner as a normal user")
+        # The runner runs as root (a CI job): hand the worktree to the image's user.
+        for dirpath, dirnames, filenames in os.walk(worktree):
+            os.chown(dirpath, FALLBACK_UID, FALLBACK_UID)
+            for name in dirnames + filenames:
+                os.chown(os.path.join(dirpath, name), FALLBACK_UID, FALLBACK_UID,
+                         follow_symlinks=False)
+        return FALLBACK_UID, FALLBACK_UID
+
+    def start(self, spec: SandboxSpec) -> DockerSandbox:
+        """Create and start the run's container, or reattach to (and start) the existing one."""
+        existing = self.find(spec.run_id)
+        if existing is not None:
+            if not existing.running():
+                try:
+                    existing.container.start()
+                except docker.errors.APIError as exc:
+                    raise SandboxError(f"cannot restart {existing.name}: {_explain(exc)}; "
+                                       "remove it and start again") from None
+            return existing
+        leaked = [k for k, v in spec.env.items() if v in self._secrets]
+        if leaked:
+            raise SandboxError(f"refusing to pass {', '.join(sorted(leaked))} into the sandbox: "
+                               "it holds one of the runner's secrets")
+        worktree = spec.worktree.resolve()
+        if not (worktree / ".git").exists():
+            raise SandboxError(f"{worktree} is not a git worktree (no .git entry); prepare the "
+                               "run's workspace first")
+        self._require_image(spec.image)
+        uid, gid = self._owner(worktree)
+        mounts = [
+            Mount(WORKSPACE, str(worktree), type="bind"),
+            Mount(f"{WORKSPACE}/.git", str(self._mask_file()), type="bind", read_only=True),
+        ]
+        tmpfs_opts = "rw,nosuid,nodev"
+        try:
+            container = self.client.containers.create(
+                spec.image, ["sleep", "infinity"],
+                name=container_name(spec.run_id), hostname="sandbox",
+                labels={LABEL_RUN: spec.run_id, LABEL_REPO: spec.repo,
+                        LABEL_ISSUE: str(spec.issue)},
+                user=f"{uid}:{gid}", working_dir=WORKSPACE,
+                environment={"HOME": HOME, **spec.env},
+                mounts=mounts, read_only=True,
+                tmpfs={"/tmp": f"{tmpfs_opts},mode=1777",
+                       HOME: f"{tmpfs_opts},mode=0700,uid={uid},gid={gid}"},
+                cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+                pids_limit=spec.pids, mem_limit=spec.memory, memswap_limit=spec.memory,
+                nano_cpus=int(spec.cpus * 1e9),
+                network_mode="none" if spec.network == "none" else spec.network,
+                init=True, ipc_mode="private", stop_signal="SIGTERM",
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # created meanwhile by another worker: reattach
+                again = self.find(spec.run_id)
+                if again is not None:
+                    return self.start(spec)
+            raise SandboxError(f"cannot create the sandbox for run {spec.run_id}: "
+                               f"{_explain(exc)}") from None
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+            raise SandboxError(f"cannot start the sandbox for run {spec.run_id}: "
+                               f"{_explain(exc)}") from None
+        return DockerSandbox(self.client, container, spec.run_id)
+
+    def find(self, run_id: str) -> DockerSandbox | None:
+        """The run's container, running or not, if it exists."""
+        try:
+            container = self.client.containers.get(container_name(run_id))
+        except docker.errors.NotFound:
+            return None
+        if container.labels.get(LABEL_RUN) != run_id:
+            raise SandboxError(f"a container named {container.name} exists but is not the "
+                               f"sandbox of run {run_id}; remove it (docker rm -f)")
+        return DockerSandbox(self.client, container, run_id)
+
+    def list_runs(self) -> dict[str, str]:
+        """Run id -> container name, for every sandbox container on the engine."""
+        containers = self.client.containers.list(all=True, filters={"label": LABEL_RUN})
+        return {c.labels[LABEL_RUN]: c.name for c in containers}
+
+    def remove_orphans(self, live_run_ids: Iterable[str]) -> list[str]:
+        """Remove the containers of runs not in ``live_run_ids``; return their names."""
+        live = set(live_run_ids)
+        removed: list[str] = []
+        for container in self.client.containers.list(all=True, filters={"label": LABEL_RUN}):
+            if container.labels.get(LABEL_RUN) in live:
+                continue
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+            removed.append(container.name)
+        return removed
+
+
+# ---------------------------------------------------------------------- stream helpers
+
+
+def _feed(raw: socket.socket, data: bytes) -> None:
+    """Write stdin, then half-close so the command sees end of file."""
+    with contextlib.suppress(OSError):
+        raw.sendall(data)
+        raw.shutdown(socket.SHUT_WR)
+
+
+def _frames(raw: socket.socket) -> Iterable[tuple[int, bytes]]:
+    """Docker's multiplexed exec stream: 8-byte headers (stream, size), then the payload."""
+    buffer = b""
+    while True:
+        try:
+            data = raw.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            return
+        buffer += data
+        while len(buffer) >= 8:
+            stream, size = struct.unpack(">BxxxL", buffer[:8])
+            if len(buffer) < 8 + size:
+                break
+            yield stream, buffer[8:8 + size]
+            buffer = buffer[8 + size:]
+
+
+class _Collector:
+    """Decodes stdout and stderr as they come and keeps the tail of the interleaved text."""
+
+    def __init__(self, on_output: OutputCallback | None) -> None:
+        self.on_output = on_output
+        self.decoders = {s: codecs.getincrementaldecoder("utf-8")("replace") for s in (1, 2)}
+        self.parts: list[str] = []
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, stream: int, chunk: bytes) -> None:
+        text = self.decoders.get(stream, self.decoders[1]).decode(chunk)
+        self._keep(text)
+
+    def flush(self) -> None:
+        for decoder in self.decoders.values():
+            self._keep(decoder.decode(b"", final=True))
+
+    def _keep(self, text: str) -> None:
+        if not text:
+            return
+        if self.on_output is not None:
+            self.on_output(text)
+        self.parts.append(text)
+        self.size += len(text)
+        while self.size > MAX_OUTPUT and len(self.parts) > 1:
+            self.size -= len(self.parts[0])
+            self.dropped += len(self.parts.pop(0))
+
+    def text(self) -> str:
+        body = "".join(self.parts)
+        if self.dropped:
+            return f"[orchestrator: {self.dropped} characters of output dropped]\n{body}"
+        return body
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    return str(getattr(exc, "explanation", None) or exc)
+
+
+def secret_values(names: Iterable[str], environ: Mapping[str, str] | None = None) -> set[str]:
+    """The values of the environment variables ``names`` (the runner's secrets)."""
+    env = os.environ if environ is None else environ
+    return {env[n] for n in names if env.get(n)}

@@ -1,0 +1,503 @@
+"""Workspaces: a warm bare mirror per repository and a git worktree per run.
+
+Layout under the data directory::
+
+    mirrors/<owner>/<name>.git        bare repository; origin's branches under refs/remotes/origin/
+    mirrors/<owner>/<name>.git.lock   fcntl lock: one process at a time changes the mirror
+    worktrees/<run_id>/               the run's working files, on branch orchestrator/issue-<n>
+
+The worktree is handed to an untrusted agent. Every git command the runner runs for it names
+the run's git directory inside the mirror explicitly (``GIT_DIR``/``GIT_WORK_TREE``), turns
+hooks and fsmonitor off, and never reads the ``.git`` entry in the worktree, which the agent
+may have replaced. The forge token reaches git only through an ``http.<url>.extraheader``
+passed in the environment of the one command that needs it: it is never written to a config
+file, a remote URL, a command line or a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import git
+
+from runner.model import branch_name
+
+log = logging.getLogger(__name__)
+
+REMOTE = "origin"
+# Flags on every host-side git command that touches a worktree: nothing the agent can write
+# may make git run code here. Command-line config also reaches git's child processes.
+SAFE_CONFIG = (
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "core.untrackedCache=false",
+    "diff.ignoreSubmodules=all",
+    "submodule.recurse=false",
+    "status.submoduleSummary=false",
+    "protocol.ext.allow=never",
+    "credential.helper=",
+)
+
+
+class WorkspaceError(Exception):
+    """A git operation on a mirror or worktree failed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the runner's commits are by (the bot account)."""
+
+    name: str = "orchestrator[bot]"
+    email: str = "orchestrator-bot@users.noreply.localhost"
+
+
+@dataclass(frozen=True)
+class Worktree:
+    """One run's checkout. ``git_dir`` is inside the mirror, out of the agent's reach."""
+
+    run_id: str
+    repo: str  # owner/name
+    issue: int
+    path: Path
+    branch: str
+    git_dir: Path
+    mirror: Path
+    base_branch: str
+    resumed: bool = False  # cut from the remote branch of an earlier run
+
+
+@dataclass(frozen=True)
+class WorktreeInfo:
+    """A worktree found on disk, for cleanup."""
+
+    run_id: str
+    repo: str
+    path: Path
+    branch: str | None
+
+
+def _auth_env(url: str, token: str | None) -> dict[str, str]:
+    """Config, by environment variables, that sends the token to ``url``'s host only."""
+    if not token:
+        return {}
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return {}  # file and local paths need no token; ssh uses keys
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": f"http.{parts.scheme}://{parts.netloc}/.extraheader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+    }
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and (parts.username or parts.password):
+        raise WorkspaceError(
+            f"the repository URL for {parts.hostname} carries credentials; give the URL "
+            "without them and pass the token separately (it must never be stored in a URL)"
+        )
+
+
+def _base_env() -> dict[str, str]:
+    """The runner's environment without anything that would redirect or reconfigure git."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_TERMINAL_PROMPT="0", GCM_INTERACTIVE="never", LC_ALL="C")
+    return env
+
+
+class Workspaces:
+    """Mirrors and worktrees under one data directory."""
+
+    def __init__(self, data_dir: str | Path, *, identity: Identity | None = None,
+                 lock_timeout: float = 600.0, git_timeout: float = 900.0) -> None:
+        # Resolved: git records real paths, and the admin lookup compares them.
+        self.root = Path(data_dir).resolve()
+        self.mirrors = self.root / "mirrors"
+        self.worktrees = self.root / "worktrees"
+        self.identity = identity or Identity()
+        self.lock_timeout = lock_timeout
+        self.git_timeout = git_timeout
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _git(self, args: Iterable[str], *, git_dir: Path | None = None,
+             work_tree: Path | None = None, env: dict[str, str] | None = None,
+             token: str | None = None, check: bool = True,
+             ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
+        """Run git with an explicit repository and the safe flags; WorkspaceError on failure."""
+        full_env = _base_env()
+        if git_dir is not None:
+            full_env["GIT_DIR"] = str(git_dir)
+        if work_tree is not None:
+            full_env["GIT_WORK_TREE"] = str(work_tree)
+        full_env.update(env or {})
+        argv = ["git"]
+        for item in SAFE_CONFIG:
+            argv += ["-c", item]
+        argv += list(args)
+        try:
+            proc = subprocess.run(argv, env=full_env, capture_output=True, text=True,
+                                  cwd=str(work_tree or git_dir or self.root),
+                                  timeout=self.git_timeout, stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise WorkspaceError("git is not installed (apt-get install git)") from None
+        except subprocess.TimeoutExpired:
+            raise WorkspaceError(
+                f"git {_shown(args)} took over {self.git_timeout:.0f}s; check the network "
+                "and the size of the repository") from None
+        if check and proc.returncode not in ok_codes:
+            detail = (proc.stderr or proc.stdout).strip()
+            if token:
+                detail = detail.replace(token, "***")
+            raise WorkspaceError(f"git {_shown(args)} failed (exit {proc.returncode}): "
+                                 f"{detail[-2000:]}")
+        return proc
+
+    @contextlib.contextmanager
+    def _locked(self, mirror: Path) -> Iterator[None]:
+        """Hold the mirror's lock (an fcntl lock: released even when the process dies)."""
+        lock_path = mirror.with_name(mirror.name + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise WorkspaceError(
+                            f"{lock_path} stayed locked for {self.lock_timeout:.0f}s: another "
+                            "run is fetching or changing this mirror; retry later") from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def mirror_path(self, repo: str) -> Path:
+        """Where ``owner/name``'s bare mirror lives."""
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo) or ".." in repo:
+            raise WorkspaceError(f"{repo!r} is not a repository name (expected owner/name)")
+        owner, name = repo.split("/")
+        return self.mirrors / owner / f"{name}.git"
+
+    # ------------------------------------------------------------------ mirrors
+
+    def sync_mirror(self, repo: str, url: str, *, token: str | None = None) -> Path:
+        """Create the mirror if needed and fetch every branch of ``url`` (with --prune)."""
+        _check_url(url)
+        mirror = self.mirror_path(repo)
+        with self._locked(mirror):
+            self._ensure_mirror(mirror, url)
+            self._fetch(mirror, url, token)
+        return mirror
+
+    def _ensure_mirror(self, mirror: Path, url: str) -> None:
+        if not (mirror / "HEAD").exists():
+            if mirror.exists():
+                shutil.rmtree(mirror)  # a half-made mirror from a crash: start again
+            repo = git.Repo.init(mirror, bare=True, mkdir=True)
+            with repo.config_writer() as cfg:
+                # Origin's branches go to refs/remotes/origin/: a mirror refspec
+                # (+refs/*:refs/*) would overwrite, or prune, the runs' local branches.
+                cfg.set_value(f'remote "{REMOTE}"', "url", url)
+                cfg.set_value(f'remote "{REMOTE}"', "fetch",
+                              f"+refs/heads/*:refs/remotes/{REMOTE}/*")
+                cfg.set_value("gc", "auto", "0")  # no gc racing a worktree add; see prune
+            repo.close()
+            return
+        repo = git.Repo(mirror)
+        try:
+            if repo.remotes[REMOTE].url != url:
+                with repo.config_writer() as cfg:
+                    cfg.set_value(f'remote "{REMOTE}"', "url", url)
+        finally:
+            repo.close()
+
+    def _fetch(self, mirror: Path, url: str, token: str | None) -> None:
+        self._git(["fetch", "--prune", "--no-tags", "--quiet", REMOTE],
+                  git_dir=mirror, env=_auth_env(url, token), token=token)
+
+    # ------------------------------------------------------------------ worktrees
+
+    def prepare(self, run_id: str, repo: str, issue: int, url: str, *,
+                base_branch: str = "main", token: str | None = None,
+                fetch: bool = True) -> Worktree:
+        """Fetch the mirror and give the run its worktree on ``orchestrator/issue-<n>``.
+
+        The branch starts from the remote's branch of the same name when it exists (a run
+        resumed after a crash or a new owner), else from ``base_branch``. Calling it again for
+        the same run returns the worktree it already has.
+        """
+        _check_url(url)
+        mirror = self.mirror_path(repo)
+        branch = branch_name(issue)
+        path = self.worktrees / run_id
+        with self._locked(mirror):
+            self._ensure_mirror(mirror, url)
+            if fetch:
+                self._fetch(mirror, url, token)
+            existing = self._admin_dir(mirror, path)
+            if existing is not None and path.is_dir():
+                return Worktree(run_id, repo, issue, path, branch, existing, mirror,
+                                base_branch, resumed=True)
+            if existing is not None or path.exists():
+                self._remove_locked(mirror, path, None)  # a half-made worktree from a crash
+            holder = self._branch_holder(mirror, branch)
+            if holder is not None:
+                raise WorkspaceError(
+                    f"branch {branch} is checked out by another worktree ({holder}); remove "
+                    "that run's workspace first (Workspaces.remove_orphans cleans up runs "
+                    "that are no longer live)")
+            remote_branch = f"refs/remotes/{REMOTE}/{branch}"
+            resumed = self._has_ref(mirror, remote_branch)
+            start = remote_branch if resumed else f"refs/remotes/{REMOTE}/{base_branch}"
+            if not resumed and not self._has_ref(mirror, start):
+                raise WorkspaceError(
+                    f"{repo} has no branch {base_branch!r} at {url}; set base_branch for this "
+                    "repository in orchestrator.yml")
+            self.worktrees.mkdir(parents=True, exist_ok=True)
+            # -B: a local branch left by an earlier, removed run is reset to the start point.
+            self._git(["worktree", "add", "--quiet", "--no-track", "-B", branch, str(path), start],
+                      git_dir=mirror)
+            admin = self._admin_dir(mirror, path)
+            if admin is None:
+                raise WorkspaceError(f"git worktree add made {path} but the mirror {mirror} "
+                                     "does not list it; remove both and retry")
+        return Worktree(run_id, repo, issue, path, branch, admin, mirror, base_branch, resumed)
+
+    def open(self, run_id: str, repo: str, issue: int, *, base_branch: str = "main"
+             ) -> Worktree | None:
+        """The run's existing worktree (after a restart), or None."""
+        mirror = self.mirror_path(repo)
+        path = self.worktrees / run_id
+        admin = self._admin_dir(mirror, path) if mirror.exists() else None
+        if admin is None or not path.is_dir():
+            return None
+        return Worktree(run_id, repo, issue, path, branch_name(issue), admin, mirror,
+                        base_branch, resumed=True)
+
+    def _admin_dir(self, mirror: Path, path: Path) -> Path | None:
+        """The worktree's git directory, found from the mirror's side, never from its .git."""
+        admin_root = mirror / "worktrees"
+        if not admin_root.is_dir():
+            return None
+        want = (path / ".git").resolve()
+        for admin in admin_root.iterdir():
+            try:
+                points_to = Path((admin / "gitdir").read_text().strip())
+            except OSError:
+                continue
+            if points_to == want:
+                return admin
+        return None
+
+    def _has_ref(self, mirror: Path, ref: str) -> bool:
+        proc = self._git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                         git_dir=mirror, check=False)
+        return proc.returncode == 0
+
+    def _worktree_list(self, mirror: Path) -> list[dict[str, str]]:
+        out = self._git(["worktree", "list", "--porcelain"], git_dir=mirror).stdout
+        entries: list[dict[str, str]] = []
+        for block in out.strip().split("\n\n"):
+            entry: dict[str, str] = {}
+            for line in block.splitlines():
+                key, _, value = line.partition(" ")
+                entry[key] = value
+            if "worktree" in entry:
+                entries.append(entry)
+        return entries
+
+    def _branch_holder(self, mirror: Path, branch: str) -> str | None:
+        for entry in self._worktree_list(mirror):
+            if entry.get("branch") == f"refs/heads/{branch}":
+                return entry["worktree"]
+        return None
+
+    # ------------------------------------------------------------------ commit, check, push
+
+    def _wt_git(self, wt: Worktree, args: Iterable[str], **kw: object
+                ) -> subprocess.CompletedProcess[str]:
+        return self._git(args, git_dir=wt.git_dir, work_tree=wt.path, **kw)  # type: ignore[arg-type]
+
+    def commit(self, wt: Worktree, message: str | None = None) -> str | None:
+        """Commit every change in the worktree as the bot; the new SHA, or None if clean.
+
+        The message always references the issue. Nested repositories the agent created are
+        left out (git would record them as submodule pointers, not as files).
+        """
+        if not self._admin_dir(wt.mirror, wt.path):
+            raise WorkspaceError(f"{wt.path} is no longer a worktree of {wt.mirror}; "
+                                 "prepare the run's workspace again")
+        text = (message or f"orchestrator: work on #{wt.issue}").strip()
+        if f"#{wt.issue}" not in text:
+            text += f"\n\nRefs #{wt.issue}"
+        env = {
+            "GIT_AUTHOR_NAME": self.identity.name, "GIT_AUTHOR_EMAIL": self.identity.email,
+            "GIT_COMMITTER_NAME": self.identity.name,
+            "GIT_COMMITTER_EMAIL": self.identity.email,
+        }
+        with self._locked(wt.mirror):
+            self._wt_git(wt, ["add", "--all", "--", "."])
+            self._unstage_nested_repos(wt)
+            staged = self._wt_git(wt, ["diff", "--cached", "--quiet"], check=False)
+            if staged.returncode == 0:
+                return None
+            self._wt_git(wt, ["commit", "--quiet", "--no-verify", "--no-gpg-sign",
+                              "-m", text], env=env)
+            return self.head(wt)
+
+    def _unstage_nested_repos(self, wt: Worktree) -> None:
+        out = self._wt_git(wt, ["diff", "--cached", "--raw", "-z", "--no-renames"]).stdout
+        fields = out.split("\0")
+        gitlinks: list[str] = []
+        for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+            # ":000000 160000 ..." : a new entry that is a gitlink (an embedded repository)
+            if meta.startswith(":") and meta.split()[1:2] == ["160000"]:
+                gitlinks.append(path)
+        if gitlinks:
+            log.warning("run %s: not committing nested repositories %s", wt.run_id, gitlinks)
+            self._wt_git(wt, ["rm", "--cached", "--quiet", "-r", "--", *gitlinks])
+
+    def head(self, wt: Worktree) -> str:
+        """The SHA the run's branch points at."""
+        return self._git(["rev-parse", f"refs/heads/{wt.branch}"],
+                         git_dir=wt.mirror).stdout.strip()
+
+    def changed_files(self, wt: Worktree) -> list[str]:
+        """Paths the branch changes relative to the base branch (committed changes)."""
+        base = f"refs/remotes/{REMOTE}/{wt.base_branch}"
+        out = self._git(["diff", "--name-only", "-z", f"{base}...refs/heads/{wt.branch}"],
+                        git_dir=wt.mirror).stdout
+        return [p for p in out.split("\0") if p]
+
+    def diff(self, wt: Worktree) -> str:
+        """The branch's committed diff against the base branch (for pre-push checks)."""
+        base = f"refs/remotes/{REMOTE}/{wt.base_branch}"
+        return self._git(["diff", "--no-ext-diff", "--no-textconv",
+                          f"{base}...refs/heads/{wt.branch}"], git_dir=wt.mirror).stdout
+
+    def conflicts(self, wt: Worktree, *, url: str | None = None, token: str | None = None
+                  ) -> list[str]:
+        """Paths that conflict between the run's branch and the latest base branch.
+
+        Fetches first when ``url`` is given. An empty list means the branch merges cleanly.
+        """
+        _require_merge_tree()
+        with self._locked(wt.mirror):
+            if url is not None:
+                _check_url(url)
+                self._fetch(wt.mirror, url, token)
+            proc = self._git(["merge-tree", "--write-tree", "--name-only", "--no-messages",
+                              "-z", f"refs/remotes/{REMOTE}/{wt.base_branch}",
+                              f"refs/heads/{wt.branch}"],
+                             git_dir=wt.mirror, ok_codes=(0, 1))
+        if proc.returncode == 0:
+            return []
+        # -z output: the tree id, then one NUL-terminated path per conflicted file.
+        paths = [p for p in proc.stdout.split("\0")[1:] if p]
+        return sorted(set(paths))
+
+    def push(self, wt: Worktree, url: str, *, token: str | None = None,
+             force: bool = False) -> str:
+        """Push the run's branch to ``url`` as the bot; the pushed SHA."""
+        _check_url(url)
+        sha = self.head(wt)
+        ref = f"refs/heads/{wt.branch}"
+        spec = f"{'+' if force else ''}{ref}:{ref}"
+        with self._locked(wt.mirror):
+            self._git(["push", "--quiet", "--no-verify", url, spec], git_dir=wt.mirror,
+                      env=_auth_env(url, token), token=token)
+            # Record what the remote now has, so a resumed run starts from it.
+            self._git(["update-ref", f"refs/remotes/{REMOTE}/{wt.branch}", sha],
+                      git_dir=wt.mirror)
+        return sha
+
+    # ------------------------------------------------------------------ cleanup
+
+    def remove(self, wt: Worktree) -> None:
+        """Remove the worktree, its admin entry and its local branch. Safe to call twice."""
+        if not wt.mirror.exists():
+            shutil.rmtree(wt.path, ignore_errors=True)
+            return
+        with self._locked(wt.mirror):
+            self._remove_locked(wt.mirror, wt.path, wt.branch)
+
+    def _remove_locked(self, mirror: Path, path: Path, branch: str | None) -> None:
+        if self._admin_dir(mirror, path) is not None and path.is_dir():
+            # The agent may have replaced the worktree's .git; then git refuses, and the
+            # directory goes by hand below, the prune clearing the admin entry.
+            self._git(["worktree", "remove", "--force", "--force", str(path)],
+                      git_dir=mirror, check=False)
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        self._git(["worktree", "prune"], git_dir=mirror)
+        if branch and self._branch_holder(mirror, branch) is None:
+            self._git(["branch", "--quiet", "-D", branch], git_dir=mirror, check=False)
+
+    def list_worktrees(self) -> list[WorktreeInfo]:
+        """Every run worktree on disk, with its repository when a mirror knows it."""
+        found: dict[Path, WorktreeInfo] = {}
+        for mirror in sorted(self.mirrors.glob("*/*.git")):
+            repo = f"{mirror.parent.name}/{mirror.name[:-4]}"
+            for entry in self._worktree_list(mirror):
+                path = Path(entry["worktree"])
+                if path.parent != self.worktrees:
+                    continue  # the mirror itself, or a worktree someone else made
+                branch = entry.get("branch", "").removeprefix("refs/heads/") or None
+                found[path] = WorktreeInfo(path.name, repo, path, branch)
+        if self.worktrees.is_dir():
+            for path in self.worktrees.iterdir():
+                found.setdefault(path, WorktreeInfo(path.name, "", path, None))
+        return sorted(found.values(), key=lambda info: info.run_id)
+
+    def remove_orphans(self, live_run_ids: Iterable[str]) -> list[str]:
+        """Remove worktrees of runs not in ``live_run_ids``; return their run ids."""
+        live = set(live_run_ids)
+        removed: list[str] = []
+        for info in self.list_worktrees():
+            if info.run_id in live:
+                continue
+            if info.repo:
+                mirror = self.mirror_path(info.repo)
+                with self._locked(mirror):
+                    self._remove_locked(mirror, info.path, info.branch)
+            else:
+                shutil.rmtree(info.path, ignore_errors=True)
+            removed.append(info.run_id)
+        return removed
+
+
+def _shown(args: Iterable[str]) -> str:
+    """A git command for a message: the subcommand and its first arguments."""
+    return " ".join(list(args)[:3])
+
+
+_MERGE_TREE_OK: bool | None = None
+
+
+def _require_merge_tree() -> None:
+    global _MERGE_TREE_OK
+    if _MERGE_TREE_OK is None:
+        out = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout
+        match = re.search(r"(\d+)\.(\d+)", out)
+        _MERGE_TREE_OK = match is not None and (int(match[1]), int(match[2])) >= (2, 38)
+    if not _MERGE_TREE_OK:
+        raise WorkspaceError("the conflict check needs git 2.38 or newer "
+                             "(git merge-tree --write-tree); upgrade git")
