@@ -1,0 +1,431 @@
+"""The built-in agent: a Messages API tool loop in the runner, its tools run in the sandbox.
+
+    task prompt -> [model turn -> tool calls in the sandbox -> tool results] * n -> finish
+
+The loop runs in the runner process so the API key never enters the container; the model
+only ever acts through ``bash``, ``editor`` and ``finish`` (see ``runner.agent.tools``).
+
+Prompt caching: tools and the system prompt carry ``cache_control``, and a third breakpoint
+sits on the last block of the newest user message. It moves with the conversation, so each
+turn reads everything up to the previous turn's breakpoint from the cache and only the
+newest exchange is paid at the full input price.
+
+Each request runs as an asyncio task on a private event loop; a cancel cancels the task,
+which closes the HTTP connection, so a kill does not wait for a slow model to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anthropic
+
+from runner.agent.base import (
+    AgentError,
+    CancelToken,
+    EventSink,
+    Outcome,
+    StopReason,
+    Task,
+    clip,
+    truncate,
+)
+from runner.agent.tools import TOOL_SPECS, ToolResult, run_bash, run_editor
+from runner.config import AgentConfig, Price
+from runner.model import Budget, Usage
+from runner.sandbox.base import Sandbox
+
+log = logging.getLogger(__name__)
+
+PROMPT_FILE = Path(__file__).resolve().parents[2] / "config" / "prompts" / "agent-system.md"
+EPHEMERAL = {"type": "ephemeral"}
+# 408/409 are the API's "try again" answers too; 529 is "overloaded".
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+RETRY_ERROR_TYPES = frozenset({"overloaded_error", "rate_limit_error", "api_error"})
+MAX_RETRY_WAIT = 60.0
+
+
+class _Stop(Exception):
+    """Ends the loop early with a stop reason and a message for the user."""
+
+    def __init__(self, reason: StopReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def load_system_prompt(path: Path = PROMPT_FILE) -> str:
+    """The agent's system prompt; AgentError naming the file when it is missing."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AgentError(f"cannot read the agent's system prompt {path}: {exc.strerror}; "
+                         f"restore config/prompts/agent-system.md from the repository") from None
+
+
+def cost_of(usage: Usage, price: Price) -> float:
+    """USD for ``usage`` at ``price`` (USD per million tokens of each kind)."""
+    return (usage.tokens_in * price.input + usage.tokens_out * price.output
+            + usage.cache_read * price.cache_read + usage.cache_write * price.cache_write) / 1e6
+
+
+class ClaudeAgent:
+    """The Messages API tool loop (see the module docstring).
+
+    ``environ`` is where the key is looked up (``config.api_key_env``), by default the
+    runner's environment; it is read at each run, so a rotated key is picked up.
+    """
+
+    def __init__(self, config: AgentConfig, *, system_prompt: str | None = None,
+                 command_timeout: float = 600.0, max_output_tokens: int = 8192,
+                 max_retries: int = 5, backoff: float = 1.0,
+                 environ: Mapping[str, str] | None = None) -> None:
+        price = config.prices.get(config.model)
+        if price is None:
+            raise AgentError(
+                f"agent.prices has no entry for model {config.model!r}, so its cost cap "
+                f"cannot be enforced: add agent.prices.{config.model} with input, output, "
+                f"cache_read and cache_write (USD per million tokens) to orchestrator.yml")
+        self.config = config
+        self.price = price
+        self.system_prompt = system_prompt if system_prompt is not None else load_system_prompt()
+        self.command_timeout = command_timeout
+        self.max_output_tokens = max_output_tokens
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.environ = environ if environ is not None else os.environ
+
+    # -------------------------------------------------------------- the loop
+
+    def run(self, task: Task, sandbox: Sandbox, budget: Budget, cancel: CancelToken,
+            on_event: EventSink) -> Outcome:
+        """Work on ``task`` until the model calls finish, a cap is reached, a cancel, or an
+        error the loop cannot retry. Never raises for those; see ``Outcome``."""
+        key = self.environ.get(self.config.api_key_env, "")
+        if not key:
+            return Outcome("error", error=f"no API key: set {self.config.api_key_env} in the "
+                                          f"runner's environment (agent.api_key_env names it)")
+        run = _Run(self, task, sandbox, budget, cancel, on_event, key)
+        return run.go()
+
+
+class _Run:
+    """The state of one agent run: conversation, usage, turns."""
+
+    def __init__(self, agent: ClaudeAgent, task: Task, sandbox: Sandbox, budget: Budget,
+                 cancel: CancelToken, on_event: EventSink, key: str) -> None:
+        self.agent, self.cfg = agent, agent.config
+        self.task, self.sandbox, self.budget = task, sandbox, budget
+        self.cancel, self.sink, self.key = cancel, on_event, key
+        self.usage = Usage()
+        self.turns = 0
+        self.warned = False
+        self.last_text = ""
+        self.messages: list[dict[str, Any]] = [
+            {"role": "user", "content": [{"type": "text", "text": task.prompt()}]}]
+        self.tools = [dict(spec) for spec in TOOL_SPECS]
+        self.tools[-1] = {**self.tools[-1], "cache_control": EPHEMERAL}
+        self.system = [{"type": "text", "text": agent.system_prompt, "cache_control": EPHEMERAL}]
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        """Emit an audit event: strings truncated, the API key scrubbed, sink errors logged."""
+        payload = _scrub(clip(data), self.key)
+        try:
+            self.sink(kind, payload)
+        except Exception:  # an audit sink failing must not take the run down with it
+            log.exception("audit sink failed on %s", kind)
+
+    def go(self) -> Outcome:
+        loop = asyncio.new_event_loop()
+        client = anthropic.AsyncAnthropic(
+            api_key=self.key, base_url=self.cfg.base_url, max_retries=0,
+            timeout=600.0)
+        self.event("agent.start", {"model": self.cfg.model, "iteration": self.task.iteration,
+                                   "max_turns": self.budget.max_turns,
+                                   "max_tokens": self.budget.max_tokens,
+                                   "max_cost_usd": self.budget.max_cost_usd})
+        try:
+            outcome = self.loop(loop, client)
+        except _Stop as stop:
+            outcome = self.outcome(stop.reason, stop.message)
+        finally:
+            try:
+                loop.run_until_complete(asyncio.wait_for(client.close(), 2))
+            except Exception:
+                log.debug("closing the Messages API client failed", exc_info=True)
+            loop.close()
+        self.event("agent.stop", {"reason": outcome.stop_reason, "turns": outcome.turns,
+                                  "summary": outcome.summary, "error": outcome.error,
+                                  **_usage_dict(outcome.usage)})
+        return outcome
+
+    def outcome(self, reason: StopReason, message: str = "", summary: str = "") -> Outcome:
+        return Outcome(reason, summary=summary or self.last_text, usage=self.usage,
+                       turns=self.turns, error=_scrub(message, self.key))
+
+    def check_caps(self) -> None:
+        """Stop at a cap (100 %); say so once at ``budget.warn_at`` (90 %)."""
+        share = self.budget.share_used(self.turns, self.usage)
+        if share >= self.budget.warn_at and not self.warned:
+            self.warned = True
+            self.event("agent.budget_warning", {"share": round(share, 3), "turns": self.turns,
+                                                **_usage_dict(self.usage)})
+        reason = self.budget.exceeded(self.turns, self.usage)
+        if reason == "max_turns":
+            raise _Stop("max_turns", f"stopped after {self.turns} turns: the turn cap "
+                                     f"(agent.max_turns = {self.budget.max_turns}) is reached")
+        if reason == "budget":
+            raise _Stop("budget", f"stopped after {self.turns} turns: the budget is spent "
+                                  f"({self.usage.tokens} of {self.budget.max_tokens} tokens, "
+                                  f"${self.usage.cost_usd:.4f} of "
+                                  f"${self.budget.max_cost_usd:.2f}; agent.max_tokens and "
+                                  f"agent.max_cost_usd set the caps)")
+
+    def loop(self, loop: asyncio.AbstractEventLoop, client: anthropic.AsyncAnthropic
+             ) -> Outcome:
+        while True:
+            self.check_caps()
+            if self.cancel.is_set():
+                raise _Stop("cancelled", "cancelled")
+            started = time.monotonic()
+            message = self.request(loop, client)
+            self.turns += 1
+            turn_usage = self.account(message.usage)
+            blocks = _assistant_blocks(message.content)
+            text = "\n".join(b["text"] for b in blocks if b["type"] == "text").strip()
+            if text:
+                self.last_text = text
+            calls = [b for b in blocks if b["type"] == "tool_use"]
+            self.event("agent.turn", {
+                "turn": self.turns, "stop_reason": message.stop_reason, "text": text,
+                "tools": [c["name"] for c in calls], "seconds": round(time.monotonic() -
+                                                                      started, 3),
+                **_usage_dict(turn_usage), "total_cost_usd": round(self.usage.cost_usd, 6)})
+            self.messages.append({"role": "assistant",
+                                  "content": blocks or [{"type": "text", "text": "(no reply)"}]})
+            finish = next((c for c in calls if c["name"] == "finish"), None)
+            if finish is not None and finish is calls[0]:
+                return self.finish(finish)
+            if not calls:
+                if message.stop_reason == "max_tokens":
+                    self.check_caps()
+                    self.messages.append({"role": "user", "content": [{"type": "text", "text": (
+                        "Your reply was cut off at the output token limit. Continue with "
+                        "smaller steps: one tool call at a time, shorter files.")}]})
+                    continue
+                # A model that stops talking without finish is done; its text is the summary.
+                return self.outcome("done", summary=text or "The agent stopped without a "
+                                                            "summary.")
+            self.check_caps()
+            results: list[dict[str, Any]] = []
+            for call in calls:
+                if call["name"] == "finish":
+                    return self.finish(call)
+                result = self.execute(call)
+                if result.cancelled:
+                    raise _Stop("cancelled", "cancelled during a tool call")
+                results.append({"type": "tool_result", "tool_use_id": call["id"],
+                                "content": result.content, "is_error": result.is_error})
+            self.messages.append({"role": "user", "content": results})
+
+    def finish(self, call: dict[str, Any]) -> Outcome:
+        summary = str((call.get("input") or {}).get("summary") or self.last_text or "")
+        self.event("agent.tool", {"turn": self.turns, "tool": "finish",
+                                  "input": call.get("input") or {}})
+        return self.outcome("done", summary=summary.strip() or "Done (no summary given).")
+
+    def execute(self, call: dict[str, Any]) -> ToolResult:
+        """Run one tool call in the sandbox; every call is an audit event."""
+        started = time.monotonic()
+        args = call.get("input") if isinstance(call.get("input"), dict) else {}
+        assert isinstance(args, dict)
+        try:
+            if call["name"] == "bash":
+                result = run_bash(self.sandbox, args, self.cancel, self.agent.command_timeout)
+            elif call["name"] == "editor":
+                result = run_editor(self.sandbox, args, self.cancel)
+            else:
+                result = ToolResult(f"there is no tool {call['name']!r}; use bash, editor or "
+                                    f"finish", is_error=True)
+        except Exception as exc:  # the sandbox broke: tell the model and the audit log
+            result = ToolResult(f"the sandbox could not run the tool: {exc}", is_error=True)
+        self.event("agent.tool", {"turn": self.turns, "tool": call["name"], "input": args,
+                                  "is_error": result.is_error, "exit_code": result.exit_code,
+                                  "output": result.content,
+                                  "seconds": round(time.monotonic() - started, 3)})
+        return result
+
+    def account(self, raw: Any) -> Usage:
+        """Add one response's usage (and its cost) to the run's."""
+        part = Usage(tokens_in=int(getattr(raw, "input_tokens", 0) or 0),
+                     tokens_out=int(getattr(raw, "output_tokens", 0) or 0),
+                     cache_read=int(getattr(raw, "cache_read_input_tokens", 0) or 0),
+                     cache_write=int(getattr(raw, "cache_creation_input_tokens", 0) or 0))
+        part = Usage(part.tokens_in, part.tokens_out, part.cache_read, part.cache_write,
+                     cost_of(part, self.agent.price))
+        self.usage = self.usage + part
+        return part
+
+    # -------------------------------------------------------------- one request
+
+    def params(self) -> dict[str, Any]:
+        """The request, with the moving cache breakpoint on the newest user block."""
+        last = self.messages[-1]
+        content = list(last["content"])
+        content[-1] = {**content[-1], "cache_control": EPHEMERAL}
+        messages = [*self.messages[:-1], {**last, "content": content}]
+        return {"model": self.cfg.model, "max_tokens": self.agent.max_output_tokens,
+                "system": self.system, "tools": self.tools, "messages": messages}
+
+    def request(self, loop: asyncio.AbstractEventLoop, client: anthropic.AsyncAnthropic
+                ) -> Any:
+        """One model turn, retried on 429/529/5xx with backoff; _Stop on anything else."""
+        params = self.params()
+        for attempt in range(self.agent.max_retries + 1):
+            try:
+                return loop.run_until_complete(self._call(client, params))
+            except anthropic.APIStatusError as exc:
+                if not _retryable(exc) or attempt == self.agent.max_retries:
+                    raise _Stop("error", self.explain(exc, attempt + 1)) from None
+                wait = _retry_after(exc.response.headers) if exc.response is not None else None
+                reason = f"{exc.status_code} {_error_type(exc)}"
+            except anthropic.APIConnectionError as exc:
+                if attempt == self.agent.max_retries:
+                    raise _Stop("error", f"cannot reach the Messages API at "
+                                         f"{self.cfg.base_url or 'api.anthropic.com'} after "
+                                         f"{attempt + 1} attempts ({exc}); check agent.base_url "
+                                         f"and the runner's network") from None
+                wait, reason = None, f"connection: {exc}"
+            if wait is None:
+                wait = min(MAX_RETRY_WAIT, self.agent.backoff * 2 ** attempt)
+                wait *= random.uniform(0.75, 1.0)  # jitter, so parallel runs spread out
+            wait = min(wait, MAX_RETRY_WAIT)
+            self.event("agent.retry", {"turn": self.turns + 1, "attempt": attempt + 1,
+                                       "reason": reason, "wait_s": round(wait, 3)})
+            if self.cancel.wait(wait):
+                raise _Stop("cancelled", "cancelled while waiting to retry")
+        raise AssertionError("unreachable")
+
+    async def _call(self, client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Any:
+        """Stream one reply; a cancel aborts it (the connection is closed)."""
+        task = asyncio.ensure_future(self._stream(client, params))
+        while not task.done():
+            if self.cancel.is_set():
+                task.cancel()
+                # Give the SDK a moment to close the connection; the cancel has priority.
+                await asyncio.wait({task}, timeout=0.5)
+                raise _Stop("cancelled", "cancelled during a model request")
+            await asyncio.wait({task}, timeout=0.05)
+        return task.result()
+
+    @staticmethod
+    async def _stream(client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Any:
+        async with client.messages.stream(**params) as stream:
+            return await stream.get_final_message()
+
+    def explain(self, exc: anthropic.APIStatusError, attempts: int) -> str:
+        """An API error as a message the user can act on."""
+        status, kind = exc.status_code, _error_type(exc)
+        detail = _error_message(exc)
+        env, model = self.cfg.api_key_env, self.cfg.model
+        if status == 401:
+            return (f"the Messages API refused the API key (401 {kind}: {detail}): set "
+                    f"{env} in the runner's environment to a valid key")
+        if status == 403:
+            return (f"the key in {env} may not use this model or endpoint (403 {kind}: "
+                    f"{detail}): check agent.model ({model!r}) and the key's permissions")
+        if status == 404:
+            return (f"the Messages API does not know this model or path (404 {kind}: "
+                    f"{detail}): check agent.model ({model!r}) and agent.base_url")
+        if status == 400:
+            return (f"the Messages API rejected the request (400 {kind}: {detail}): check "
+                    f"agent.model ({model!r}) in orchestrator.yml; if the message is about "
+                    f"the conversation itself, report it with this run's audit log")
+        if status == 413:
+            return (f"the conversation is too large for the Messages API (413: {detail}): "
+                    f"split the issue into smaller ones")
+        if status in RETRY_STATUSES:
+            return (f"the Messages API kept failing ({status} {kind}: {detail}) after "
+                    f"{attempts} attempts; try again later")
+        return f"the Messages API failed ({status} {kind}: {detail})"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _assistant_blocks(content: Any) -> list[dict[str, Any]]:
+    """The reply's blocks as plain dicts to send back (only the fields the API takes)."""
+    out: list[dict[str, Any]] = []
+    for block in content or []:
+        kind = getattr(block, "type", None)
+        if kind == "text":
+            if block.text:
+                out.append({"type": "text", "text": block.text})
+        elif kind == "tool_use":
+            out.append({"type": "tool_use", "id": block.id, "name": block.name,
+                        "input": block.input if isinstance(block.input, dict) else {}})
+        elif kind in {"thinking", "redacted_thinking"}:
+            out.append(block.model_dump(exclude_none=True))
+    return out
+
+
+def _usage_dict(usage: Usage) -> dict[str, Any]:
+    return {"tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out,
+            "cache_read": usage.cache_read, "cache_write": usage.cache_write,
+            "cost_usd": round(usage.cost_usd, 6)}
+
+
+def _error_type(exc: anthropic.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    return str((error or {}).get("type") or "error")
+
+
+def _error_message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    return truncate(str((error or {}).get("message") or exc.message), 500)
+
+
+def _retryable(exc: anthropic.APIStatusError) -> bool:
+    # An error event inside a 200 stream carries the real cause only in its body.
+    return exc.status_code in RETRY_STATUSES or exc.status_code >= 500 or \
+        _error_type(exc) in RETRY_ERROR_TYPES
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds the server asked us to wait (retry-after-ms, retry-after as seconds or date)."""
+    try:
+        if headers.get("retry-after-ms"):
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _scrub(value: Any, secret: str) -> Any:
+    """``value`` with ``secret`` replaced wherever it appears in a string."""
+    if not secret:
+        return value
+    if isinstance(value, str):
+        return value.replace(secret, "[redacted]")
+    if isinstance(value, dict):
+        return {k: _scrub(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, secret) for v in value]
+    return value
