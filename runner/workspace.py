@@ -364,7 +364,8 @@ class Workspaces:
             return self.head(wt)
 
     def _unstage_nested_repos(self, wt: Worktree) -> None:
-        out = self._wt_git(wt, ["diff", "--cached", "--raw", "-z", "--no-renames"]).stdout
+        out = self._wt_git(wt, ["diff", "--cached", "--raw", "-z", "--no-renames",
+                                  "--ignore-submodules=none"]).stdout
         fields = out.split("\0")
         gitlinks: list[str] = []
         for meta, path in zip(fields[0::2], fields[1::2], strict=False):
@@ -373,7 +374,8 @@ class Workspaces:
                 gitlinks.append(path)
         if gitlinks:
             log.warning("run %s: not committing nested repositories %s", wt.run_id, gitlinks)
-            self._wt_git(wt, ["rm", "--cached", "--quiet", "-r", "--", *gitlinks])
+            # update-index: a pure index edit that never looks inside the nested repository.
+            self._wt_git(wt, ["update-index", "--force-remove", "--", *gitlinks])
 
     def head(self, wt: Worktree) -> str:
         """The SHA the run's branch points at."""
