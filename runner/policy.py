@@ -115,9 +115,9 @@ def is_own(comment: Comment, rules: Rules) -> bool:
 
 
 def comments_for_agent(comments: Iterable[Comment], permissions: Mapping[str, str],
-                       rules: Rules) -> list[str]:
-    """Comments that may steer the agent: by users with the required permission, not the bot,
-    not kill commands, hidden text stripped."""
+                       rules: Rules) -> list[tuple[str, str]]:
+    """(author, text) of the comments that may steer the agent: by users with the required
+    permission, not the bot, not kill commands, hidden text stripped."""
     out = []
     for comment in comments:
         if is_own(comment, rules) or kill_command(comment.body) is not None:
@@ -126,5 +126,5 @@ def comments_for_agent(comments: Iterable[Comment], permissions: Mapping[str, st
             continue
         text = strip_hidden(comment.body)
         if text:
-            out.append(f"@{comment.author}: {text}")
+            out.append((comment.author, text))
     return out

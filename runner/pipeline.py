@@ -1,0 +1,690 @@
+"""One run's steps, each resumable from the state the store holds:
+
+    queued     -> acknowledge on the issue, apply the 50% rule
+    preparing  -> worktree from the warm mirror
+    running    -> the agent in its sandbox, then the pre-push gates (failures go back to it)
+    pushing    -> commit on the host, conflict check, push as the bot, find-or-create the PR
+    gating     -> wait for the forge's CI on the exact head SHA
+    reviewing  -> the independent AI reviewer
+    succeeded | failed | cancelled -> PR ready or failure explained; container and worktree gone
+
+A kill, wherever it arrives, sets the run's cancel event; every wait in here watches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from gates.choose import decide_yolo
+from gates.diff import parse_unified_diff
+from gates.model import GateResult
+from gates.profiles import GatesConfig, Profile
+from gates.run import check_diff
+from runner.agent.base import Agent, Task, load_instructions
+from runner.agent.base import Comment as TaskComment
+from runner.config import RepoConfig, Settings
+from runner.continuation import Failure, render_continuation
+from runner.controller import RunHandle
+from runner.forge.base import CIState, Forge, ForgeError, ReviewComment
+from runner.model import Budget, Lease, Run, RunState, Usage
+from runner.policy import Rules, authorised, comments_for_agent, latest_addition
+from runner.sandbox.base import Sandbox, SandboxBackend, SandboxError, SandboxSpec
+from runner.sizing import FORCE_LABEL
+from runner.sizing import decide as size_issue
+from runner.store.base import LeaseLost, StaleState, Store
+
+log = logging.getLogger("orchestrator.pipeline")
+
+STATUS_MARKER = "orchestrator:status"
+REVIEW_CONTEXT = "orchestrator/ai-review"
+CI_POLL_S = 2.0
+MAX_ATTEMPTS = 3  # environmental failures (engine, forge, disk) before a run fails
+
+
+class Cancelled(Exception):
+    """The run's cancel event fired: stop at once."""
+
+
+class RunFailed(Exception):
+    """The run cannot go on; the message is the reason shown on the issue."""
+
+
+@dataclass(frozen=True)
+class ReviewFinding:
+    path: str
+    line: int
+    severity: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ReviewVerdict:
+    approved: bool
+    confidence: float
+    summary: str
+    findings: tuple[ReviewFinding, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+
+
+class Reviewer(Protocol):
+    """The independent reviewer: sees the issue, the diff and the gate results, nothing else."""
+
+    def review(self, *, title: str, body: str, diff: str,
+               gate_results: Sequence[GateResult]) -> ReviewVerdict: ...
+
+
+class Workspace(Protocol):
+    """What the pipeline needs of ``workspace.Workspaces``."""
+
+    def prepare(self, run_id: str, repo: str, issue: int, url: str, *, base_branch: str = ...,
+                token: str | None = ..., fetch: bool = ...) -> Any: ...
+
+    def commit(self, wt: Any, message: str | None = ...) -> str | None: ...
+
+    def head(self, wt: Any) -> str: ...
+
+    def diff(self, wt: Any) -> str: ...
+
+    def conflicts(self, wt: Any, *, url: str | None = ..., token: str | None = ...
+                  ) -> list[str]: ...
+
+    def push(self, wt: Any, url: str, *, token: str | None = ..., force: bool = ...) -> str: ...
+
+    def reset_to(self, wt: Any, sha: str) -> None: ...
+
+    def open(self, run_id: str, repo: str, issue: int, *, base_branch: str = ...) -> Any: ...
+
+    def remove(self, wt: Any) -> None: ...
+
+    def remove_orphans(self, live_run_ids: Iterable[str]) -> list[str]: ...
+
+
+@dataclass
+class Services:
+    """The adapters a pipeline works through, wired by ``cli.py`` from the configuration."""
+
+    settings: Settings
+    store: Store
+    forges: dict[str, Forge]
+    tokens: dict[str, str]  # forge name -> token (never logged, never in a container)
+    workspaces: Workspace
+    sandboxes: SandboxBackend
+    make_agent: Callable[[], Agent]
+    gates: GatesConfig
+    continuation_template: str
+    reviewer: Reviewer | None = None
+    links: Callable[[Run], str] = field(default=lambda run: "")
+
+
+@dataclass
+class _Ctx:
+    """What one drive of one run carries between steps."""
+
+    handle: RunHandle
+    run: Run
+    repo: RepoConfig
+    forge: Forge
+    token: str
+    profile: Profile
+    skip_gates: bool
+    yolo_note: str
+    worktree: Any = None
+    sandbox: Sandbox | None = None
+    feedback: str | None = None
+    gate_results: list[GateResult] = field(default_factory=list)
+    last_active: RunState = RunState.QUEUED  # for the checklist of a run that ended early
+
+    @property
+    def fence(self) -> int:
+        return self.handle.lease.token
+
+
+class Pipeline:
+    """Drives claimed runs through their steps (the controller's ``RunDriver``)."""
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self.settings = services.settings
+        self.store = services.store
+
+    # ------------------------------------------------------------ entry points
+
+    def drive(self, handle: RunHandle) -> None:
+        """Work on the run until it ends, is killed, or this process loses its lease."""
+        run = self.store.get_run(handle.run_id)
+        ctx = self._context(handle, run)
+        handle.on_kill(lambda: self._stop_sandbox(ctx))
+        try:
+            while not ctx.run.terminal:
+                self._check_cancel(ctx)
+                self._step(ctx)
+        except Cancelled:
+            if handle.lease_lost:
+                log.warning("run %s: lease lost; leaving it to its new owner", run.id)
+                return
+            self._cancelled(ctx)
+        except LeaseLost:
+            log.warning("run %s: lease lost; leaving it to its new owner", run.id)
+            return
+        except RunFailed as exc:
+            self._fail(ctx, str(exc))
+        except (ForgeError, SandboxError, StaleState, OSError) as exc:
+            # Environmental: retried (by whoever claims the run once the lease lapses) a
+            # bounded number of times, then the run fails with the reason.
+            attempts = int(ctx.run.extra.get("attempts", 0)) + 1
+            self.store.append_event(run.id, "error", {"error": str(exc), "attempt": attempts,
+                                                      "state": str(ctx.run.state)})
+            if attempts >= MAX_ATTEMPTS:
+                self._fail(ctx, f"gave up after {attempts} attempts: {exc}")
+                return
+            with contextlib.suppress(LeaseLost, StaleState):
+                self._update(ctx, extra={**ctx.run.extra, "attempts": attempts})
+            raise
+        if ctx.run.terminal:
+            self._finish(ctx)
+
+    def cancel_unowned(self, run: Run, actor: str, reason: str, lease: Lease) -> None:
+        """Cancel a run nobody works on (queued, or its owner died) and clean up."""
+        handle = RunHandle(run_id=run.id, lease=lease)
+        ctx = self._context(handle, run)
+        kill = self.store.kill_request(run.id)
+        handle.kill = kill
+        try:
+            self._cancelled(ctx, actor=actor, reason=reason)
+            self._finish(ctx)
+        finally:
+            with contextlib.suppress(Exception):
+                self.store.release(lease)
+
+    def reject_kill(self, run: Run, comment_id: int, author: str) -> None:
+        """Answer a ``/kill`` from someone without permission, once, and audit it."""
+        forge = self.s.forges[self.settings.repo(run.repo).forge]
+        forge.upsert_comment(
+            run.repo, run.issue, f"orchestrator:rejected-kill:{comment_id}",
+            f"@{author}: only users with {self.settings.limits.trigger_permission} permission "
+            f"can stop this run; your `/kill` was ignored (and recorded).")
+        self.store.append_event(run.id, "kill_rejected", {"author": author,
+                                                          "comment": comment_id},
+                                actor=author)
+        rejected = [*run.extra.get("rejected_kills", []), comment_id]
+        self.store.update_run(run.id, extra={**run.extra, "rejected_kills": rejected})
+
+    def remove_orphans(self, live_run_ids: Iterable[str]) -> None:
+        """Containers and worktrees of no live run, left by a crash."""
+        live = list(live_run_ids)
+        with contextlib.suppress(SandboxError):
+            for name in self.s.sandboxes.remove_orphans(live):
+                log.info("removed orphan sandbox %s", name)
+        for path in self.s.workspaces.remove_orphans(live):
+            log.info("removed orphan worktree %s", path)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _context(self, handle: RunHandle, run: Run) -> _Ctx:
+        repo = self.settings.repo(run.repo)
+        forge = self.s.forges[repo.forge]
+        profile = self.s.gates.profile(run.extra.get("profile", repo.gate_profile))
+        yolo = decide_yolo(run.extra.get("labels", ()), repo_yolo=repo.yolo,
+                           allow_label=repo.allow_yolo_label, global_yolo=self.settings.yolo)
+        return _Ctx(handle=handle, run=run, repo=repo, forge=forge,
+                    token=self.s.tokens.get(repo.forge, ""), profile=profile,
+                    skip_gates=yolo.skip_gates, yolo_note=yolo.banner(), last_active=run.state)
+
+    def _check_cancel(self, ctx: _Ctx) -> None:
+        if ctx.handle.cancel.is_set():
+            raise Cancelled()
+
+    def _wait(self, ctx: _Ctx, seconds: float) -> None:
+        if ctx.handle.cancel.wait(seconds):
+            raise Cancelled()
+
+    def _move(self, ctx: _Ctx, target: RunState, reason: str = "", actor: str = "runner") -> None:
+        self._check_cancel(ctx)
+        ctx.run = self.store.transition(ctx.run.id, ctx.run.state, target, actor=actor,
+                                        reason=reason, fence=ctx.fence)
+        if not target.terminal:
+            ctx.last_active = target
+            self._status(ctx)
+
+    def _update(self, ctx: _Ctx, **fields: Any) -> None:
+        ctx.run = self.store.update_run(ctx.run.id, fence=ctx.fence, **fields)
+
+    def _event(self, ctx: _Ctx, kind: str, data: dict[str, Any] | None = None,
+               actor: str = "runner") -> None:
+        self.store.append_event(ctx.run.id, kind, data or {}, actor=actor)
+
+    def _step(self, ctx: _Ctx) -> None:
+        state = ctx.run.state
+        if state is RunState.QUEUED:
+            self._acknowledge(ctx)
+        elif state is RunState.PREPARING:
+            self._prepare(ctx)
+        elif state is RunState.RUNNING:
+            self._run_agent(ctx)
+        elif state is RunState.PUSHING:
+            self._push(ctx)
+        elif state is RunState.GATING:
+            self._gate(ctx)
+        elif state is RunState.REVIEWING:
+            self._review(ctx)
+
+    # ------------------------------------------------------------ steps
+
+    def _acknowledge(self, ctx: _Ctx) -> None:
+        run, forge = ctx.run, ctx.forge
+        self.store.check_fence(run.id, ctx.fence)
+        issue = forge.get_issue(run.repo, run.issue)
+        labels = list(issue.labels)
+        extra = {**run.extra, "labels": labels,
+                 "profile": self._profile_name(labels, ctx.repo)}
+        self._update(ctx, extra=extra)
+        ctx.profile = self.s.gates.profile(extra["profile"])
+        yolo = decide_yolo(labels, repo_yolo=ctx.repo.yolo, allow_label=ctx.repo.allow_yolo_label,
+                           global_yolo=self.settings.yolo)
+        ctx.skip_gates, ctx.yolo_note = yolo.skip_gates, yolo.banner()
+        if yolo.skip_gates:
+            self._event(ctx, "yolo", {"reason": yolo.reason, "note": "quality gates disabled"})
+        with contextlib.suppress(ForgeError):
+            forge.add_reaction(run.repo, run.issue, "eyes")
+        comments = self._writer_comments(ctx)
+        forced = self._authorised_label(ctx, FORCE_LABEL)
+        sizing = size_issue(run.issue_body, [text for _, text in comments],
+                            self.settings.agent.context_window,
+                            labels=[FORCE_LABEL] if forced else [])
+        self._event(ctx, "sizing", {"reason": sizing.reason, "tokens": sizing.estimate.tokens})
+        if not sizing.allowed:
+            forge.upsert_comment(run.repo, run.issue, "orchestrator:too-large", sizing.comment)
+            if sizing.label:
+                forge.add_label(run.repo, run.issue, sizing.label)
+            raise RunFailed("too large for one run (the 50% rule): " + sizing.reason)
+        self._move(ctx, RunState.PREPARING)
+
+    def _profile_name(self, labels: list[str], repo: RepoConfig) -> str:
+        from gates.choose import choose_profile
+
+        try:
+            return choose_profile(labels, repo.gate_profile, self.s.gates.profiles).name
+        except Exception as exc:
+            raise RunFailed(str(exc)) from None
+
+    def _authorised_label(self, ctx: _Ctx, label: str) -> bool:
+        """True when ``label`` is on the issue and was added by someone allowed to."""
+        if label not in ctx.run.extra.get("labels", ()):
+            return False
+        added = latest_addition(ctx.forge.label_events(ctx.run.repo, ctx.run.issue), label)
+        return added is not None and authorised(
+            ctx.forge.permission(ctx.run.repo, added.actor),
+            self.settings.limits.trigger_permission)
+
+    def _writer_comments(self, ctx: _Ctx) -> list[tuple[str, str]]:
+        comments = ctx.forge.list_comments(ctx.run.repo, ctx.run.issue)
+        authors = {c.author for c in comments}
+        perms = {a: ctx.forge.permission(ctx.run.repo, a) for a in authors}
+        return comments_for_agent(comments, perms, self._rules())
+
+    def _rules(self) -> Rules:
+        return Rules(trigger_label=self.settings.labels.trigger,
+                     kill_label=self.settings.labels.kill,
+                     required_permission=self.settings.limits.trigger_permission)
+
+    def _worktree(self, ctx: _Ctx) -> Any:
+        if ctx.worktree is None:
+            run = ctx.run
+            started = time.monotonic()
+            ctx.worktree = self.s.workspaces.prepare(
+                run.id, run.repo, run.issue, ctx.forge.clone_url(run.repo),
+                base_branch=ctx.repo.base_branch, token=ctx.token)
+            self._event(ctx, "workspace", {"path": str(ctx.worktree.path),
+                                           "resumed": bool(ctx.worktree.resumed),
+                                           "seconds": round(time.monotonic() - started, 3)})
+        return ctx.worktree
+
+    def _prepare(self, ctx: _Ctx) -> None:
+        self._worktree(ctx)
+        self._move(ctx, RunState.RUNNING)
+
+    def _sandbox(self, ctx: _Ctx) -> Sandbox:
+        if ctx.sandbox is None:
+            cfg, wt = self.settings.sandbox, self._worktree(ctx)
+            spec = SandboxSpec(run_id=ctx.run.id, repo=ctx.run.repo, issue=ctx.run.issue,
+                               worktree=Path(wt.path), image=cfg.image, cpus=cfg.cpus,
+                               memory=cfg.memory, pids=cfg.pids, network=cfg.network)
+            ctx.sandbox = self.s.sandboxes.start(spec)
+            self._event(ctx, "sandbox", {"name": ctx.sandbox.name})
+            # A kill that arrived while the container was starting must still stop it.
+            if ctx.handle.cancel.is_set():
+                self._stop_sandbox(ctx)
+                raise Cancelled()
+        return ctx.sandbox
+
+    def _stop_sandbox(self, ctx: _Ctx) -> None:
+        sandbox = ctx.sandbox or self.s.sandboxes.find(ctx.run.id)
+        if sandbox is not None:
+            sandbox.stop(grace=1.0)
+
+    def _task(self, ctx: _Ctx) -> Task:
+        run, wt = ctx.run, self._worktree(ctx)
+        found = load_instructions(Path(wt.path))
+        comments = tuple(TaskComment(author=author, body=text)
+                         for author, text in self._writer_comments(ctx))
+        return Task(title=run.issue_title, body=run.issue_body, repo=run.repo, issue=run.issue,
+                    comments=comments, instructions=found[1] if found else None,
+                    instructions_file=found[0] if found else None, feedback=ctx.feedback
+                    or run.extra.get("feedback"), iteration=max(run.iteration, 1))
+
+    def _run_agent(self, ctx: _Ctx) -> None:
+        """The agent, then the pre-push gates; failures go back to the agent until the
+        iterations run out."""
+        if ctx.run.iteration == 0:
+            self._update(ctx, iteration=1)
+        while True:
+            sandbox = self._sandbox(ctx)
+            agent_cfg = self.settings.agent
+            spent = Usage(tokens_in=ctx.run.tokens_in, tokens_out=ctx.run.tokens_out,
+                          cost_usd=ctx.run.cost_usd)
+            budget = Budget(max_turns=agent_cfg.max_turns,
+                            max_tokens=max(agent_cfg.max_tokens - spent.tokens, 1),
+                            max_cost_usd=max(agent_cfg.max_cost_usd - spent.cost_usd, 1e-6))
+            task = self._task(ctx)
+            self._status(ctx)
+            outcome = self.s.make_agent().run(
+                task, sandbox, budget, ctx.handle.cancel,
+                lambda kind, data: self._event(ctx, kind, data, actor="agent"))
+            usage = outcome.usage
+            self._update(ctx, cost_usd=ctx.run.cost_usd + usage.cost_usd,
+                         tokens_in=ctx.run.tokens_in + usage.tokens_in + usage.cache_read
+                         + usage.cache_write, tokens_out=ctx.run.tokens_out + usage.tokens_out)
+            self._event(ctx, "agent_done", {"stop_reason": outcome.stop_reason,
+                                            "summary": outcome.summary[:2000],
+                                            "turns": outcome.turns, "error": outcome.error,
+                                            "cost_usd": round(usage.cost_usd, 6)})
+            if outcome.stop_reason == "cancelled":
+                raise Cancelled()
+            if not outcome.ok:
+                raise RunFailed(f"the agent stopped: {outcome.stop_reason}"
+                                + (f" ({outcome.error})" if outcome.error else ""))
+            failures = self._pre_push(ctx, outcome.summary)
+            if not failures:
+                self._move(ctx, RunState.PUSHING)
+                return
+            self._next_iteration(ctx, failures, stay=True)
+
+    def _pre_push(self, ctx: _Ctx, summary: str) -> list[Failure]:
+        """Commit on the host, then the pre-push gates on the diff and in the sandbox.
+
+        A failing commit is taken back (the files stay), so nothing failing is ever pushed.
+        """
+        wt = self._worktree(ctx)
+        before = self.s.workspaces.head(wt)
+        title = summary.strip().splitlines()[0][:72] if summary.strip() else ""
+        message = f"{title or 'Work on'} (#{ctx.run.issue})\n\nCloses #{ctx.run.issue}"
+        sha = self.s.workspaces.commit(wt, message)
+        diff_text = self.s.workspaces.diff(wt)
+        if sha is None and not diff_text.strip():
+            return [Failure("gate", "changes", "the branch has no changes against the base "
+                            "branch: nothing was done for the issue")]
+        results = check_diff(parse_unified_diff(diff_text), ctx.profile,
+                             ctx.run.extra.get("labels", ()), self.s.gates)
+        if not ctx.skip_gates:
+            results += self._sandbox_gates(ctx)
+        ctx.gate_results = results
+        self._event(ctx, "gates", {"stage": "pre-push",
+                                   "results": [r.to_dict() for r in results]})
+        failed = [r for r in results if not r.passed]
+        secrets_found = any(r.gate == "secrets" for r in failed)
+        if ctx.skip_gates and not secrets_found:
+            return []  # YOLO skips quality gates, never the secret scan
+        if failed and sha is not None:
+            self.s.workspaces.reset_to(wt, before)
+        return [Failure("gate", r.gate, f"{r.message} (expected {r.expected}, got {r.actual})",
+                        details=r.details if r.gate != "secrets" else "") for r in failed]
+
+    def _sandbox_gates(self, ctx: _Ctx) -> list[GateResult]:
+        results = []
+        sandbox = self._sandbox(ctx)
+        for name, command in ctx.profile.fast_commands().items():
+            started = time.monotonic()
+            result = sandbox.exec(command.run, timeout=command.timeout)
+            passed = result.ok
+            results.append(GateResult(
+                name, passed, "exit 0", "timed out" if result.timed_out else
+                f"exit {result.exit_code}", f"`{command.run}` " + ("passed" if passed else
+                                                                    "failed"),
+                fast=True, duration_s=time.monotonic() - started,
+                details="" if passed else result.output[-4000:]))
+        return results
+
+    def _next_iteration(self, ctx: _Ctx, failures: list[Failure], *, stay: bool = False) -> None:
+        """Give the failures to the agent as its next instruction, or fail when out of tries."""
+        limit = self.settings.limits.max_iterations
+        iteration = ctx.run.iteration + 1
+        if iteration > limit:
+            names = ", ".join(f"{f.source}:{f.name}" for f in failures)
+            raise RunFailed(f"still failing after {limit} iteration(s): {names}")
+        ctx.feedback = render_continuation(self.s.continuation_template, failures, iteration,
+                                           limit)
+        self._update(ctx, iteration=iteration, extra={**ctx.run.extra,
+                                                      "feedback": ctx.feedback})
+        self._event(ctx, "iteration", {"iteration": iteration,
+                                       "failures": [f"{f.source}:{f.name}" for f in failures]})
+        if not stay:
+            self._move(ctx, RunState.RUNNING, reason=f"iteration {iteration}")
+        else:
+            self._status(ctx)
+
+    def _push(self, ctx: _Ctx) -> None:
+        run, forge = ctx.run, ctx.forge
+        wt = self._worktree(ctx)
+        url = forge.clone_url(run.repo)
+        conflicts = self.s.workspaces.conflicts(wt, url=url, token=ctx.token)
+        if conflicts:
+            raise RunFailed(f"the branch conflicts with {ctx.repo.base_branch} in "
+                            f"{', '.join(conflicts)}; resolve them by hand or relabel to retry")
+        self.store.check_fence(run.id, ctx.fence)  # a stalled old owner must not push
+        sha = self.s.workspaces.push(wt, url, token=ctx.token, force=True)
+        self._event(ctx, "pushed", {"branch": run.branch, "sha": sha})
+        self.store.check_fence(run.id, ctx.fence)
+        pull = forge.find_or_create_pull(run.repo, run.branch, ctx.repo.base_branch,
+                                         title=run.issue_title or f"Fix #{run.issue}",
+                                         body=self._pr_body(ctx), draft=True)
+        self._update(ctx, head_sha=sha, pr_number=pull.number, pr_url=pull.url)
+        self._event(ctx, "pull_request", {"number": pull.number, "url": pull.url})
+        self._move(ctx, RunState.GATING)
+
+    def _pr_body(self, ctx: _Ctx, extra: str = "") -> str:
+        run = ctx.run
+        parts = [f"Closes #{run.issue}", ""]
+        if ctx.yolo_note:
+            parts += [ctx.yolo_note, ""]
+        parts += [f"Opened by the orchestrator (run `{run.id}`) for the issue as "
+                  f"@{run.trigger_actor} triggered it."]
+        if extra:
+            parts += ["", extra]
+        return "\n".join(parts)
+
+    def _gate(self, ctx: _Ctx) -> None:
+        run = ctx.run
+        if ctx.skip_gates:
+            self._event(ctx, "gates", {"stage": "ci", "skipped": "quality gates disabled"})
+            self._move(ctx, RunState.SUCCEEDED, reason="quality gates disabled (YOLO)")
+            return
+        required = list(ctx.repo.required_contexts or ctx.profile.ci_contexts)
+        deadline = time.monotonic() + self.settings.limits.ci_timeout
+        ci: CIState | None = None
+        while time.monotonic() < deadline:
+            ci = ctx.forge.ci_state(run.repo, run.head_sha)
+            state = ci.required_state(required)
+            if state in ("success", "failure"):
+                break
+            self._wait(ctx, CI_POLL_S)
+        else:
+            seen = ", ".join(f"{c.name}={c.state}" for c in ci.contexts) if ci else "none"
+            raise RunFailed(f"CI did not finish on {run.head_sha[:12]} within "
+                            f"{self.settings.limits.ci_timeout:.0f}s (seen: {seen or 'none'})")
+        assert ci is not None
+        self._event(ctx, "ci", {"sha": run.head_sha, "state": state,
+                                "contexts": {c.name: c.state for c in ci.contexts}})
+        if state == "failure":
+            failures = [Failure("ci", c.name, c.description or c.state,
+                                details=self._ci_log(c.url)) for c in ci.failing]
+            self._next_iteration(ctx, failures)
+            return
+        review = ctx.profile.review.enabled and self.settings.review.enabled and \
+            self.s.reviewer is not None
+        self._move(ctx, RunState.REVIEWING if review else RunState.SUCCEEDED,
+                   reason="CI green")
+
+    def _ci_log(self, url: str) -> str:
+        """The tail of a failing context's log, when its URL serves text."""
+        if not url.startswith(("http://", "https://")):
+            return ""
+        import httpx
+
+        try:
+            reply = httpx.get(url, timeout=10, follow_redirects=True)
+        except httpx.HTTPError:
+            return ""
+        if reply.status_code != 200 or "text" not in reply.headers.get("content-type", "text"):
+            return ""
+        return reply.text[-4000:]
+
+    def _review(self, ctx: _Ctx) -> None:
+        run, forge = ctx.run, ctx.forge
+        assert self.s.reviewer is not None
+        wt = self._worktree(ctx)
+        verdict = self.s.reviewer.review(title=run.issue_title, body=run.issue_body,
+                                         diff=self.s.workspaces.diff(wt),
+                                         gate_results=ctx.gate_results)
+        # The stricter of the profile's threshold and the runner's.
+        threshold = max(ctx.profile.review.threshold, self.settings.review.threshold)
+        approved = verdict.approved and verdict.confidence >= threshold
+        self._event(ctx, "review", {"approved": approved, "confidence": verdict.confidence,
+                                    "summary": verdict.summary[:2000],
+                                    "findings": [f.__dict__ for f in verdict.findings]})
+        self._update(ctx, cost_usd=run.cost_usd + verdict.usage.cost_usd)
+        self.store.check_fence(run.id, ctx.fence)
+        word = "approves" if approved else "requests changes"
+        body = (f"**AI review** {word} (confidence {verdict.confidence:.2f}, threshold "
+                f"{threshold:.2f}).\n\n{verdict.summary}")
+        if run.pr_number:
+            forge.post_review(run.repo, run.pr_number, body,
+                              [ReviewComment(f.path, f.line, f"**{f.severity}**: {f.message}")
+                               for f in verdict.findings if f.line > 0],
+                              commit_sha=run.head_sha)
+        forge.set_status(run.repo, run.head_sha, REVIEW_CONTEXT,
+                         "success" if approved else "failure",
+                         f"AI review {word} ({verdict.confidence:.2f})"[:140])
+        if approved:
+            self._move(ctx, RunState.SUCCEEDED, reason="CI green and AI review approves")
+            return
+        failures = [Failure("review", f.severity, f.message, path=f.path, line=f.line)
+                    for f in verdict.findings] or [Failure("review", "verdict", verdict.summary
+                                                           or "the reviewer is not confident")]
+        self._next_iteration(ctx, failures)
+
+    # ------------------------------------------------------------ endings
+
+    def _fail(self, ctx: _Ctx, reason: str) -> None:
+        try:
+            ctx.run = self.store.transition(ctx.run.id, ctx.run.state, RunState.FAILED,
+                                            actor="runner", reason=reason, fence=ctx.fence)
+        except (StaleState, LeaseLost):
+            return
+        self._finish(ctx)
+
+    def _cancelled(self, ctx: _Ctx, actor: str | None = None, reason: str | None = None) -> None:
+        kill = ctx.handle.kill or self.store.kill_request(ctx.run.id)
+        actor = actor or (kill.actor if kill else "runner")
+        reason = reason or (kill.reason if kill else "cancelled")
+        state = ctx.run.state
+        self._stop_sandbox(ctx)
+        ctx.run = self.store.get_run(ctx.run.id)
+        if ctx.run.terminal:
+            return
+        ctx.run = self.store.transition(ctx.run.id, ctx.run.state, RunState.CANCELLED,
+                                        actor=actor, reason=reason, fence=ctx.fence)
+        self._event(ctx, "killed", {"actor": actor, "reason": reason, "state": str(state),
+                                    "requested_at": kill.at if kill else None}, actor=actor)
+        with contextlib.suppress(ForgeError):
+            ctx.forge.remove_label(ctx.run.repo, ctx.run.issue, self.settings.labels.trigger)
+
+    def _finish(self, ctx: _Ctx) -> None:
+        """Whatever the ending: PR ready or left as draft, status comment final, cleanup."""
+        run = ctx.run
+        try:
+            if run.state is RunState.SUCCEEDED and run.pr_number:
+                ctx.forge.update_pull(run.repo, run.pr_number, draft=False,
+                                      body=self._pr_body(ctx, self._cost_line(run)))
+            self._status(ctx)
+        except ForgeError as exc:
+            log.warning("run %s: could not update the forge at the end: %s", run.id, exc)
+        finally:
+            self._cleanup(ctx)
+
+    def _cleanup(self, ctx: _Ctx) -> None:
+        sandbox = ctx.sandbox or self._find_sandbox(ctx.run.id)
+        if sandbox is not None:
+            with contextlib.suppress(SandboxError):
+                sandbox.remove()
+        wt = ctx.worktree or self.s.workspaces.open(ctx.run.id, ctx.run.repo, ctx.run.issue,
+                                                   base_branch=ctx.repo.base_branch)
+        if wt is not None:
+            self.s.workspaces.remove(wt)
+        self._event(ctx, "cleaned_up", {"sandbox": bool(sandbox), "worktree": wt is not None})
+
+    def _find_sandbox(self, run_id: str) -> Sandbox | None:
+        try:
+            return self.s.sandboxes.find(run_id)
+        except SandboxError:
+            return None
+
+    # ------------------------------------------------------------ the status comment
+
+    @staticmethod
+    def _cost_line(run: Run) -> str:
+        return (f"Cost: ${run.cost_usd:.4f}, {run.tokens_in:,} tokens in, "
+                f"{run.tokens_out:,} out.")
+
+    def _status(self, ctx: _Ctx) -> None:
+        """The one status comment on the issue, edited in place."""
+        run = ctx.run
+        order = [RunState.QUEUED, RunState.PREPARING, RunState.RUNNING, RunState.PUSHING,
+                 RunState.GATING, RunState.REVIEWING, RunState.SUCCEEDED]
+        labels = {RunState.QUEUED: "Acknowledged", RunState.PREPARING: "Workspace prepared",
+                  RunState.RUNNING: f"Agent working (iteration {max(run.iteration, 1)} of "
+                                    f"{self.settings.limits.max_iterations})",
+                  RunState.PUSHING: "Pushed" + (f", PR #{run.pr_number}" if run.pr_number
+                                                else ""),
+                  RunState.GATING: "CI green" + (" (skipped: quality gates disabled)"
+                                                 if ctx.skip_gates else ""),
+                  RunState.REVIEWING: "AI review",
+                  RunState.SUCCEEDED: "Done: PR ready for review"}
+        reached = order.index(run.state if run.state in order else ctx.last_active)
+        lines = [f"### orchestrator run `{run.id}`: **{run.state}**", ""]
+        if ctx.yolo_note:
+            lines += [ctx.yolo_note, ""]
+        for i, state in enumerate(order):
+            mark = "x" if i < reached or run.state is RunState.SUCCEEDED else " "
+            lines.append(f"- [{mark}] {labels[state]}")
+        lines.append("")
+        if run.state is RunState.CANCELLED:
+            lines.append(f"**Killed by @{run.killed_by}**: {run.reason}")
+        elif run.state is RunState.FAILED:
+            lines.append(f"**Failed**: {run.reason}")
+        if run.pr_url:
+            lines.append(f"Pull request: {run.pr_url}")
+        lines.append(self._cost_line(run))
+        link = self.s.links(run)
+        if link:
+            lines.append(f"Live log: {link}")
+        with contextlib.suppress(ForgeError, LeaseLost):
+            if not run.terminal:  # the terminal transition was fenced; its owner writes last
+                self.store.check_fence(run.id, ctx.fence)
+            ctx.forge.upsert_comment(run.repo, run.issue, STATUS_MARKER, "\n".join(lines))
+

@@ -1,0 +1,86 @@
+"""A queue of issue keys, not events: duplicates collapse, and a key is never worked on twice
+at once (a key added while it is being worked on is worked on again afterwards)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+
+class WorkQueue:
+    """Keys like ``owner/name#12`` waiting for the controller to look at them again."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._order: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._processing: set[str] = set()
+        self._dirty: set[str] = set()  # added again while being processed
+        self._timers: dict[str, threading.Timer] = {}
+        self._closed = False
+
+    def add(self, key: str) -> None:
+        """Ask for ``key`` to be looked at; a no-op when it is already waiting."""
+        with self._cond:
+            if self._closed:
+                return
+            if key in self._processing:
+                self._dirty.add(key)
+            elif key not in self._queued:
+                self._queued.add(key)
+                self._order.append(key)
+                self._cond.notify()
+
+    def add_after(self, key: str, delay: float) -> None:
+        """Look at ``key`` again in ``delay`` seconds (one pending timer per key)."""
+        with self._cond:
+            if self._closed or key in self._timers:
+                return
+            timer = threading.Timer(delay, self._fire, args=(key,))
+            timer.daemon = True
+            self._timers[key] = timer
+            timer.start()
+
+    def _fire(self, key: str) -> None:
+        with self._cond:
+            self._timers.pop(key, None)
+        self.add(key)
+
+    def get(self, timeout: float | None = None) -> str | None:
+        """The next key to work on (marked as being processed), or None after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._order:
+                if self._closed:
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            key = self._order.popleft()
+            self._queued.discard(key)
+            self._processing.add(key)
+            return key
+
+    def done(self, key: str) -> None:
+        """Finished with ``key``; it is queued again if it was added meanwhile."""
+        with self._cond:
+            self._processing.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self._queued.add(key)
+                self._order.append(key)
+                self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._order)
