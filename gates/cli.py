@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--base", default=None,
                         help="ref to diff against [default: $GATES_BASE or origin/main]")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--json-out", metavar="FILE",
+                        help="also write the JSON results to FILE (the table still prints)")
     parser.add_argument("--config", help="gates.yml to use [default: $ORCHESTRATOR_GATES_CONFIG"
                         ", .orchestrator/gates.yml, the bundled config/gates.yml]")
     parser.add_argument("--labels", default="",
@@ -73,6 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GatesError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         return exc.exit_code
+    if args.json_out:
+        try:
+            with open(args.json_out, "w", encoding="utf-8") as fh:
+                json.dump([r.to_dict() for r in results], fh, indent=2)
+        except OSError as exc:
+            err.print(f"[bold red]error:[/] cannot write {args.json_out}: {exc}")
+            return 2
     if args.json:
         sys.stdout.write(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
     else:

@@ -285,6 +285,30 @@ def doctor_cmd(ctx: Context) -> None:
     sys.exit(1 if failed_required else 0)
 
 
+# ------------------------------------------------------------------ init
+
+
+@cli.command("init")
+@click.argument("path", default=".", type=click.Path(file_okay=False))
+@click.option("--forge", "kind", type=click.Choice(["github", "forgejo"]),
+              help="which forge the repository is on [default: from its .github/.forgejo]")
+@click.option("--force", is_flag=True, help="overwrite files that already exist")
+@click.option("--webhook-url", help="the runner's public URL, for the webhook step")
+def init_cmd(path: str, kind: str | None, force: bool, webhook_url: str | None) -> None:
+    """Write the gate and dispatch workflows and gates.yml into the checkout at PATH."""
+    from runner import init as init_mod
+
+    try:
+        result = init_mod.init_repo(path, kind, force=force, webhook_url=webhook_url)
+    except init_mod.InitError as exc:
+        fail(str(exc), 2)
+    for written in result.written:
+        console.print(f"[green]wrote[/] {written}", highlight=False)
+    console.print(f"\n[bold]Left to do by hand ({result.kind}):[/]")
+    for number, step in enumerate(result.steps, start=1):
+        console.print(f"{number}. {step}", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="orchestrator")
