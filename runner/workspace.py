@@ -377,6 +377,12 @@ class Workspaces:
             # update-index: a pure index edit that never looks inside the nested repository.
             self._wt_git(wt, ["update-index", "--force-remove", "--", *gitlinks])
 
+    def reset_to(self, wt: Worktree, sha: str) -> None:
+        """Move the run's branch back to ``sha``, keeping the files: a commit that failed the
+        pre-push gates is taken back, so nothing failing (a secret) stays in its history."""
+        with self._locked(wt.mirror):
+            self._wt_git(wt, ["reset", "--quiet", "--mixed", sha])
+
     def head(self, wt: Worktree) -> str:
         """The SHA the run's branch points at."""
         return self._git(["rev-parse", f"refs/heads/{wt.branch}"],

@@ -1,0 +1,80 @@
+"""Assembles the adapters the configuration names into a Controller and its Pipeline.
+
+``cli.py`` calls ``build``; tests and the demo call it too, with the emulators' URLs in the
+settings, so every path through the product is wired the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from gates.profiles import load_config as load_gates
+from runner.agent import make_agent
+from runner.config import Settings
+from runner.controller import Controller
+from runner.forge import make_forge
+from runner.forge.base import Forge
+from runner.pipeline import Pipeline, Reviewer, Services
+from runner.sandbox import make_backend
+from runner.store import open_store
+from runner.store.base import Store
+from runner.workspace import Identity, Workspaces
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+class WiringError(Exception):
+    """A part named by the configuration cannot be built; the message says what to fix."""
+
+
+@dataclass
+class Runner:
+    """Everything ``orchestrator serve`` runs: the store, the forges, the controller."""
+
+    settings: Settings
+    store: Store
+    forges: dict[str, Forge]
+    pipeline: Pipeline
+    controller: Controller
+
+
+def worker_id() -> str:
+    """This process's name in leases and the dashboard: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def make_reviewer(settings: Settings) -> Reviewer | None:
+    """The AI reviewer, when the configuration enables it."""
+    if not settings.review.enabled:
+        return None
+    from runner.review import make_reviewer as build
+
+    return build(settings)
+
+
+def build(settings: Settings, *, store: Store | None = None, worker: str | None = None) -> Runner:
+    """Wire the configured adapters into a runnable Controller."""
+    store = store or open_store(settings)
+    forges = {name: make_forge(settings, name) for name in settings.forges}
+    tokens = {name: os.environ.get(cfg.token_env, "") for name, cfg in settings.forges.items()}
+    identity = Identity()
+    for cfg in settings.forges.values():
+        if cfg.bot_user:
+            identity = Identity(name=cfg.bot_user,
+                                email=f"{cfg.bot_user}@users.noreply.localhost")
+            break
+    gates_file = CONFIG_DIR / "gates.yml"
+    continuation = (CONFIG_DIR / "prompts" / "continuation.md").read_text(encoding="utf-8")
+    services = Services(
+        settings=settings, store=store, forges=forges, tokens=tokens,
+        workspaces=Workspaces(Path(settings.data_dir), identity=identity),
+        sandboxes=make_backend(settings), make_agent=lambda: make_agent(settings),
+        gates=load_gates(gates_file), continuation_template=continuation,
+        reviewer=make_reviewer(settings),
+    )
+    pipeline = Pipeline(services)
+    controller = Controller(settings, store, forges, pipeline, worker_id=worker or worker_id())
+    return Runner(settings, store, forges, pipeline, controller)
