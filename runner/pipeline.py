@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +26,7 @@ from gates.diff import parse_unified_diff
 from gates.model import GateResult
 from gates.profiles import GatesConfig, Profile
 from gates.run import check_diff
+from runner import review
 from runner.agent.base import Agent, Task, load_instructions
 from runner.agent.base import Comment as TaskComment
 from runner.config import RepoConfig, Settings
@@ -42,7 +43,6 @@ from runner.store.base import LeaseLost, StaleState, Store
 log = logging.getLogger("orchestrator.pipeline")
 
 STATUS_MARKER = "orchestrator:status"
-REVIEW_CONTEXT = "orchestrator/ai-review"
 CI_POLL_S = 2.0
 MAX_ATTEMPTS = 3  # environmental failures (engine, forge, disk) before a run fails
 
@@ -53,30 +53,6 @@ class Cancelled(Exception):
 
 class RunFailed(Exception):
     """The run cannot go on; the message is the reason shown on the issue."""
-
-
-@dataclass(frozen=True)
-class ReviewFinding:
-    path: str
-    line: int
-    severity: str
-    message: str
-
-
-@dataclass(frozen=True)
-class ReviewVerdict:
-    approved: bool
-    confidence: float
-    summary: str
-    findings: tuple[ReviewFinding, ...] = ()
-    usage: Usage = field(default_factory=Usage)
-
-
-class Reviewer(Protocol):
-    """The independent reviewer: sees the issue, the diff and the gate results, nothing else."""
-
-    def review(self, *, title: str, body: str, diff: str,
-               gate_results: Sequence[GateResult]) -> ReviewVerdict: ...
 
 
 class Workspace(Protocol):
@@ -118,7 +94,7 @@ class Services:
     make_agent: Callable[[], Agent]
     gates: GatesConfig
     continuation_template: str
-    reviewer: Reviewer | None = None
+    review_client: Any = None  # an anthropic client for the reviewer; None: no AI review
     links: Callable[[Run], str] = field(default=lambda run: "")
 
 
@@ -174,7 +150,7 @@ class Pipeline:
             return
         except RunFailed as exc:
             self._fail(ctx, str(exc))
-        except (ForgeError, SandboxError, StaleState, OSError) as exc:
+        except (ForgeError, SandboxError, StaleState, OSError, review.ReviewError) as exc:
             # Environmental: retried (by whoever claims the run once the lease lapses) a
             # bounded number of times, then the run fails with the reason.
             attempts = int(ctx.run.extra.get("attempts", 0)) + 1
@@ -535,9 +511,9 @@ class Pipeline:
                                 details=self._ci_log(c.url)) for c in ci.failing]
             self._next_iteration(ctx, failures)
             return
-        review = ctx.profile.review.enabled and self.settings.review.enabled and \
-            self.s.reviewer is not None
-        self._move(ctx, RunState.REVIEWING if review else RunState.SUCCEEDED,
+        wanted = ctx.profile.review.enabled and self.settings.review.enabled and \
+            self.s.review_client is not None
+        self._move(ctx, RunState.REVIEWING if wanted else RunState.SUCCEEDED,
                    reason="CI green")
 
     def _ci_log(self, url: str) -> str:
@@ -556,37 +532,35 @@ class Pipeline:
 
     def _review(self, ctx: _Ctx) -> None:
         run, forge = ctx.run, ctx.forge
-        assert self.s.reviewer is not None
-        wt = self._worktree(ctx)
-        verdict = self.s.reviewer.review(title=run.issue_title, body=run.issue_body,
-                                         diff=self.s.workspaces.diff(wt),
-                                         gate_results=ctx.gate_results)
+        diff_text = self.s.workspaces.diff(self._worktree(ctx))
         # The stricter of the profile's threshold and the runner's.
         threshold = max(ctx.profile.review.threshold, self.settings.review.threshold)
-        approved = verdict.approved and verdict.confidence >= threshold
-        self._event(ctx, "review", {"approved": approved, "confidence": verdict.confidence,
-                                    "summary": verdict.summary[:2000],
-                                    "findings": [f.__dict__ for f in verdict.findings]})
-        self._update(ctx, cost_usd=run.cost_usd + verdict.usage.cost_usd)
+        rv = review.review(
+            review.ReviewInput(issue_title=run.issue_title, issue_body=run.issue_body,
+                               diff=diff_text, gate_results=tuple(ctx.gate_results),
+                               repo=run.repo, issue_number=run.issue),
+            client=self.s.review_client, model=self.settings.review.model, threshold=threshold)
+        self._event(ctx, "review", {"verdict": rv.verdict, "confidence": rv.output.confidence,
+                                    "summary": rv.output.summary[:2000],
+                                    "findings": [f.model_dump() for f in rv.findings],
+                                    "usage": rv.usage})
+        tokens = rv.usage
+        self._update(ctx, tokens_in=run.tokens_in + tokens.get("input_tokens", 0),
+                     tokens_out=run.tokens_out + tokens.get("output_tokens", 0))
         self.store.check_fence(run.id, ctx.fence)
-        word = "approves" if approved else "requests changes"
-        body = (f"**AI review** {word} (confidence {verdict.confidence:.2f}, threshold "
-                f"{threshold:.2f}).\n\n{verdict.summary}")
         if run.pr_number:
-            forge.post_review(run.repo, run.pr_number, body,
-                              [ReviewComment(f.path, f.line, f"**{f.severity}**: {f.message}")
-                               for f in verdict.findings if f.line > 0],
-                              commit_sha=run.head_sha)
-        forge.set_status(run.repo, run.head_sha, REVIEW_CONTEXT,
-                         "success" if approved else "failure",
-                         f"AI review {word} ({verdict.confidence:.2f})"[:140])
-        if approved:
+            rendered = review.render_review(
+                rv, review.commentable_lines(parse_unified_diff(diff_text)))
+            forge.post_review(run.repo, run.pr_number, rendered.body,
+                              [ReviewComment(c["path"], c["line"], c["body"])
+                               for c in rendered.comments], commit_sha=run.head_sha)
+        status = review.status_for(rv)
+        forge.set_status(run.repo, run.head_sha, status["context"],
+                         "success" if rv.approved else "failure", status["description"])
+        if rv.approved:
             self._move(ctx, RunState.SUCCEEDED, reason="CI green and AI review approves")
             return
-        failures = [Failure("review", f.severity, f.message, path=f.path, line=f.line)
-                    for f in verdict.findings] or [Failure("review", "verdict", verdict.summary
-                                                           or "the reviewer is not confident")]
-        self._next_iteration(ctx, failures)
+        self._next_iteration(ctx, review.review_failures(rv))
 
     # ------------------------------------------------------------ endings
 

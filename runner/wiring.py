@@ -10,6 +10,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gates.profiles import load_config as load_gates
 from runner.agent import make_agent
@@ -17,7 +18,8 @@ from runner.config import Settings
 from runner.controller import Controller
 from runner.forge import make_forge
 from runner.forge.base import Forge
-from runner.pipeline import Pipeline, Reviewer, Services
+from runner.pipeline import Pipeline, Services
+from runner.review import make_client
 from runner.sandbox import make_backend
 from runner.store import open_store
 from runner.store.base import Store
@@ -46,13 +48,15 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def make_reviewer(settings: Settings) -> Reviewer | None:
-    """The AI reviewer, when the configuration enables it."""
+def review_client(settings: Settings) -> Any:
+    """The reviewer's model client, when the configuration enables the AI review."""
     if not settings.review.enabled:
         return None
-    from runner.review import make_reviewer as build
-
-    return build(settings)
+    key = os.environ.get(settings.agent.api_key_env, "")
+    if not key:
+        raise WiringError(f"the AI review needs ${settings.agent.api_key_env} (or set "
+                          "review.enabled: false)")
+    return make_client(api_key=key, base_url=settings.agent.base_url)
 
 
 def build(settings: Settings, *, store: Store | None = None, worker: str | None = None) -> Runner:
@@ -73,7 +77,7 @@ def build(settings: Settings, *, store: Store | None = None, worker: str | None 
         workspaces=Workspaces(Path(settings.data_dir), identity=identity),
         sandboxes=make_backend(settings), make_agent=lambda: make_agent(settings),
         gates=load_gates(gates_file), continuation_template=continuation,
-        reviewer=make_reviewer(settings),
+        review_client=review_client(settings),
     )
     pipeline = Pipeline(services)
     controller = Controller(settings, store, forges, pipeline, worker_id=worker or worker_id())
