@@ -438,7 +438,8 @@ class LLMEmulator:
         return JSONResponse({"type": "error", "error": {"type": kind, "message": message}},
                             status_code=status, headers=headers)
 
-    async def _read(self, http: HttpRequest) -> tuple[Request | None, Response | None]:
+    async def _read(self, http: HttpRequest, *, counting: bool = False
+                    ) -> tuple[Request | None, Response | None]:
         """The parsed request, or the error response the real API would give."""
         # The SDK sends the key as x-api-key or, in recent versions, as a bearer token.
         bearer = http.headers.get("authorization", "")
@@ -454,7 +455,7 @@ class LLMEmulator:
             return None, self._error(400, "the request body must be a JSON object")
         headers = {k: v for k, v in http.headers.items()
                    if k.lower() not in {"x-api-key", "authorization"}}
-        problem = _validate(body)
+        problem = _validate(body, counting=counting)
         request = Request(body, headers)
         if problem:
             self.exchanges.append(Exchange(request, 400))
@@ -462,7 +463,7 @@ class LLMEmulator:
         return request, None
 
     async def _count_tokens(self, http: HttpRequest) -> Response:
-        request, error = await self._read(http)
+        request, error = await self._read(http, counting=True)
         if error is not None or request is None:
             return error or self._error(400, "bad request")
         return JSONResponse({"input_tokens": sum(b.tokens for b in _blocks(request.body))})
@@ -567,12 +568,12 @@ def _chunks(text: str, size: int = 40) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)] or [""]
 
 
-def _validate(body: dict[str, Any]) -> str | None:
+def _validate(body: dict[str, Any], *, counting: bool = False) -> str | None:
     """The checks of the real API that catch a broken agent loop, phrased like it does."""
-    for key in ("model", "max_tokens", "messages"):
+    for key in ("model", "messages") if counting else ("model", "max_tokens", "messages"):
         if key not in body:
             return f"{key}: Field required"
-    if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
+    if not counting and (not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1):
         return "max_tokens: must be a positive integer"
     messages = body["messages"]
     if not isinstance(messages, list) or not messages:
