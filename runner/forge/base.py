@@ -1,0 +1,328 @@
+"""The Forge protocol: what the pipeline reads from and writes to GitHub or Forgejo.
+
+Adapters (``github.py``, ``forgejo.py``) turn each forge's API into these small frozen values,
+so the core never sees a PyGithub object or a Forgejo JSON document. Errors are ours too:
+``NotFound`` (404), ``ForgeAuthError`` (401/403, naming the token's environment variable) and
+``ForgeError`` (anything else, including "gave up after N retries").
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+Permission = Literal["admin", "write", "read", "none"]
+CIStateName = Literal["pending", "success", "failure", "error"]
+PERMISSION_RANK: dict[str, int] = {"none": 0, "read": 1, "write": 2, "admin": 3}
+
+# A hidden marker identifies the runner's own comments, so a comment is updated, not repeated.
+MARKER_RE = re.compile(r"<!--\s*orchestrator:[^>]*-->")
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ForgeError(Exception):
+    """A forge request failed; the message says which request and what to do."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFound(ForgeError):
+    """The repository, issue, pull request or user does not exist (HTTP 404)."""
+
+
+class ForgeAuthError(ForgeError):
+    """The token was refused (HTTP 401/403); the message names its environment variable."""
+
+
+class Conflict(ForgeError):
+    """The forge refused because the object already exists (HTTP 409/422 on create)."""
+
+
+def auth_message(forge: str, status: int, token_env: str, what: str) -> str:
+    """The actionable text of an authentication error."""
+    if status == 401:
+        return (f"{forge} refused the token in ${token_env} ({status}) on {what}: "
+                f"check that ${token_env} holds a valid, unexpired token")
+    return (f"{forge} denied access ({status}) on {what}: the token in ${token_env} lacks a "
+            f"scope or permission on this repository (see docs/forges.md for the scopes)")
+
+
+# ---------------------------------------------------------------- retries
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How 429 and 5xx answers are retried: bounded, exponential, honouring Retry-After.
+
+    ``retries`` is the number of extra attempts; a wait is ``backoff * 2**attempt`` seconds, or
+    the server's Retry-After, capped at ``max_wait``. Tests use tiny values; ``RetryPolicy.off()``
+    disables retrying entirely.
+    """
+
+    retries: int = 4
+    backoff: float = 0.5
+    max_wait: float = 30.0
+    statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+
+    @classmethod
+    def off(cls) -> RetryPolicy:
+        """No retries at all."""
+        return cls(retries=0)
+
+    def wait(self, attempt: int, retry_after: str | None) -> float:
+        """Seconds to sleep before retry number ``attempt`` (0-based)."""
+        if retry_after:
+            try:
+                return min(max(float(retry_after), 0.0), self.max_wait)
+            except ValueError:
+                pass  # an HTTP date: fall back to our own backoff
+        return min(self.backoff * (2**attempt), self.max_wait)
+
+
+# ---------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class Issue:
+    """An issue as the runner sees it (never a pull request)."""
+
+    repo: str
+    number: int
+    title: str
+    body: str
+    labels: tuple[str, ...]
+    state: Literal["open", "closed"]
+    author: str
+    url: str = ""
+    updated_at: datetime | None = None
+
+    def has_label(self, name: str) -> bool:
+        """Case-insensitive, as both forges compare label names."""
+        return name.lower() in (label.lower() for label in self.labels)
+
+
+@dataclass(frozen=True)
+class Comment:
+    id: int
+    author: str
+    body: str
+    created_at: datetime
+    updated_at: datetime | None = None
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    """Someone added (or removed) a label at a time: who triggered or killed a run."""
+
+    label: str
+    actor: str
+    action: Literal["added", "removed"]
+    at: datetime
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    number: int
+    head: str  # branch name
+    base: str
+    head_sha: str
+    title: str
+    body: str
+    draft: bool
+    state: Literal["open", "closed"]
+    url: str = ""
+    merged: bool = False
+
+
+@dataclass(frozen=True)
+class CIContext:
+    """One CI signal on a commit: a commit status or a GitHub check run, normalised."""
+
+    name: str
+    state: CIStateName
+    description: str = ""
+    url: str = ""
+    kind: Literal["status", "check"] = "status"
+
+
+@dataclass(frozen=True)
+class CIState:
+    """Every CI context of one exact commit. No contexts is ``none``: never green."""
+
+    sha: str
+    contexts: tuple[CIContext, ...] = ()
+
+    @property
+    def state(self) -> Literal["none", "pending", "success", "failure"]:
+        """failure if any failed or errored, pending if any is running, none if there are none."""
+        if not self.contexts:
+            return "none"
+        states = {c.state for c in self.contexts}
+        if states & {"failure", "error"}:
+            return "failure"
+        if "pending" in states:
+            return "pending"
+        return "success"
+
+    def context(self, name: str) -> CIContext | None:
+        """The context called ``name``, if the commit has it."""
+        return next((c for c in self.contexts if c.name == name), None)
+
+    def required_state(self, required: Sequence[str]) -> Literal[
+            "none", "pending", "success", "failure"]:
+        """The state counting only ``required`` contexts; a missing one is still pending.
+
+        With nothing required, every context counts (and none at all is ``none``).
+        """
+        if not required:
+            return self.state
+        picked = [self.context(name) for name in required]
+        if any(c is not None and c.state in ("failure", "error") for c in picked):
+            return "failure"
+        if any(c is None or c.state == "pending" for c in picked):
+            return "pending"
+        return "success"
+
+    @property
+    def failing(self) -> tuple[CIContext, ...]:
+        """The failed and errored contexts, for the agent's next instruction."""
+        return tuple(c for c in self.contexts if c.state in ("failure", "error"))
+
+
+@dataclass(frozen=True)
+class ReviewComment:
+    """A finding anchored to a line of the PR's new side."""
+
+    path: str
+    line: int
+    body: str
+
+
+@dataclass(frozen=True)
+class PushCredentials:
+    """How git authenticates a push, without the token in any URL.
+
+    Pass ``git_config()`` as ``-c key=value`` options (or ``GIT_CONFIG_*`` env vars) for
+    one command; it is never written to ``.git/config``. ``repr`` hides the token.
+    """
+
+    username: str
+    token: str = field(repr=False)
+    scheme: Literal["basic", "bearer"] = "basic"
+
+    @property
+    def header(self) -> str:
+        """The ``Authorization: ...`` header value git sends."""
+        if self.scheme == "bearer":
+            return f"Authorization: Bearer {self.token}"
+        raw = base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
+        return f"Authorization: Basic {raw}"
+
+    def git_config(self) -> dict[str, str]:
+        """``{"http.extraheader": "Authorization: ..."}`` for ``git -c``."""
+        return {"http.extraheader": self.header}
+
+    def git_env(self) -> dict[str, str]:
+        """The same as environment variables, so the header is not on a command line."""
+        return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraheader",
+                "GIT_CONFIG_VALUE_0": self.header}
+
+
+# ---------------------------------------------------------------- the port
+
+
+class Forge(Protocol):
+    """What the runner needs from a forge. ``repo`` is always ``owner/name``."""
+
+    kind: str  # "github" or "forgejo"
+
+    def get_issue(self, repo: str, number: int) -> Issue:
+        """The issue; NotFound if it does not exist (or is a pull request)."""
+        ...
+
+    def list_issues(self, repo: str, label: str) -> Iterator[Issue]:
+        """Open issues carrying ``label``, every page, pull requests excluded."""
+        ...
+
+    def list_comments(self, repo: str, number: int,
+                      since: datetime | None = None) -> list[Comment]:
+        """Comments on an issue or PR, oldest first, updated at or after ``since``."""
+        ...
+
+    def label_events(self, repo: str, number: int) -> list[LabelEvent]:
+        """Who added and removed which label, and when, oldest first."""
+        ...
+
+    def permission(self, repo: str, user: str) -> Permission:
+        """The user's permission on the repository: admin, write, read or none."""
+        ...
+
+    def add_label(self, repo: str, number: int, name: str) -> None:
+        """Add a label to an issue or PR, creating the label in the repository if missing."""
+        ...
+
+    def remove_label(self, repo: str, number: int, name: str) -> None:
+        """Remove a label; nothing happens when it is not there."""
+        ...
+
+    def upsert_comment(self, repo: str, number: int, marker: str, body: str) -> Comment:
+        """Edit the comment containing ``marker`` (``<!-- orchestrator:... -->``) or create one.
+
+        The marker is added to ``body`` when it is not already in it.
+        """
+        ...
+
+    def add_reaction(self, repo: str, number: int, content: str,
+                     comment_id: int | None = None) -> None:
+        """React (``+1``, ``eyes``, ``rocket``...) to an issue or to one of its comments."""
+        ...
+
+    def find_pull(self, repo: str, head: str, base: str) -> PullRequest | None:
+        """The open PR from branch ``head`` into ``base``, if there is one."""
+        ...
+
+    def find_or_create_pull(self, repo: str, head: str, base: str, title: str, body: str,
+                            draft: bool = True) -> PullRequest:
+        """The open PR from ``head`` into ``base``; created (as a draft by default) if none."""
+        ...
+
+    def get_pull(self, repo: str, number: int) -> PullRequest:
+        """A pull request by number."""
+        ...
+
+    def update_pull(self, repo: str, number: int, *, title: str | None = None,
+                    body: str | None = None, draft: bool | None = None) -> PullRequest:
+        """Change title and body; ``draft=False`` marks a draft ready for review."""
+        ...
+
+    def ci_state(self, repo: str, sha: str) -> CIState:
+        """Every CI context on the exact commit ``sha`` (statuses and GitHub check runs)."""
+        ...
+
+    def set_status(self, repo: str, sha: str, context: str, state: CIStateName,
+                   description: str = "", target_url: str | None = None) -> None:
+        """Set a commit status, e.g. ``orchestrator/ai-review``."""
+        ...
+
+    def post_review(self, repo: str, number: int, body: str,
+                    comments: Sequence[ReviewComment] = (), commit_sha: str | None = None
+                    ) -> int:
+        """Post a COMMENT review (never approve: a bot approving its own PR is refused)."""
+        ...
+
+    def clone_url(self, repo: str) -> str:
+        """The HTTPS clone URL of the repository, without credentials in it."""
+        ...
+
+    def push_credentials(self) -> PushCredentials:
+        """The credentials git uses to push as the bot, as an http.extraheader."""
+        ...

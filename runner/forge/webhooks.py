@@ -1,0 +1,219 @@
+"""Verify and parse webhook deliveries from GitHub and Forgejo into one ``ForgeEvent``.
+
+Framework-neutral: ``handle_delivery(headers, body, secret, seen=...)`` returns a
+``WebhookResult`` carrying the HTTP status to answer, so a Starlette endpoint (or a CI job
+reading a payload file) wraps it in three lines. An event only names an issue (or a commit) to
+look at again; the runner re-reads the forge and never trusts the payload's story.
+
+Statuses: 413 body over 5 MB, 401 missing or bad signature, 400 malformed JSON, 200 a repeated
+delivery id (nothing done twice), 202 an accepted event, or an unknown event, ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+MAX_BODY = 5 * 1024 * 1024
+
+ForgeKind = Literal["github", "forgejo"]
+EventKind = Literal["issue", "comment", "pull", "ci", "ping"]
+
+
+@dataclass(frozen=True)
+class ForgeEvent:
+    """What a delivery says, reduced to what the controller needs to requeue a key."""
+
+    forge: ForgeKind
+    kind: EventKind
+    action: str
+    repo: str  # owner/name
+    delivery: str
+    actor: str = ""
+    number: int | None = None  # the issue or PR to look at again
+    comment_body: str | None = None
+    label: str | None = None  # GitHub says which label; Forgejo's label_updated does not
+    sha: str | None = None  # for CI events and pushes to a PR
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    """The answer to give the forge, and the event when there is one to act on."""
+
+    status: int
+    message: str
+    event: ForgeEvent | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """True when the caller should act on ``event`` (not a duplicate, not ignored)."""
+        return self.event is not None
+
+
+class SeenDeliveries(Protocol):
+    """Remembers delivery ids; ``first_time`` is True only once per id."""
+
+    def first_time(self, delivery_id: str) -> bool: ...
+
+
+class DeliveryDedup:
+    """In-memory, bounded and time-limited memory of delivery ids (thread-safe).
+
+    Forges redeliver only on request (the "Redeliver" button), so a day is plenty; a
+    multi-process runner can pass a store-backed ``SeenDeliveries`` instead.
+    """
+
+    def __init__(self, max_entries: int = 10_000, ttl: float = 86_400.0) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first_time(self, delivery_id: str) -> bool:
+        """Record ``delivery_id``; False when it was already recorded and not expired."""
+        now = time.monotonic()
+        with self._lock:
+            while self._seen:
+                oldest, at = next(iter(self._seen.items()))
+                if now - at < self.ttl and len(self._seen) < self.max_entries:
+                    break
+                del self._seen[oldest]
+            if delivery_id in self._seen:
+                return False
+            self._seen[delivery_id] = now
+            return True
+
+
+def sign(secret: str | bytes, body: bytes) -> str:
+    """Hex HMAC-SHA256 of ``body``: Forgejo's signature, and GitHub's after ``sha256=``."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def detect(headers: Mapping[str, str]) -> tuple[ForgeKind, str, str, str] | None:
+    """(forge, event, delivery id, signature) from the headers; Forgejo's are checked first.
+
+    Forgejo also sends ``X-GitHub-Event`` and ``X-Hub-Signature-256``, so a delivery that has
+    any Forgejo (or Gitea) header is Forgejo's.
+    """
+    h = {k.lower(): v for k, v in headers.items()}
+    for name in ("forgejo", "gitea"):
+        event = h.get(f"x-{name}-event")
+        if event:
+            signature = h.get("x-forgejo-signature") or h.get("x-gitea-signature") or ""
+            delivery = h.get("x-forgejo-delivery") or h.get("x-gitea-delivery") or ""
+            return "forgejo", event, delivery, signature
+    event = h.get("x-github-event")
+    if event:
+        signature = h.get("x-hub-signature-256", "")
+        return "github", event, h.get("x-github-delivery", ""), signature.removeprefix("sha256=")
+    return None
+
+
+def handle_delivery(headers: Mapping[str, str], body: bytes, secret: str | bytes | None, *,
+                    seen: SeenDeliveries | None = None,
+                    expect: ForgeKind | None = None) -> WebhookResult:
+    """Verify, deduplicate and parse one delivery. Never raises for bad input."""
+    if len(body) > MAX_BODY:
+        return WebhookResult(413, f"body is {len(body)} bytes; the limit is {MAX_BODY}")
+    found = detect(headers)
+    if found is None:
+        return WebhookResult(400, "no X-GitHub-Event, X-Forgejo-Event or X-Gitea-Event header")
+    forge, event_name, delivery, signature = found
+    if expect is not None and forge != expect:
+        return WebhookResult(400, f"this endpoint receives {expect} webhooks, "
+                                  f"but the delivery comes from {forge}")
+    if not secret:
+        return WebhookResult(401, "no webhook secret is configured, so no delivery can be "
+                                  "verified (set forges.<name>.webhook_secret_env)")
+    if not signature:
+        return WebhookResult(401, "the delivery is not signed; set the webhook's secret")
+    if not hmac.compare_digest(sign(secret, body), signature.strip().lower()):
+        return WebhookResult(401, "bad signature: the webhook's secret differs from ours")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return WebhookResult(400, "the body is not JSON (set the webhook's content type to "
+                                  "application/json)")
+    if not isinstance(payload, dict):
+        return WebhookResult(400, "the body is JSON but not an object")
+    try:
+        event = (_github if forge == "github" else _forgejo)(event_name, payload, delivery)
+    except (KeyError, TypeError, ValueError) as exc:
+        return WebhookResult(400, f"{forge} {event_name} payload lacks a field: {exc}")
+    if event is None:
+        return WebhookResult(202, f"{forge} event {event_name!r} ignored")
+    if seen is not None and delivery and not seen.first_time(delivery):
+        return WebhookResult(200, f"delivery {delivery} was already handled")
+    return WebhookResult(202, f"{forge} {event_name}.{event.action} accepted", event)
+
+
+def _repo(payload: dict[str, Any]) -> str:
+    return str(payload["repository"]["full_name"])
+
+
+def _sender(payload: dict[str, Any]) -> str:
+    sender = payload.get("sender") or {}
+    return str(sender.get("login", ""))
+
+
+def _github(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
+    action = str(p.get("action", ""))
+    common = {"forge": "github", "delivery": delivery, "actor": _sender(p), "action": action}
+    if name == "ping":
+        repo = (p.get("repository") or {}).get("full_name", "")
+        return ForgeEvent(kind="ping", repo=str(repo), **common)  # type: ignore[arg-type]
+    if name == "issues":
+        label = (p.get("label") or {}).get("name")
+        return ForgeEvent(kind="issue", repo=_repo(p), number=int(p["issue"]["number"]),
+                          label=label, **common)  # type: ignore[arg-type]
+    if name == "issue_comment":
+        return ForgeEvent(kind="comment", repo=_repo(p), number=int(p["issue"]["number"]),
+                          comment_body=str(p["comment"].get("body") or ""),
+                          **common)  # type: ignore[arg-type]
+    if name in ("pull_request", "pull_request_review"):
+        pull = p["pull_request"]
+        return ForgeEvent(kind="pull", repo=_repo(p), number=int(pull["number"]),
+                          sha=str(pull["head"]["sha"]), **common)  # type: ignore[arg-type]
+    if name == "status":
+        return ForgeEvent(kind="ci", repo=_repo(p), sha=str(p["sha"]),
+                          **common)  # type: ignore[arg-type]
+    if name in ("check_run", "check_suite"):
+        item = p[name]
+        pulls = item.get("pull_requests") or []
+        number = int(pulls[0]["number"]) if pulls else None
+        return ForgeEvent(kind="ci", repo=_repo(p), sha=str(item["head_sha"]), number=number,
+                          **common)  # type: ignore[arg-type]
+    return None
+
+
+def _forgejo(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
+    action = str(p.get("action", ""))
+    common = {"forge": "forgejo", "delivery": delivery, "actor": _sender(p), "action": action}
+    if name == "issues":
+        # label_updated covers adding and removing, and "label" may be absent: the
+        # controller re-reads the issue's labels instead of trusting this.
+        label = (p.get("label") or {}).get("name")
+        number = p.get("number") or p["issue"]["number"]
+        return ForgeEvent(kind="issue", repo=_repo(p), number=int(number), label=label,
+                          **common)  # type: ignore[arg-type]
+    if name == "issue_comment":
+        return ForgeEvent(kind="comment", repo=_repo(p), number=int(p["issue"]["number"]),
+                          comment_body=str((p.get("comment") or {}).get("body") or ""),
+                          **common)  # type: ignore[arg-type]
+    if name in ("pull_request", "pull_request_review"):
+        pull = p["pull_request"]
+        return ForgeEvent(kind="pull", repo=_repo(p), number=int(pull["number"]),
+                          sha=str((pull.get("head") or {}).get("sha") or "") or None,
+                          **common)  # type: ignore[arg-type]
+    if name == "status":
+        return ForgeEvent(kind="ci", repo=_repo(p), sha=str(p["sha"]),
+                          **common)  # type: ignore[arg-type]
+    return None
