@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -283,6 +284,195 @@ def doctor_cmd(ctx: Context) -> None:
                           soft_wrap=True)
             failed_required |= check.required
     sys.exit(1 if failed_required else 0)
+
+
+# ------------------------------------------------------------------ serve, run, logs
+
+
+def _setup_logging(verbose: bool) -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+                        datefmt="[%X]", handlers=[RichHandler(console=err_console,
+                                                               show_path=False)])
+    for noisy in ("httpx", "urllib3", "docker", "github", "anthropic", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _build(ctx: Context, **kw: Any) -> Any:
+    """The wired runner, or a one-line error naming what to fix."""
+    from runner import wiring
+
+    settings = ctx.settings(require_secrets=True)
+    try:
+        return wiring.build(settings, **kw)
+    except (wiring.WiringError, StoreError) as exc:
+        fail(str(exc))
+    except Exception as exc:  # an adapter refusing its configuration
+        fail(f"cannot start: {type(exc).__name__}: {exc}")
+
+
+@cli.command("serve")
+@click.option("--host", help="listen address [default: server.host]")
+@click.option("--port", type=int, help="listen port [default: server.port]")
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+@pass_ctx
+def serve_cmd(ctx: Context, host: str | None, port: int | None, verbose: bool) -> None:
+    """Receive webhooks, poll the forges, and work on runs until SIGTERM.
+
+    On SIGTERM or Ctrl-C it stops taking work; runs in flight stay resumable by this or
+    another process sharing the store.
+    """
+    import signal
+    import threading
+
+    from runner.server import serve_in_thread
+
+    _setup_logging(verbose)
+    runner = _build(ctx)
+    settings = runner.settings
+    server = serve_in_thread(runner, host or settings.server.host,
+                             settings.server.port if port is None else port)
+    console.print(f"orchestrator {__version__} serving on http://{server.host}:{server.port} "
+                  f"as {runner.controller.worker_id}; store "
+                  f"{'redis' if settings.store.redis else settings.store.sqlite}", highlight=False)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+        runner.controller.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    loop = threading.Thread(target=runner.controller.run, name="orchestrator-controller",
+                            daemon=True)
+    loop.start()
+    while not stop.wait(0.5):
+        if not loop.is_alive():
+            fail("the controller stopped unexpectedly; see the log above")
+    console.print("stopping: no new work is taken; runs in flight stay resumable")
+    runner.controller.stop()
+    server.stop()
+
+
+def _parse_issue_ref(ref: str) -> tuple[str, int]:
+    repo, sep, number = ref.partition("#")
+    if not sep or "/" not in repo or not number.isdigit():
+        fail(f"{ref!r} is not OWNER/REPO#NUMBER (e.g. acme/widgets#12)", 2)
+    return repo, int(number)
+
+
+@cli.command("run")
+@click.argument("ref", metavar="OWNER/REPO#N")
+@click.option("-v", "--verbose", is_flag=True)
+@pass_ctx
+def run_cmd(ctx: Context, ref: str, verbose: bool) -> None:
+    """Work on one issue in the foreground (no label needed), showing progress."""
+    repo, number = _parse_issue_ref(ref)
+    _setup_logging(verbose)
+    runner = _build(ctx)
+    try:
+        runner.settings.repo(repo)
+    except KeyError:
+        fail(f"{repo} is not under `repos` in the configuration; add it first", 2)
+    forge = runner.forges[runner.settings.repo(repo).forge]
+    from runner.model import branch_name
+    from runner.policy import task_text
+
+    issue = forge.get_issue(repo, number)
+    title, body, digest = task_text(issue.title, issue.body)
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    run, created = runner.store.create_run(repo, number, trigger_actor=actor, issue_title=title,
+                                           issue_body=body, issue_hash=digest,
+                                           branch=branch_name(number))
+    if not created:
+        console.print(f"{ref} already has run {run.id} ({run.state}); following it")
+    import threading
+
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(
+        runner.controller.drive_in_foreground(run.id)), daemon=True)
+    worker.start()
+    seen = 0
+    while worker.is_alive():  # progress: the run's audit events as they happen
+        seen = _follow(runner.store, run.id, until_terminal=False, already=seen)
+        worker.join(0.5)
+    _follow(runner.store, run.id, until_terminal=False, already=seen)
+    ended = bool(result and result[0])
+    final = runner.store.get_run(run.id)
+    console.print(f"run {final.id}: [bold]{final.state}[/] {final.reason}"
+                  + (f" {final.pr_url}" if final.pr_url else ""), highlight=False)
+    sys.exit(0 if ended and final.state is RunState.SUCCEEDED else 1)
+
+
+def _print_event(event: Any) -> None:
+    when = time.strftime("%H:%M:%S", time.localtime(event.at))
+    data = event.data
+    if event.kind == "transition":
+        text = f"{data.get('from')} -> [bold]{data.get('to')}[/] {data.get('reason', '')}"
+    else:
+        text = " ".join(f"{k}={str(v)[:120]}" for k, v in data.items())
+    console.print(f"{when} {event.seq:>4} {event.actor:<14} {event.kind:<16} {text}",
+                  highlight=False, soft_wrap=True)
+
+
+def _follow(store: Store, run_id: str, *, until_terminal: bool, already: int) -> int:
+    seen = already
+    while True:
+        for event in store.events(run_id, after=seen, limit=500):
+            _print_event(event)
+            seen = event.seq
+        if not until_terminal or store.get_run(run_id).terminal:
+            for event in store.events(run_id, after=seen, limit=500):
+                _print_event(event)
+                seen = event.seq
+            return seen
+        time.sleep(0.5)
+
+
+@cli.command("logs")
+@click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True, help="keep printing until the run ends")
+@pass_ctx
+def logs_cmd(ctx: Context, run_id: str, follow: bool) -> None:
+    """Print a run's audit events (model turns, tool calls, gates, transitions, kills)."""
+    store = ctx.store()
+    try:
+        store.get_run(run_id)
+    except StoreError as exc:
+        fail(str(exc))
+    _follow(store, run_id, until_terminal=follow, already=0)
+
+
+@cli.command("handle-event")
+@click.option("--event-name", required=True, envvar=["GITHUB_EVENT_NAME"],
+              help="issues, issue_comment, ... [default: $GITHUB_EVENT_NAME]")
+@click.option("--event-file", required=True, type=click.Path(exists=True, dir_okay=False),
+              envvar=["GITHUB_EVENT_PATH"], help="the event payload [default: $GITHUB_EVENT_PATH]")
+@click.option("-v", "--verbose", is_flag=True)
+@pass_ctx
+def handle_event_cmd(ctx: Context, event_name: str, event_file: str, verbose: bool) -> None:
+    """Handle one forge event inside a Forgejo or GitHub Actions job.
+
+    A triggered issue runs to the end inside the job; meanwhile the issue is checked for kill
+    signals every few seconds. A /kill or an unlabel only needs this to look at the issue.
+    """
+    try:
+        payload = json.loads(Path(event_file).read_text(encoding="utf-8"))
+        repo = payload["repository"]["full_name"]
+        number = int(payload["issue"]["number"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        fail(f"{event_file}: not an issue event payload ({type(exc).__name__}: {exc}); "
+             "dispatch only issues and issue_comment events to handle-event", 2)
+    if event_name not in ("issues", "issue_comment"):
+        console.print(f"ignoring {event_name} event: only issues and issue_comment matter")
+        return
+    _setup_logging(verbose)
+    runner = _build(ctx)
+    outcome = runner.controller.handle_one(repo, number)
+    console.print(outcome, highlight=False)
 
 
 # ------------------------------------------------------------------ init

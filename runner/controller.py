@@ -29,7 +29,7 @@ from runner.config import Settings
 from runner.forge.base import Forge, ForgeError, NotFound, Permission
 from runner.model import ACTIVE, KillRequest, Lease, Run, branch_name
 from runner.plan import Action, Cancel, IssueView, Nothing, RejectKill, Start, plan
-from runner.policy import Rules, kill_command
+from runner.policy import Rules, kill_command, task_text
 from runner.store.base import LeaseLost, RunFinished, Store, StoreError
 from runner.workqueue import WorkQueue
 
@@ -387,6 +387,54 @@ class Controller:
         if handle is not None:
             log.info("run %s: kill by %s (%s)", kill.run_id, kill.actor, kill.reason)
             handle.trigger(kill)
+
+    def dispatch(self, repo: str, issue: int, actor: str) -> Run:
+        """Start a run without a label (the API, for other control planes); the existing
+        active run if there is one."""
+        forge = self.forges[self.settings.repo(repo).forge]
+        found = forge.get_issue(repo, issue)
+        title, body, digest = task_text(found.title, found.body)
+        run, _ = self.store.create_run(repo, issue, trigger_actor=actor, issue_title=title,
+                                       issue_body=body, issue_hash=digest,
+                                       branch=branch_name(issue))
+        self._notify_workers()
+        return run
+
+    # ------------------------------------------------------------ one run in the foreground
+
+    def drive_in_foreground(self, run_id: str) -> bool:
+        """Claim one run and work on it in this thread (``run``, ``handle-event``), with the
+        bus listener running so kills from elsewhere reach it. False if someone else holds it."""
+        if not any(t.name == "orchestrator-bus" for t in self._threads):
+            self._spawn("bus", self._listen)
+        lease = self.store.claim_run(run_id, self.worker_id, self._ttl)
+        if lease is None:
+            return False
+        self._work_on(lease)
+        return True
+
+    def handle_one(self, repo: str, issue: int, *, kill_check: float = 5.0) -> str:
+        """Handle one forge event in a CI job: look at the issue once; if that starts a run,
+        work on it here to the end, looking at the issue again every ``kill_check`` seconds
+        so a kill label, a ``/kill`` or an unlabel stops it."""
+        key = issue_key(repo, issue)
+        action = self.reconcile(key)
+        run = self.store.active_run(repo, issue)
+        if run is None or not isinstance(action, Start):
+            return f"{key}: {action}"
+
+        def watch() -> None:
+            while not self.stopping.wait(kill_check):
+                with contextlib.suppress(ForgeError, StoreError):
+                    self.reconcile(key)
+
+        self._spawn("kill-check", watch)
+        try:
+            self.drive_in_foreground(run.id)
+        finally:
+            self.stopping.set()
+        final = self.store.get_run(run.id)
+        return f"{key}: run {final.id} {final.state} {final.reason} {final.pr_url}".strip()
 
     # ------------------------------------------------------------ status
 
