@@ -354,7 +354,13 @@ class Workspaces:
             "GIT_COMMITTER_EMAIL": self.identity.email,
         }
         with self._locked(wt.mirror):
-            self._wt_git(wt, ["add", "--all", "--", "."])
+            nested = _nested_repos(wt.path)
+            if nested:
+                log.warning("run %s: not committing nested repositories %s", wt.run_id, nested)
+            # Nested repositories would become submodule pointers (or fail the add when
+            # they have no commit): leave them out, by literal path.
+            excludes = [f":(exclude,literal){p}" for p in nested]
+            self._wt_git(wt, ["add", "--all", "--", ".", *excludes])
             self._unstage_nested_repos(wt)
             staged = self._wt_git(wt, ["diff", "--cached", "--quiet"], check=False)
             if staged.returncode == 0:
@@ -490,6 +496,19 @@ class Workspaces:
                 shutil.rmtree(info.path, ignore_errors=True)
             removed.append(info.run_id)
         return removed
+
+
+def _nested_repos(root: Path) -> list[str]:
+    """Directories under ``root`` (not root itself) that hold a ``.git`` entry."""
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == str(root):
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+            continue
+        if ".git" in dirnames or ".git" in filenames:
+            found.append(os.path.relpath(dirpath, root))
+            dirnames[:] = []  # nothing inside a nested repository is ours
+    return sorted(found)
 
 
 def _shown(args: Iterable[str]) -> str:

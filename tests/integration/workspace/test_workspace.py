@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.workspace import Identity, Workspaces, WorkspaceError
+from runner.workspace import Identity, WorkspaceError, Workspaces
 from tests.integration.workspace.gitrepo import Upstream, git
 
 REPO = "acme/widgets"

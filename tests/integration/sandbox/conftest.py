@@ -1,0 +1,77 @@
+"""A real Docker engine, the sandbox image, and a run's real worktree to mount."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.sandbox.base import SandboxSpec
+from runner.sandbox.docker import DockerBackend, DockerSandbox
+from runner.workspace import Workspaces, Worktree
+from tests.conftest import missing
+from tests.integration.workspace.gitrepo import Upstream
+
+IMAGE = "orchestrator-sandbox:latest"
+SECRET = "sk-test-SECRET-never-in-a-container"
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client: Any) -> str:
+    import docker.errors
+
+    try:
+        docker_client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        missing(f"the sandbox image {IMAGE} is missing: run scripts/build-sandbox-image")
+    return IMAGE
+
+
+@pytest.fixture
+def backend(docker_client: Any, sandbox_image: str, tmp_path: Path) -> Iterator[DockerBackend]:
+    made = DockerBackend(docker_client, state_dir=tmp_path / "sandbox-state",
+                         image=sandbox_image, secrets=[SECRET])
+    yield made
+    # Tests name their runs r-test...; remove whatever they left.
+    for run_id in made.list_runs():
+        if run_id.startswith("r-7e57"):
+            sandbox = made.find(run_id)
+            if sandbox is not None:
+                sandbox.remove()
+
+
+@pytest.fixture
+def workspaces(tmp_path: Path) -> Workspaces:
+    return Workspaces(tmp_path / "data")
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Upstream:
+    return Upstream(tmp_path)
+
+
+@pytest.fixture
+def worktree(workspaces: Workspaces, upstream: Upstream) -> Worktree:
+    return workspaces.prepare(new_run_id(), "acme/widgets", 42, upstream.url)
+
+
+def new_run_id() -> str:
+    return "r-7e57" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def start(backend: DockerBackend, worktree: Worktree) -> Callable[..., DockerSandbox]:
+    """Start a sandbox for the worktree (limits overridable)."""
+
+    def _start(**overrides: Any) -> DockerSandbox:
+        fields: dict[str, Any] = {"run_id": worktree.run_id, "repo": worktree.repo,
+                                  "issue": worktree.issue, "worktree": worktree.path,
+                                  "image": IMAGE, "memory": 512 * 1024**2, "pids": 256,
+                                  "cpus": 1.0}
+        fields.update(overrides)
+        return backend.start(SandboxSpec(**fields))
+
+    return _start
