@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("orchestrator.server")
 
-MAX_BODY = webhooks.MAX_BODY_BYTES
+MAX_BODY = webhooks.MAX_BODY
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -45,7 +45,7 @@ class Api:
         self.runner = runner
         self.store = runner.store
         self.settings = runner.settings
-        self.deliveries = webhooks.DeliveryLog()
+        self.deliveries = webhooks.DeliveryDedup()
 
     # ------------------------------------------------------------ webhooks
 
@@ -54,7 +54,7 @@ class Api:
                 if f.kind == kind and f.webhook_secret_env]
 
     async def webhook(self, request: Request) -> Response:
-        kind = request.path_params["forge"]
+        kind: webhooks.ForgeKind = request.path_params["forge"]
         if kind not in ("github", "forgejo"):
             return _error(404, f"no webhook endpoint for {kind!r} (github or forgejo)")
         length = request.headers.get("content-length")
@@ -65,21 +65,23 @@ class Api:
             body += chunk
             if len(body) > MAX_BODY:
                 return _error(413, f"body over {MAX_BODY} bytes")
-        secrets = [s for s in self._secrets(kind) if s]
-        if not secrets:
-            return _error(401, f"no webhook secret is configured for {kind} forges "
-                               "(set webhook_secret_env); unsigned deliveries are refused")
-        result = webhooks.handle_delivery(kind, dict(request.headers), body, secrets,
-                                          self.deliveries)
+        # Each forge of this kind may have its own secret: the first that verifies wins.
+        result = webhooks.WebhookResult(401, f"no webhook secret is configured for {kind} "
+                                             "forges (set webhook_secret_env)")
+        for secret in [s for s in self._secrets(kind) if s]:
+            result = webhooks.handle_delivery(request.headers, body, secret,
+                                              seen=self.deliveries, expect=kind)
+            if result.status != 401:
+                break
         event = result.event
-        if event is not None and event.issue is not None:
+        if event is not None and event.number is not None:
             try:
                 self.settings.repo(event.repo)
             except KeyError:
                 return JSONResponse({"ignored": f"{event.repo} is not configured"},
                                     status_code=202)
-            self.runner.controller.enqueue(event.repo, event.issue)
-        return JSONResponse(result.body, status_code=result.status)
+            self.runner.controller.enqueue(event.repo, event.number)
+        return JSONResponse({"message": result.message}, status_code=result.status)
 
     # ------------------------------------------------------------ API
 

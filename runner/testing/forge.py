@@ -317,6 +317,38 @@ class ForgeEmulator:
             self.state.complete_check_run(repo, run, conclusion, self.ci_user)
         return run.id
 
+    def push_branch(self, full_name: str, branch: str, files: dict[str, str], *,
+                    as_user: str, message: str = "Change files",
+                    start: str | None = None) -> str:
+        """Commit ``files`` on ``branch`` (from ``start``, default the branch or the default
+        branch) and push it over smart HTTP as ``as_user``, like a user would; returns the SHA."""
+        user = self._actor(as_user)
+        repo = self.repo(full_name)
+        work = self.workdir / "pushes" / secrets.token_hex(4)
+        header = "Authorization: Basic " + base64.b64encode(
+            f"{user.login}:{user.token}".encode()).decode()
+        env = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraheader",
+               "GIT_CONFIG_VALUE_0": header, "GIT_AUTHOR_NAME": user.login,
+               "GIT_AUTHOR_EMAIL": user.email, "GIT_COMMITTER_NAME": user.login,
+               "GIT_COMMITTER_EMAIL": user.email}
+        try:
+            forge_git.git("clone", "--quiet", self.clone_url(full_name), str(work), env=env)
+            existing = forge_git.refs(repo.git_dir)
+            base = start or (branch if branch in existing else repo.default_branch)
+            forge_git.git("checkout", "--quiet", "-B", branch, f"origin/{base}", cwd=work)
+            for name, content in files.items():
+                target = work / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(content)
+            forge_git.git("add", "-A", cwd=work)
+            forge_git.git("commit", "--quiet", "--allow-empty", "-m", message, cwd=work,
+                          env=env)
+            forge_git.git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=work,
+                          env=env)
+            return forge_git.git("rev-parse", "HEAD", cwd=work).strip()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
     def issue(self, full_name: str, number: int) -> Issue:
         """The issue or PR record (for assertions)."""
         repo = self.repo(full_name)
@@ -542,6 +574,13 @@ class ForgeEmulator:
     # ------------------------------------------------------------ webhooks
 
     def _on_happening(self, happening: Happening) -> None:
+        # CI runs on a pull request's opening too (pull_request: opened), not only on pushes
+        # to a branch that already has one: a runner pushes first and opens the PR after.
+        issue = happening.issue
+        if (happening.kind == "pull_request" and happening.action in ("opened", "reopened")
+                and happening.repo.ci is not None and issue is not None
+                and issue.pull is not None):
+            self._start_ci(happening.repo, issue.pull.head_sha)
         if not happening.repo.hooks:
             return
         if self.flavour == "github":

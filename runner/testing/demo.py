@@ -1,0 +1,213 @@
+"""A whole world on loopback: the forge emulator with a sample repository, the LLM emulator
+with an agent that fixes its bug, and a wired runner receiving the forge's webhooks.
+
+``orchestrator demo``, the end-to-end tests and the benchmarks all build this same world, so
+what the demo shows is what the tests check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runner.config import Settings
+from runner.model import Run, RunState
+from runner.review import REVIEWER_MARKER
+from runner.server import ServerHandle, serve_in_thread
+from runner.testing.forge import Flavour, ForgeEmulator
+from runner.testing.llm import LLMEmulator, Policy, Reply, Request, by_system, fix_failing_test
+
+REPO = "acme/calculator"
+MAINTAINER, READER, BOT = "alice", "mallory", "orchestrator-bot"
+CI_CONTEXT = "ci/tests"
+TEST_COMMAND = "python3 test_calc.py"
+
+SAMPLE_FILES = {
+    "README.md": "# calculator\n\nA tiny calculator. Run the tests with `python3 test_calc.py`.\n",
+    "calc.py": (
+        '"""A tiny calculator."""\n\n\n'
+        "def add(a, b):\n"
+        '    """The sum of a and b."""\n'
+        "    return a - b\n\n\n"
+        "def mul(a, b):\n"
+        "    return a * b\n"
+    ),
+    "test_calc.py": (
+        "from calc import add, mul\n\n"
+        "assert mul(3, 4) == 12\n"
+        "assert add(2, 3) == 5, f'add(2, 3) is {add(2, 3)}, expected 5'\n"
+        "print('all tests pass')\n"
+    ),
+    "AGENTS.md": "Keep changes small. Run `python3 test_calc.py` before you finish.\n",
+}
+BUG = ("calc.py", "    return a - b", "    return a + b")
+
+
+def fixing_agent() -> Policy:
+    """An agent that runs the tests, fixes ``add``, runs them again and finishes."""
+    path, old, new = BUG
+    return fix_failing_test(test_command=TEST_COMMAND, path=path, old=old, new=new,
+                            summary="Fix add() to return the sum")
+
+
+def approving_reviewer(request: Request) -> Reply:
+    """A reviewer that approves with high confidence."""
+    return Reply.text(json.dumps({"verdict": "approve", "confidence": 0.95,
+                                  "summary": "add() now returns the sum; the test covers it.",
+                                  "findings": []}))
+
+
+def slow_agent(seconds: float = 120.0) -> Policy:
+    """An agent whose first command runs for ``seconds`` in its container (to be killed)."""
+
+    def policy(request: Request) -> Reply:
+        if request.turn == 0:
+            return Reply.bash(f"echo working; sleep {seconds:g}", "This will take a while.")
+        return Reply.finish("done")
+
+    return policy
+
+
+class DemoWorld:
+    """Emulators plus a runner, on loopback. Use as a context manager."""
+
+    def __init__(self, workdir: str | Path, *, flavour: Flavour = "github",
+                 agent: Policy | None = None, reviewer: Policy | None = None,
+                 sandbox: str = "docker", settings: dict[str, Any] | None = None,
+                 start_runner: bool = True) -> None:
+        self.workdir = Path(workdir)
+        self.flavour: Flavour = flavour
+        self.agent_policy = agent or fixing_agent()
+        self.reviewer_policy = reviewer
+        self.sandbox = sandbox
+        self.overrides = settings or {}
+        self.start_runner = start_runner
+        self.secret = secrets.token_hex(16)
+        self.forge = ForgeEmulator(flavour, self.workdir / "forge")
+        self.llm = LLMEmulator(by_system({REVIEWER_MARKER: reviewer or approving_reviewer},
+                                         default=self.agent_policy))
+        self.env: dict[str, str] = {}
+        self.runner: Any = None
+        self.server: ServerHandle | None = None
+        self._loop: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> DemoWorld:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> DemoWorld:
+        self.forge.start()
+        self.llm.start()
+        forge = self.forge
+        forge.add_user(MAINTAINER)
+        forge.add_user(READER)
+        bot = forge.add_user(BOT)
+        forge.create_repo(REPO, files=SAMPLE_FILES)
+        forge.grant(REPO, MAINTAINER, "write")
+        forge.grant(REPO, READER, "read")
+        forge.grant(REPO, BOT, "admin")
+        forge.configure_ci(REPO, TEST_COMMAND, context=CI_CONTEXT)
+        self.env = {"DEMO_FORGE_TOKEN": bot.token, "DEMO_WEBHOOK_SECRET": self.secret,
+                    "DEMO_LLM_KEY": self.llm.api_key, "DEMO_API_TOKEN": secrets.token_hex(8)}
+        os.environ.update(self.env)
+        if self.start_runner:
+            self.start_runner_process()
+        return self
+
+    def settings_dict(self) -> dict[str, Any]:
+        """The configuration of the runner in this world (what orchestrator.yml would say)."""
+        data: dict[str, Any] = {
+            "data_dir": str(self.workdir / "data"),
+            "forges": {"demo": {"kind": self.flavour, "base_url": self.forge.base_url,
+                                "token_env": "DEMO_FORGE_TOKEN",
+                                "webhook_secret_env": "DEMO_WEBHOOK_SECRET",
+                                "bot_user": BOT}},
+            "repos": [{"name": REPO, "forge": "demo", "base_branch": "main",
+                       "gate_profile": "minimal", "required_contexts": [CI_CONTEXT]}],
+            "agent": {"base_url": self.llm.base_url, "api_key_env": "DEMO_LLM_KEY",
+                      "max_turns": 20},
+            "sandbox": {"backend": self.sandbox, "cpus": 1, "memory": "512m", "pids": 256},
+            "store": {"sqlite": str(self.workdir / "state.db")},
+            "server": {"host": "127.0.0.1", "port": 0, "api_token_env": "DEMO_API_TOKEN"},
+            "limits": {"max_concurrent": 4, "per_repo": 4, "max_iterations": 3,
+                       "poll_interval": "30s", "lease_ttl": "5s", "ci_timeout": "120s"},
+            "review": {"enabled": self.reviewer_policy is not None},
+        }
+        for section, values in self.overrides.items():
+            if isinstance(values, dict) and isinstance(data.get(section), dict):
+                data[section] = {**data[section], **values}
+            else:
+                data[section] = values
+        return data
+
+    def start_runner_process(self) -> None:
+        """Wire and start the runner in this process: HTTP server and controller."""
+        from runner.wiring import build
+
+        settings = Settings.model_validate(self.settings_dict())
+        self.runner = build(settings, worker="demo-runner")
+        self.server = serve_in_thread(self.runner, "127.0.0.1", 0)
+        self.forge.add_webhook(REPO, f"{self.server.url}/webhooks/{self.flavour}", self.secret)
+        self._loop = threading.Thread(target=self.runner.controller.run,
+                                      name="orchestrator-controller", daemon=True)
+        self._loop.start()
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.controller.stop()
+        if self.server is not None:
+            self.server.stop()
+        self.llm.stop()
+        self.forge.stop()
+        for name in self.env:
+            os.environ.pop(name, None)
+
+    # ------------------------------------------------------------ acting and waiting
+
+    def open_issue(self, title: str = "add() returns the wrong result",
+                   body: str = "`add(2, 3)` returns -1. It should return 5; see test_calc.py.",
+                   *, label: bool = True) -> int:
+        """Open an issue as the maintainer and (by default) label it ``orchestrator``."""
+        number = self.forge.open_issue(REPO, title, body, as_user=MAINTAINER)
+        if label:
+            self.forge.label(REPO, number, "orchestrator", as_user=MAINTAINER)
+        return number
+
+    def run_for(self, issue: int) -> Run | None:
+        return self.runner.store.latest_run(REPO, issue)
+
+    def wait_for(self, what: Callable[[], Any], timeout: float = 120.0,
+                 message: str = "condition") -> Any:
+        """Poll ``what`` until it returns something truthy; TimeoutError naming ``message``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = what()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise TimeoutError(f"{message} not reached within {timeout:.0f}s")
+
+    def wait_state(self, issue: int, *states: RunState, timeout: float = 180.0) -> Run:
+        """The issue's run once it is in one of ``states``."""
+        def reached() -> Run | None:
+            run = self.run_for(issue)
+            return run if run is not None and run.state in states else None
+
+        try:
+            return self.wait_for(reached, timeout, f"run of #{issue} in {states}")
+        except TimeoutError:
+            run = self.run_for(issue)
+            events = self.runner.store.events(run.id, limit=1000) if run else []
+            tail = "\n".join(f"  {e.kind} {e.data}" for e in events[-15:])
+            raise TimeoutError(f"run of #{issue} is {run.state if run else 'absent'}, not "
+                               f"{[str(s) for s in states]}; last events:\n{tail}") from None
