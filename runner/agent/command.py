@@ -59,22 +59,22 @@ echo "no writable directory for the prompt (tried TMPDIR, /tmp, HOME, the worksp
 exit 1
 '''
 _WRITE = 'umask 077; cat > "$1"'
-# Runs the agent in its own process group (set -m), so a cancel can stop it and its children
-# by that group's id; the env file is sourced and deleted before the agent starts.
+# Records the process group of this exec (the sandbox's timeout wrapper leads it, so it holds
+# exactly this command's processes) for a cancel to stop by id; the env file is sourced and
+# deleted before the agent starts.
 _WRAPPER = r'''
 d="$1"; shift
 if [ -f "$d/env" ]; then set -a; . "$d/env"; set +a; rm -f "$d/env"; fi
-set -m
-bash -c "$1" < "$2" &
-child=$!
-printf '%s\n' "$child" > "$d/pid"
-wait "$child"
+read -r -a stat < /proc/$$/stat
+printf '%s\n' "${stat[4]}" > "$d/pgid"
+bash -c "$1" < "$2"
 '''
 _KILL = r'''
-pid=$(cat "$1/pid" 2>/dev/null) || exit 0
-kill -TERM -- "-$pid" 2>/dev/null
-for _ in $(seq 1 30); do kill -0 -- "-$pid" 2>/dev/null || exit 0; sleep 0.1; done
-kill -KILL -- "-$pid" 2>/dev/null
+pgid=$(cat "$1/pgid" 2>/dev/null) || exit 0
+[ "$pgid" -gt 1 ] 2>/dev/null || exit 0
+kill -TERM -- "-$pgid" 2>/dev/null
+for _ in $(seq 1 30); do kill -0 -- "-$pgid" 2>/dev/null || exit 0; sleep 0.1; done
+kill -KILL -- "-$pgid" 2>/dev/null
 exit 0
 '''
 
