@@ -49,12 +49,20 @@ class Failure:
 
 
 class _GateLike(Protocol):
-    gate: str
-    passed: bool
-    expected: str
-    actual: str
-    message: str
-    details: str
+    """What is read from a gate result (``gates.GateResult`` is frozen, hence properties)."""
+
+    @property
+    def gate(self) -> str: ...
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def expected(self) -> str: ...
+    @property
+    def actual(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def details(self) -> str: ...
 
 
 def failures_from_gates(results: Iterable[_GateLike], source: str = "gate") -> list[Failure]:

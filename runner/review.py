@@ -98,12 +98,20 @@ def parse_output(text: str) -> ReviewOutput:
 
 
 class _GateLike(Protocol):
-    gate: str
-    passed: bool
-    expected: str
-    actual: str
-    message: str
-    details: str
+    """What is read from a gate result (``gates.GateResult`` is frozen, hence properties)."""
+
+    @property
+    def gate(self) -> str: ...
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def expected(self) -> str: ...
+    @property
+    def actual(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def details(self) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ ANTHROPIC_KEY = "sk-ant-api03-" + "Qw3rTy7uIo9pAs2dFg4hJk6lZx8cVb1nM3qW5eR7tY9uI
 
 
 def config_text(commands: dict[str, object] | None = None, extra: str = "") -> str:
-    commands = json.dumps(commands or {})  # JSON is YAML, and spares us quoting shell
+    as_yaml = json.dumps(commands or {})  # JSON is YAML, and spares us quoting shell
     return f"""
 default_profile: standard
 profiles:
   standard:
     limits: {{max_files: 5, max_lines: 50}}
-    commands: {commands}
+    commands: {as_yaml}
 {extra}
 """
 
@@ -237,8 +237,9 @@ def test_label_chooses_the_profile(sample_repo: SampleRepo,
     commands: {{lint: "{PY} -V"}}
 """)
     code, results = sample_repo.gates_json("--labels", "gates:strict", config=config)
+    assert code == 0
     assert "lint" in results
-    code, results = sample_repo.gates_json(config=config)
+    _, results = sample_repo.gates_json(config=config)
     assert "lint" not in results
 
 
