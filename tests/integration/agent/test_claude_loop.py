@@ -6,6 +6,7 @@ real Docker sandbox is in test_claude_docker.py.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -91,7 +92,7 @@ def test_the_cache_breakpoint_moves_and_each_turn_reads_the_last_prefix(
         llm: LLMEmulator, box: HostSandbox) -> None:
     run(llm, box)
     usages = [e.usage for e in llm.exchanges]
-    for before, after in zip(usages, usages[1:], strict=False):
+    for before, after in itertools.pairwise(usages):
         prompt_before = sum(before[k] for k in ("input_tokens", "cache_read_input_tokens",
                                                 "cache_creation_input_tokens"))
         # Everything the previous request sent is read from the cache this time.

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 from runner.sandbox.base import WORKSPACE, ExecResult, OutputCallback
 
@@ -42,8 +43,8 @@ class HostSandbox:
         chunks: list[str] = []
 
         def pump() -> None:
-            assert proc.stdout is not None
-            for raw in iter(lambda: proc.stdout.read1(4096), b""):  # type: ignore[union-attr]
+            stream: Any = proc.stdout  # a BufferedReader: read1 returns what is there
+            for raw in iter(lambda: stream.read1(4096), b""):
                 text = raw.decode("utf-8", errors="replace")
                 chunks.append(text)
                 if on_output is not None:

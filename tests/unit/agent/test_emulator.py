@@ -26,7 +26,7 @@ def client(llm: LLMEmulator, key: str | None = None) -> anthropic.Anthropic:
                                max_retries=0)
 
 
-def system(cached: bool = True) -> list[dict[str, Any]]:
+def system(cached: bool = True) -> Any:  # the SDK's TypedDicts, kept loose in tests
     block: dict[str, Any] = {"type": "text", "text": BIG_SYSTEM}
     if cached:
         block["cache_control"] = {"type": "ephemeral"}
@@ -75,19 +75,19 @@ def test_no_cache_without_breakpoints_or_below_the_minimum() -> None:
             msg = api.messages.create(model=MODEL, max_tokens=50, system=system(cached=False),
                                       messages=[{"role": "user", "content": "hi"}])
             assert msg.usage.cache_read_input_tokens == 0
-        small = [{"type": "text", "text": "short", "cache_control": {"type": "ephemeral"}}]
+        small: Any = [{"type": "text", "text": "short", "cache_control": {"type": "ephemeral"}}]
         for _ in range(2):
-            msg = api.messages.create(model=MODEL, max_tokens=50, system=small,  # type: ignore[arg-type]
+            msg = api.messages.create(model=MODEL, max_tokens=50, system=small,
                                       messages=[{"role": "user", "content": "hi"}])
             assert msg.usage.cache_read_input_tokens == 0
 
 
 def test_more_than_four_breakpoints_is_a_400(llm: LLMEmulator) -> None:
-    blocks = [{"type": "text", "text": f"part {i}", "cache_control": {"type": "ephemeral"}}
-              for i in range(5)]
+    blocks: Any = [{"type": "text", "text": f"part {i}",
+                    "cache_control": {"type": "ephemeral"}} for i in range(5)]
     with pytest.raises(anthropic.BadRequestError, match="maximum of 4 blocks"):
         client(llm).messages.create(model=MODEL, max_tokens=50,
-                                    messages=[{"role": "user", "content": blocks}])  # type: ignore[typeddict-item]
+                                    messages=[{"role": "user", "content": blocks}])
 
 
 def test_tool_result_must_answer_the_previous_tool_use(llm: LLMEmulator) -> None:
