@@ -137,8 +137,9 @@ class Price(Section):
 
 def _default_prices() -> dict[str, Price]:
     return {
+        "claude-sonnet-4-6": Price(input=3, output=15, cache_read=0.3, cache_write=3.75),
         "claude-sonnet-4-5": Price(input=3, output=15, cache_read=0.3, cache_write=3.75),
-        "claude-opus-4-1": Price(input=15, output=75, cache_read=1.5, cache_write=18.75),
+        "claude-opus-4-5": Price(input=5, output=25, cache_read=0.5, cache_write=6.25),
         "claude-haiku-4-5": Price(input=1, output=5, cache_read=0.1, cache_write=1.25),
     }
 
@@ -147,7 +148,7 @@ class AgentConfig(Section):
     kind: Literal["claude", "command"] = Field(
         default="claude", description="claude: built-in loop in the runner; command: a CLI agent"
     )
-    model: str = Field(default="claude-sonnet-4-5")
+    model: str = Field(default="claude-sonnet-4-6")
     api_key_env: EnvName = Field(default="ANTHROPIC_API_KEY")
     base_url: str | None = Field(default=None, description="Messages API root (emulator, proxy)")
     max_turns: int = Field(default=60, gt=0)
@@ -208,7 +209,7 @@ class LimitsConfig(Section):
 
 class ReviewConfig(Section):
     enabled: bool = True
-    model: str = Field(default="claude-sonnet-4-5")
+    model: str = Field(default="claude-sonnet-4-6")
     threshold: float = Field(default=0.9, ge=0, le=1)
 
 

@@ -96,6 +96,7 @@ class DemoWorld:
         self.runner: Any = None
         self.server: ServerHandle | None = None
         self._loop: threading.Thread | None = None
+        self._store: Any = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -183,8 +184,20 @@ class DemoWorld:
             self.forge.label(REPO, number, "orchestrator", as_user=MAINTAINER)
         return number
 
+    @property
+    def store(self) -> Any:
+        """The runner's store: the in-process runner's, or one opened on its configuration
+        (when the runner is a separate `serve` process)."""
+        if self.runner is not None:
+            return self.runner.store
+        if self._store is None:
+            from runner.store import open_store
+
+            self._store = open_store(Settings.model_validate(self.settings_dict()))
+        return self._store
+
     def run_for(self, issue: int) -> Run | None:
-        return self.runner.store.latest_run(REPO, issue)
+        return self.store.latest_run(REPO, issue)
 
     def wait_for(self, what: Callable[[], Any], timeout: float = 120.0,
                  message: str = "condition") -> Any:
@@ -197,6 +210,26 @@ class DemoWorld:
             time.sleep(0.1)
         raise TimeoutError(f"{message} not reached within {timeout:.0f}s")
 
+    def wait_finished(self, issue: int, timeout: float = 180.0) -> Run:
+        """The issue's run once it has ended and cleaned up after itself."""
+        run = self.wait_state(issue, RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED,
+                              timeout=timeout)
+        self.wait_for(lambda: any(e.kind == "cleaned_up" for e in
+                                  self.store.events(run.id, limit=10000)),
+                      30, f"cleanup of run {run.id}")
+        return self.run_for(issue) or run
+
+    def write_config(self, path: Path, **overrides: Any) -> Path:
+        """This world's runner configuration as an orchestrator.yml (for `serve` processes)."""
+        import yaml
+
+        data = self.settings_dict()
+        for section, values in overrides.items():
+            data[section] = {**data.get(section, {}), **values} if isinstance(values, dict) \
+                else values
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
     def wait_state(self, issue: int, *states: RunState, timeout: float = 180.0) -> Run:
         """The issue's run once it is in one of ``states``."""
         def reached() -> Run | None:
@@ -207,7 +240,7 @@ class DemoWorld:
             return self.wait_for(reached, timeout, f"run of #{issue} in {states}")
         except TimeoutError:
             run = self.run_for(issue)
-            events = self.runner.store.events(run.id, limit=1000) if run else []
+            events = self.store.events(run.id, limit=1000) if run else []
             tail = "\n".join(f"  {e.kind} {e.data}" for e in events[-15:])
             raise TimeoutError(f"run of #{issue} is {run.state if run else 'absent'}, not "
                                f"{[str(s) for s in states]}; last events:\n{tail}") from None

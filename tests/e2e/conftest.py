@@ -1,0 +1,44 @@
+"""End-to-end fixtures: the forge and LLM emulators, real Docker, real git, the runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner.testing.demo import REPO
+from tests.conftest import missing
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client):  # type: ignore[no-untyped-def]
+    """The sandbox image must exist: scripts/test builds it before pytest."""
+    import docker
+
+    try:
+        docker_client.images.get("orchestrator-sandbox:latest")
+    except docker.errors.ImageNotFound:
+        missing("the image orchestrator-sandbox:latest is missing: run scripts/build-sandbox-image")
+    return "orchestrator-sandbox:latest"
+
+
+def containers_of(docker_client, run_id: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """Names of the containers (running or not) that belong to a run."""
+    found = docker_client.containers.list(all=True,
+                                          filters={"label": f"orchestrator.run={run_id}"})
+    return [c.name for c in found]
+
+
+def worktrees_left(data_dir: Path) -> list[str]:
+    root = data_dir / "worktrees"
+    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+
+
+def status_comments(forge, issue: int) -> list[str]:  # type: ignore[no-untyped-def]
+    return [c.body for c in forge.issue(REPO, issue).comments
+            if "orchestrator:status" in c.body]
+
+
+def pulls_from(forge, branch: str) -> list[int]:  # type: ignore[no-untyped-def]
+    return [i.number for i in forge.repo(REPO).pulls()
+            if i.pull is not None and i.pull.head == branch]
