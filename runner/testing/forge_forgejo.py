@@ -101,7 +101,7 @@ class ForgejoRenderer:
                          "html_url": f"{self.root}/{r.full_name}/pulls/{i.number}",
                          "merged_at": None}
         return {
-            "assets": [], "assignee": None, "assignees": None, "body": i.body,
+            "assets": [], "assignee": None, "assignees": [], "body": i.body,
             "closed_at": iso(i.closed_at), "comments": len(i.comments),
             "created_at": iso(i.created_at), "due_date": None,
             "html_url": f"{self.root}/{r.full_name}/{kind}/{i.number}", "id": i.id,
@@ -170,16 +170,16 @@ class ForgejoRenderer:
         html = f"{self.root}/{r.full_name}/pulls/{i.number}"
         return {
             "additions": 0, "allow_maintainer_edit": False, "assignee": None,
-            "assignees": None, "base": self.branch(r, p.base, p.base_sha), "body": i.body,
+            "assignees": [], "base": self.branch(r, p.base, p.base_sha), "body": i.body,
             "changed_files": 0, "closed_at": iso(i.closed_at), "comments": len(i.comments),
             "created_at": iso(i.created_at), "deletions": 0, "diff_url": f"{html}.diff",
             "draft": is_wip(i.title), "due_date": None, "flow": 0,
             "head": self.branch(r, p.head, p.head_sha), "html_url": html, "id": i.id,
             "is_locked": False, "labels": [self.label(r, x) for x in i.labels],
-            "merge_base": p.base_sha, "merge_commit_sha": None, "mergeable": True,
+            "merge_base": p.base_sha, "merge_commit_sha": "", "mergeable": True,
             "merged": p.merged, "merged_at": None, "merged_by": None, "milestone": None,
             "number": i.number, "patch_url": f"{html}.patch", "pin_order": 0,
-            "requested_reviewers": None, "requested_reviewers_teams": None,
+            "requested_reviewers": [], "requested_reviewers_teams": [],
             "review_comments": 0, "state": i.state, "title": i.title,
             "updated_at": iso(i.updated_at), "url": html, "user": self.user(i.user),
         }
@@ -219,7 +219,10 @@ class ForgejoRenderer:
         return {"permission": shown, "role_name": shown, "user": self.user(u)}
 
     def error(self, status: int, message: str) -> dict[str, Any]:
-        return {"message": message, "url": f"{self.root}/api/swagger"}
+        out: dict[str, Any] = {"message": message, "url": f"{self.root}/api/swagger"}
+        if status == 404:
+            out["errors"] = []  # only APINotFound has this field
+        return out
 
     # ------------------------------------------------------------ webhooks
 

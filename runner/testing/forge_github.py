@@ -155,7 +155,7 @@ class GitHubRenderer:
             "repository_url": f"{self.api}/repos/{r.full_name}",
             "labels_url": f"{url}/labels{{/name}}", "comments_url": f"{url}/comments",
             "events_url": f"{url}/events", "html_url": html, "number": i.number,
-            "state": i.state, "state_reason": "completed" if i.state == "closed" else None,
+            "state": i.state,
             "title": i.title, "body": i.body, "user": self.user(i.user),
             "labels": [self.label(r, x) for x in i.labels], "assignee": None,
             "assignees": [], "milestone": None, "locked": False, "active_lock_reason": None,
@@ -165,6 +165,8 @@ class GitHubRenderer:
             "reactions": self.rollup(url, i.reactions), "timeline_url": f"{url}/timeline",
             "performed_via_github_app": None,
         }
+        if i.state == "closed":  # null with an enum trips validators; GitHub omits it too
+            out["state_reason"] = "completed"
         if i.pull is not None:
             pull_url = f"{self.api}/repos/{r.full_name}/pulls/{i.number}"
             out["pull_request"] = {"url": pull_url, "html_url": html,
