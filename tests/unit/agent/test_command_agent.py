@@ -35,7 +35,7 @@ def test_prompt_goes_to_stdin_without_a_prompt_file(tmp_path: Path) -> None:
     output = "".join(d["text"] for k, d in seen if k == "agent.output")
     assert "Rename the flag" in output and "Call it --verbose." in output
     assert outcome.summary.endswith("finished")
-    assert [k for k, _ in seen][0] == "agent.start" and seen[-1][0] == "agent.stop"
+    assert seen[0][0] == "agent.start" and seen[-1][0] == "agent.stop"
 
 
 def test_prompt_file_is_substituted_quoted(tmp_path: Path) -> None:

@@ -7,9 +7,20 @@ from typing import Any
 
 import anthropic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from runner.testing.llm import LLMEmulator, Reply, Request, Script, by_system
+from runner.testing.llm import (
+    LLMEmulator,
+    PromptCache,
+    Reply,
+    Request,
+    Script,
+    by_system,
+    count_tokens,
+)
 
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 MODEL = "claude-sonnet-4-5"
 BIG_SYSTEM = "You are a careful engineer. " * 200  # about 1400 tokens: above the cache minimum
 
@@ -163,3 +174,27 @@ def test_count_tokens(llm: LLMEmulator) -> None:
     count = client(llm).messages.count_tokens(model=MODEL, system=system(),
                                               messages=[{"role": "user", "content": "hi"}])
     assert count.input_tokens > 1000
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=300), st.booleans()), min_size=1,
+                max_size=12), st.integers(min_value=0, max_value=200))
+def test_cache_usage_always_adds_up_to_the_whole_prompt(
+        parts: list[tuple[str, bool]], minimum: int) -> None:
+    blocks: list[dict[str, Any]] = []
+    for text, marked in parts:
+        block: dict[str, Any] = {"type": "text", "text": text}
+        if marked:
+            block["cache_control"] = {"type": "ephemeral"}
+        blocks.append(block)
+    body = {"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": blocks}]}
+    cache = PromptCache(min_tokens=minimum)
+    whole = sum(count_tokens({k: v for k, v in b.items() if k != "cache_control"})
+                for b in blocks)
+    first, again = cache.account("k", body), cache.account("k", body)
+    assert first.total == again.total
+    assert first.cache_read_input_tokens == 0
+    # Asked again, everything the first request wrote is read back, nothing is written twice.
+    assert again.cache_read_input_tokens == first.cache_creation_input_tokens
+    assert again.cache_creation_input_tokens == 0
+    assert first.total == whole  # read + written + uncached is the whole prompt
