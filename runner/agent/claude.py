@@ -127,6 +127,7 @@ class _Run:
         self.cancel, self.sink, self.key = cancel, on_event, key
         self.usage = Usage()
         self.turns = 0
+        self.prompt_tokens = 0  # the size of the last request's prompt
         self.warned = False
         self.last_text = ""
         self.messages: list[dict[str, Any]] = [
@@ -179,6 +180,13 @@ class _Run:
             self.event("agent.budget_warning", {"share": round(share, 3), "turns": self.turns,
                                                 **_usage_dict(self.usage)})
         reason = self.budget.exceeded(self.turns, self.usage)
+        # The next prompt is at least the last one: stop before the API refuses it as too long.
+        if reason is None and self.prompt_tokens + self.agent.max_output_tokens > \
+                self.cfg.context_window:
+            raise _Stop("budget", f"stopped after {self.turns} turns: the conversation "
+                                  f"({self.prompt_tokens} tokens) fills the model's context "
+                                  f"window (agent.context_window = {self.cfg.context_window})"
+                                  f"; split the issue into smaller ones")
         if reason == "max_turns":
             raise _Stop("max_turns", f"stopped after {self.turns} turns: the turn cap "
                                      f"(agent.max_turns = {self.budget.max_turns}) is reached")
@@ -272,6 +280,7 @@ class _Run:
         part = Usage(part.tokens_in, part.tokens_out, part.cache_read, part.cache_write,
                      cost_of(part, self.agent.price))
         self.usage = self.usage + part
+        self.prompt_tokens = part.tokens_in + part.cache_read + part.cache_write
         return part
 
     # -------------------------------------------------------------- one request
@@ -345,6 +354,10 @@ class _Run:
         if status == 404:
             return (f"the Messages API does not know this model or path (404 {kind}: "
                     f"{detail}): check agent.model ({model!r}) and agent.base_url")
+        if status == 400 and "too long" in detail:
+            return (f"the conversation outgrew the model's context window (400 {kind}: "
+                    f"{detail}): split the issue into smaller ones, or check "
+                    f"agent.context_window")
         if status == 400:
             return (f"the Messages API rejected the request (400 {kind}: {detail}): check "
                     f"agent.model ({model!r}) in orchestrator.yml; if the message is about "

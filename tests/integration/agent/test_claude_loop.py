@@ -145,6 +145,16 @@ def test_cost_cap_stops_with_budget(box: HostSandbox) -> None:
     assert "$" in outcome.error and "agent.max_cost_usd" in outcome.error
 
 
+def test_a_full_context_window_stops_with_budget(box: HostSandbox) -> None:
+    with LLMEmulator(policy=lambda r: Reply.bash("seq 1 3000")) as llm:
+        config = AgentConfig(base_url=llm.base_url, api_key_env=KEY_ENV, context_window=30_000)
+        agent = ClaudeAgent(config, environ={KEY_ENV: llm.api_key}, max_output_tokens=4096)
+        outcome = agent.run(TASK, box, ROOMY, threading.Event(), Recorder())
+    assert outcome.stop_reason == "budget"
+    assert "agent.context_window" in outcome.error
+    assert 1 < outcome.turns < 50
+
+
 def test_warning_at_90_percent_of_turns_then_done(box: HostSandbox) -> None:
     script = Script([Reply.bash("true")] * 9 + [Reply.finish("done in ten")])
     with LLMEmulator(policy=script) as llm:
