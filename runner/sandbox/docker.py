@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 LABEL_RUN = "orchestrator.run"
 LABEL_REPO = "orchestrator.repo"
 LABEL_ISSUE = "orchestrator.issue"
+# Which runner deployment made a container: orphan removal never touches another's (two
+# runners, or a runner and a test suite, may share one engine).
+LABEL_INSTANCE = "orchestrator.instance"
 HOME = "/home/agent"
 FALLBACK_UID = 1000  # the image's unprivileged user, for worktrees owned by root
 KILL_AFTER = 2.0  # seconds between SIGTERM and SIGKILL for a command past its timeout
@@ -183,11 +187,15 @@ class DockerBackend:
 
     def __init__(self, client: docker.DockerClient | None = None, *, state_dir: str | Path,
                  image: str = "orchestrator-sandbox:latest",
-                 secrets: Iterable[str] = ()) -> None:
+                 secrets: Iterable[str] = (), instance: str | None = None) -> None:
         """``state_dir`` holds the empty file that masks ``.git``; ``secrets`` are values
-        that must never reach a container (a spec carrying one is refused)."""
+        that must never reach a container (a spec carrying one is refused); ``instance``
+        names this runner deployment (default: derived from ``state_dir``), and only its
+        containers are ever treated as orphans."""
         self._client = client
         self.state_dir = Path(state_dir).resolve()
+        self.instance = instance or hashlib.sha256(
+            str(self.state_dir).encode()).hexdigest()[:16]
         self.image = image
         self._secrets = frozenset(s for s in secrets if s)
 
@@ -276,7 +284,7 @@ class DockerBackend:
                 spec.image, ["sleep", "infinity"],
                 name=container_name(spec.run_id), hostname="sandbox",
                 labels={LABEL_RUN: spec.run_id, LABEL_REPO: spec.repo,
-                        LABEL_ISSUE: str(spec.issue)},
+                        LABEL_ISSUE: str(spec.issue), LABEL_INSTANCE: self.instance},
                 user=f"{uid}:{gid}", working_dir=WORKSPACE,
                 environment={"HOME": HOME, **spec.env},
                 mounts=mounts, read_only=True,
@@ -315,16 +323,19 @@ class DockerBackend:
                                f"sandbox of run {run_id}; remove it (docker rm -f)")
         return DockerSandbox(self.client, container, run_id)
 
+    def _own_containers(self) -> list[Any]:
+        return list(self.client.containers.list(
+            all=True, filters={"label": [LABEL_RUN, f"{LABEL_INSTANCE}={self.instance}"]}))
+
     def list_runs(self) -> dict[str, str]:
-        """Run id -> container name, for every sandbox container on the engine."""
-        containers = self.client.containers.list(all=True, filters={"label": LABEL_RUN})
-        return {c.labels[LABEL_RUN]: c.name for c in containers}
+        """Run id -> container name, for every sandbox container this deployment made."""
+        return {c.labels[LABEL_RUN]: c.name for c in self._own_containers()}
 
     def remove_orphans(self, live_run_ids: Iterable[str]) -> list[str]:
         """Remove the containers of runs not in ``live_run_ids``; return their names."""
         live = set(live_run_ids)
         removed: list[str] = []
-        for container in self.client.containers.list(all=True, filters={"label": LABEL_RUN}):
+        for container in self._own_containers():
             if container.labels.get(LABEL_RUN) in live:
                 continue
             with contextlib.suppress(docker.errors.NotFound):

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.docker
 Start = Callable[..., DockerSandbox]
 
 
-def test_container_is_locked_down(start: Start, worktree: Worktree):
+def test_container_is_locked_down(start: Start, worktree: Worktree, backend: DockerBackend):
     sandbox = start(memory=256 * 1024**2, pids=128, cpus=0.5)
     info = sandbox.inspect()
     host, config = info["HostConfig"], info["Config"]
@@ -42,7 +42,7 @@ def test_container_is_locked_down(start: Start, worktree: Worktree):
     assert uid == worktree.path.stat().st_uid  # the worktree's owner
     labels = {k: v for k, v in config["Labels"].items() if k.startswith("orchestrator.")}
     assert labels == {"orchestrator.run": worktree.run_id, "orchestrator.repo": "acme/widgets",
-                      "orchestrator.issue": "42"}
+                      "orchestrator.issue": "42", "orchestrator.instance": backend.instance}
     mounts = {m["Destination"]: m for m in info["Mounts"]}
     assert set(mounts) == {"/workspace", "/workspace/.git"}
     assert mounts["/workspace"]["RW"] is True
@@ -207,20 +207,21 @@ def test_orphans_are_removed_after_a_crash(backend: DockerBackend, docker_client
     for wt in runs:
         backend.start(SandboxSpec(run_id=wt.run_id, repo=wt.repo, issue=wt.issue,
                                   worktree=wt.path, image=IMAGE))
-    # The runner crashes: a new process has a new backend and only the store's live runs.
-    after_crash = DockerBackend(docker_client, state_dir=tmp_path / "state2", image=IMAGE)
+    # Another deployment on the same engine never treats our containers as its orphans.
+    stranger = DockerBackend(docker_client, state_dir=tmp_path / "elsewhere", image=IMAGE)
+    assert stranger.remove_orphans([]) == []
+    assert sorted(backend.list_runs()) == sorted(wt.run_id for wt in runs)
+
+    # The runner crashes: a new process has a new backend (same data directory) and only
+    # the store's live runs.
+    after_crash = DockerBackend(docker_client, state_dir=backend.state_dir, image=IMAGE)
     live = [runs[0].run_id, "r-notstarted"]
-    removed = after_crash.remove_orphans([*live, *other_runs(after_crash, runs)])
+    removed = after_crash.remove_orphans(live)
     assert sorted(removed) == sorted(container_name(wt.run_id) for wt in runs[1:])
     assert after_crash.find(runs[0].run_id) is not None
     assert after_crash.find(runs[1].run_id) is None
-    assert after_crash.remove_orphans([*live, *other_runs(after_crash, runs)]) == []
-
-
-def other_runs(backend: DockerBackend, ours: list[Worktree]) -> list[str]:
-    """Containers of runs this test did not make (another test process) count as live."""
-    mine = {wt.run_id for wt in ours}
-    return [run_id for run_id in backend.list_runs() if run_id not in mine]
+    assert after_crash.remove_orphans(live) == []
+    assert list(after_crash.list_runs()) == [runs[0].run_id]
 
 
 def test_secrets_are_never_passed_in(backend: DockerBackend, worktree: Worktree):
