@@ -125,6 +125,8 @@ def main() -> None:
         "clone_p95_s": round(percentile(clone_s, 95), 4),
         "speedup": round(clone_p50 / worktree_p50, 2),
         "speedup_with_fetch": round(clone_p50 / median(prepare_s), 2),
+        # Both sides are mostly file creation and packing: a busy machine narrows the gap.
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }, title=f"bench workspace: worktree from a warm mirror vs git clone "
              f"({args.commits} commits, {args.files} files)")
 

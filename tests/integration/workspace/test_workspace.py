@@ -236,3 +236,15 @@ def test_missing_worktree_directory_is_cleaned_up_by_prepare(workspaces: Workspa
     again = workspaces.prepare("r-000010", REPO, 7, upstream.url)
     assert (again.path / "README.md").exists()
     assert Path(again.git_dir).is_dir()
+
+
+def test_reset_to_takes_back_a_commit_and_keeps_the_files(workspaces: Workspaces,
+                                                          upstream: Upstream):
+    wt = workspaces.prepare("r-000011", REPO, 10, upstream.url)
+    before = workspaces.head(wt)
+    (wt.path / "secret.txt").write_text("AKIA...\n")
+    assert workspaces.commit(wt, "oops") != before
+    workspaces.reset_to(wt, before)
+    assert workspaces.head(wt) == before
+    assert (wt.path / "secret.txt").read_text() == "AKIA...\n"
+    assert workspaces.commit(wt, "again") not in (None, before)
