@@ -156,7 +156,8 @@ class GitHubForge:
             raw = self._call(f"list issues of {repo}", lambda: next(pages, None))
             if raw is None:
                 return
-            if raw.pull_request is None:
+            # Read the raw field: touching an absent attribute makes PyGithub fetch each issue.
+            if not raw._rawData.get("pull_request"):
                 yield self._to_issue(repo, raw)
 
     def list_comments(self, repo: str, number: int,

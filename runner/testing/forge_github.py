@@ -282,7 +282,7 @@ class GitHubRenderer:
 
     def check_run(self, r: Repo, c: CheckRun) -> dict[str, Any]:
         return {"id": c.id, "node_id": node_id("CheckRun", c.id), "head_sha": c.sha,
-                "name": c.name, "external_id": None,
+                "name": c.name, "external_id": "",
                 "url": f"{self.api}/repos/{r.full_name}/check-runs/{c.id}",
                 "html_url": c.details_url, "details_url": c.details_url, "status": c.status,
                 "conclusion": c.conclusion, "started_at": iso(c.started_at),
