@@ -1,18 +1,19 @@
-"""The HTTP face of ``orchestrator serve``: webhooks, the control API, health.
+"""The HTTP face of ``orchestrator serve``: webhooks, the control API, metrics, the dashboard.
 
 Webhooks are verified and answered 202 before any work: they only put an issue key on the
-controller's queue. The API needs the bearer token named by ``server.api_token_env``.
+controller's queue. The API and ``/metrics`` need the bearer token named by
+``server.api_token_env`` (or the dashboard's session cookie, see ``webauth``); the API is
+described by ``/openapi.json``. The dashboard's pages live in ``webpages``.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -22,9 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runner import eventstream, openapi
 from runner.forge import webhooks
+from runner.forge.base import ForgeError
+from runner.forge.base import NotFound as ForgeNotFound
+from runner.metrics import CONTENT_TYPE, Metrics
 from runner.model import ACTIVE, RunState, is_run_id
 from runner.store.base import RunFinished, RunNotFound, StoreError
+from runner.webauth import Auth, Caller
+from runner.webpages import Pages
 
 if TYPE_CHECKING:
     from runner.wiring import Runner
@@ -32,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("orchestrator.server")
 
 MAX_BODY = webhooks.MAX_BODY
+MAX_ISSUE = 2**31 - 1
+MAX_SEQ = 2**53
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -41,11 +50,19 @@ def _error(status: int, message: str) -> JSONResponse:
 class Api:
     """Route handlers bound to one wired runner."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, metrics: Metrics | None = None) -> None:
         self.runner = runner
         self.store = runner.store
         self.settings = runner.settings
         self.deliveries = webhooks.DeliveryDedup()
+        self.auth = Auth(self.settings.server.api_token_env)
+        self.metrics = metrics or Metrics()
+        self.closing = threading.Event()  # set on shutdown: live streams end
+
+    def close(self) -> None:
+        """End live streams and stop following the bus for metrics."""
+        self.closing.set()
+        self.metrics.stop()
 
     # ------------------------------------------------------------ webhooks
 
@@ -56,14 +73,17 @@ class Api:
     async def webhook(self, request: Request) -> Response:
         kind: webhooks.ForgeKind = request.path_params["forge"]
         if kind not in ("github", "forgejo"):
+            self.metrics.webhook_delivery("unknown", "unknown_forge")
             return _error(404, f"no webhook endpoint for {kind!r} (github or forgejo)")
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY:
+            self.metrics.webhook_delivery(kind, "too_large")
             return _error(413, f"body over {MAX_BODY} bytes")
         body = b""
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_BODY:
+                self.metrics.webhook_delivery(kind, "too_large")
                 return _error(413, f"body over {MAX_BODY} bytes")
         # Each forge of this kind may have its own secret: the first that verifies wins.
         result = webhooks.WebhookResult(401, f"no webhook secret is configured for {kind} "
@@ -78,32 +98,33 @@ class Api:
             try:
                 self.settings.repo(event.repo)
             except KeyError:
+                self.metrics.webhook_delivery(kind, "unconfigured")
                 return JSONResponse({"ignored": f"{event.repo} is not configured"},
                                     status_code=202)
+            self.metrics.webhook_accepted(event.repo, event.number)
             self.runner.controller.enqueue(event.repo, event.number)
+        self.metrics.webhook_delivery(kind, _delivery_result(result.status, event is not None))
         return JSONResponse({"message": result.message}, status_code=result.status)
 
     # ------------------------------------------------------------ API
 
-    def _authorised(self, request: Request) -> str | None:
-        """The token's name when the request carries the API token, else None."""
-        expected = os.environ.get(self.settings.server.api_token_env, "")
-        given = request.headers.get("authorization", "")
-        if not expected or not given.lower().startswith("bearer "):
-            return None
-        if hmac.compare_digest(given[7:].strip().encode(), expected.encode()):
-            return f"api:{self.settings.server.api_token_env.lower()}"
-        return None
-
     def guarded(self, handler: Callable[[Request, str], Awaitable[Response]]
                 ) -> Callable[[Request], Awaitable[Response]]:
+        """Run ``handler`` with the caller's audit name; 401 without the token, 403 for a
+        dashboard state change without the CSRF header or from another origin."""
         async def wrapper(request: Request) -> Response:
-            actor = self._authorised(request)
-            if actor is None:
+            caller: Caller | None = self.auth.caller(request)
+            if caller is None:
+                if not self.auth.configured():
+                    return _error(401, f"no API token is configured: set "
+                                       f"${self.settings.server.api_token_env} and restart")
                 return _error(401, "missing or wrong bearer token (Authorization: Bearer "
                                    f"${self.settings.server.api_token_env})")
+            problem = self.auth.csrf_problem(request, caller)
+            if problem:
+                return _error(403, problem)
             try:
-                return await handler(request, actor)
+                return await handler(request, caller.actor)
             except RunNotFound as exc:
                 return _error(404, str(exc))
             except RunFinished as exc:
@@ -146,11 +167,17 @@ class Api:
         if not is_run_id(run_id):
             raise RunNotFound(run_id)
         await run_in_threadpool(self.store.get_run, run_id)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return eventstream.response(eventstream.follow(
+                self.store, run_id, eventstream.start_after(request), eventstream.json_render,
+                self.closing))
         try:
             after = int(request.query_params.get("after", "0"))
-            limit = min(int(request.query_params.get("limit", "100")), 1000)
+            limit = int(request.query_params.get("limit", "100"))
         except ValueError:
             return _error(400, "after and limit are whole numbers")
+        if not 0 <= after <= MAX_SEQ or not 1 <= limit <= 1000:
+            return _error(400, "after must be 0 or more and limit between 1 and 1000")
         events = await run_in_threadpool(self.store.events, run_id, after=after, limit=limit)
         return JSONResponse([e.to_dict() for e in events])
 
@@ -160,7 +187,7 @@ class Api:
         except ValueError:
             data = {}
         reason = data.get("reason") if isinstance(data, dict) else None
-        return str(reason or "killed through the API")[:500]
+        return str(reason or "killed through the API").strip()[:500] or "killed through the API"
 
     async def kill(self, request: Request, actor: str) -> Response:
         run_id = request.path_params["run_id"]
@@ -194,25 +221,52 @@ class Api:
         return JSONResponse({"paused": False})
 
     async def dispatch(self, request: Request, actor: str) -> Response:
+        usage = 'body must be {"repo": "owner/name", "issue": N} with 1 <= N < 2**31'
         try:
             data = await request.json()
-            repo, issue = str(data["repo"]), int(data["issue"])
+            repo, issue = data["repo"], data["issue"]
         except (ValueError, KeyError, TypeError):
-            return _error(400, 'body must be {"repo": "owner/name", "issue": N}')
+            return _error(400, usage)
+        if not isinstance(repo, str) or isinstance(issue, bool) or not isinstance(issue, int) \
+                or not 1 <= issue <= MAX_ISSUE:
+            return _error(400, usage)
         try:
             self.settings.repo(repo)
         except KeyError:
             return _error(404, f"{repo} is not configured")
-        run = await run_in_threadpool(self.runner.controller.dispatch, repo, issue, actor)
+        try:
+            run = await run_in_threadpool(self.runner.controller.dispatch, repo, issue, actor)
+        except ForgeNotFound:
+            return _error(404, f"{repo} has no issue #{issue}")
+        except ForgeError as exc:
+            return _error(502, f"the forge failed: {exc}")
         return JSONResponse(run.to_dict(), status_code=201)
 
+    async def metrics_text(self, request: Request, actor: str) -> Response:
+        text = await run_in_threadpool(self.metrics.render, self.store)
+        return Response(text, media_type=CONTENT_TYPE)
 
-def create_app(runner: Runner) -> Starlette:
-    """The Starlette application for one wired runner."""
-    api = Api(runner)
+    async def openapi_json(self, request: Request) -> Response:
+        return JSONResponse(openapi.document())
+
+
+def _delivery_result(status: int, accepted: bool) -> str:
+    """A webhook delivery's outcome as the metrics label."""
+    if status == 202:
+        return "accepted" if accepted else "ignored"
+    return {200: "duplicate", 400: "invalid", 401: "rejected", 413: "too_large"}.get(
+        status, str(status))
+
+
+def create_app(runner: Runner, metrics: Metrics | None = None) -> Starlette:
+    """The Starlette application for one wired runner (``app.state.api`` is its ``Api``)."""
+    api = Api(runner, metrics)
+    pages = Pages(runner, api.auth, api.closing)
     routes = [
         Route("/webhooks/{forge}", api.webhook, methods=["POST"]),
         Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/openapi.json", api.openapi_json, methods=["GET"]),
+        Route("/metrics", api.guarded(api.metrics_text), methods=["GET"]),
         Route("/api/runs", api.guarded(api.list_runs), methods=["GET"]),
         Route("/api/runs", api.guarded(api.dispatch), methods=["POST"]),
         Route("/api/runs/{run_id}", api.guarded(api.get_run), methods=["GET"]),
@@ -220,29 +274,39 @@ def create_app(runner: Runner) -> Starlette:
         Route("/api/runs/{run_id}/kill", api.guarded(api.kill), methods=["POST"]),
         Route("/api/kill-all", api.guarded(api.kill_all), methods=["POST"]),
         Route("/api/resume", api.guarded(api.resume), methods=["POST"]),
+        *pages.routes(),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.state.api = api
+    return app
 
 
 @dataclass
 class ServerHandle:
+    """A server running in a thread; ``stop()`` ends it."""
+
     host: str
     port: int
     server: uvicorn.Server
     thread: threading.Thread
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def stop(self) -> None:
+        for callback in self.on_stop:
+            callback()
         self.server.should_exit = True
         self.thread.join(5)
 
 
 def serve_in_thread(runner: Runner, host: str, port: int) -> ServerHandle:
     """Serve the app in a background thread; returns once it listens (port 0: any free one)."""
-    config = uvicorn.Config(create_app(runner), host=host, port=port, log_level="warning",
+    app = create_app(runner)
+    api: Api = app.state.api
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             lifespan="off", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="orchestrator-http", daemon=True)
@@ -253,5 +317,6 @@ def serve_in_thread(runner: Runner, host: str, port: int) -> ServerHandle:
             raise OSError(f"cannot listen on {host}:{port} (in use? set server.port)")
         time.sleep(0.01)
     bound = server.servers[0].sockets[0].getsockname()[1]
-    return ServerHandle(host, int(bound), server, thread)
+    api.metrics.follow(runner.store)
+    return ServerHandle(host, int(bound), server, thread, [api.close])
 
