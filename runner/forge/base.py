@@ -23,6 +23,12 @@ PERMISSION_RANK: dict[str, int] = {"none": 0, "read": 1, "write": 2, "admin": 3}
 MARKER_RE = re.compile(r"<!--\s*orchestrator:[^>]*-->")
 
 
+def hidden_marker(marker: str) -> str:
+    """``orchestrator:status`` -> ``<!-- orchestrator:status -->``; a full marker is kept."""
+    marker = marker.strip()
+    return marker if marker.startswith("<!--") else f"<!-- {marker} -->"
+
+
 # ---------------------------------------------------------------- errors
 
 
@@ -277,7 +283,8 @@ class Forge(Protocol):
     def upsert_comment(self, repo: str, number: int, marker: str, body: str) -> Comment:
         """Edit the comment containing ``marker`` (``<!-- orchestrator:... -->``) or create one.
 
-        The marker is added to ``body`` when it is not already in it.
+        A bare ``orchestrator:...`` is wrapped in an HTML comment, so it stays hidden; the
+        marker is appended to ``body`` when it is not already in it.
         """
         ...
 

@@ -35,6 +35,7 @@ from runner.forge.base import (
     RetryPolicy,
     ReviewComment,
     auth_message,
+    hidden_marker,
 )
 
 WIP = "WIP: "
@@ -321,6 +322,7 @@ class ForgejoForge:
 
     def upsert_comment(self, repo: str, number: int, marker: str, body: str) -> Comment:
         """Edit our comment carrying ``marker``, or create it."""
+        marker = hidden_marker(marker)
         if marker not in body:
             body = f"{body}\n\n{marker}"
         found = next((c for c in self.list_comments(repo, number) if marker in c.body), None)

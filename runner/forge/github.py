@@ -38,6 +38,7 @@ from runner.forge.base import (
     RetryPolicy,
     ReviewComment,
     auth_message,
+    hidden_marker,
 )
 
 T = TypeVar("T")
@@ -216,6 +217,7 @@ class GitHubForge:
 
     def upsert_comment(self, repo: str, number: int, marker: str, body: str) -> Comment:
         """Edit our comment carrying ``marker``, or create it."""
+        marker = hidden_marker(marker)
         if marker not in body:
             body = f"{body}\n\n{marker}"
 

@@ -99,7 +99,7 @@ def test_add_label_creates_it_when_missing_and_remove_is_idempotent(world: World
 def test_upsert_comment_edits_its_own_comment_in_place(world: World) -> None:
     number = world.emulator.open_issue(world.repo, "t", as_user="maintainer")
     world.emulator.comment(world.repo, number, "a human comment", as_user="maintainer")
-    first = world.forge.upsert_comment(world.repo, number, MARKER, "Run queued")
+    first = world.forge.upsert_comment(world.repo, number, "orchestrator:status", "Run queued")
     second = world.forge.upsert_comment(world.repo, number, MARKER, "Run succeeded")
     assert first.id == second.id
     bodies = [c.body for c in world.forge.list_comments(world.repo, number)]
