@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from detect_secrets.plugins.artifactory import ArtifactoryDetector
@@ -102,3 +103,25 @@ def scan_diff(diff: Diff) -> list[SecretFinding]:
     for file in diff.files:
         findings.extend(scan_lines(file.path, file.added))
     return findings
+
+
+def _hide_hex(label: str, match: re.Match[str]) -> str:
+    return re.sub(r"[0-9a-f]{40}", label, match.group(0))
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret it holds replaced by ``[redacted <kind>]``.
+
+    For audit events and logs: what an agent typed may hold a credential it planted or found.
+    """
+    for kind, pattern in CUSTOM_PATTERNS:
+        if kind.startswith("Forgejo"):  # keep the context words, hide the 40 hex digits
+            text = pattern.sub(partial(_hide_hex, f"[redacted {kind}]"), text)
+        else:
+            text = pattern.sub(f"[redacted {kind}]", text)
+    for detector in _DETECTORS:
+        kind = _RENAME.get(detector.secret_type, detector.secret_type)
+        for value in set(detector.analyze_string(text)):
+            if value and len(value) >= 8:
+                text = text.replace(value, f"[redacted {kind}]")
+    return text

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from gates.choose import decide_yolo
+from gates.choose import YOLO_LABEL, decide_yolo
 from gates.diff import parse_unified_diff
 from gates.model import GateResult
 from gates.profiles import GatesConfig, Profile
 from gates.run import check_diff
+from gates.secrets import redact as redact_secrets
 from runner import review
 from runner.agent.base import Agent, Task, load_instructions
 from runner.agent.base import Comment as TaskComment
@@ -233,7 +234,7 @@ class Pipeline:
 
     def _event(self, ctx: _Ctx, kind: str, data: dict[str, Any] | None = None,
                actor: str = "runner") -> None:
-        self.store.append_event(ctx.run.id, kind, data or {}, actor=actor)
+        self.store.append_event(ctx.run.id, kind, _redacted(data or {}), actor=actor)
 
     def _step(self, ctx: _Ctx) -> None:
         state = ctx.run.state
@@ -256,7 +257,7 @@ class Pipeline:
         run, forge = ctx.run, ctx.forge
         self.store.check_fence(run.id, ctx.fence)
         issue = forge.get_issue(run.repo, run.issue)
-        labels = list(issue.labels)
+        labels = self._trusted_labels(ctx, list(issue.labels))
         extra = {**run.extra, "labels": labels,
                  "profile": self._profile_name(labels, ctx.repo)}
         self._update(ctx, extra=extra)
@@ -269,10 +270,8 @@ class Pipeline:
         with contextlib.suppress(ForgeError):
             forge.add_reaction(run.repo, run.issue, "eyes")
         comments = self._writer_comments(ctx)
-        forced = self._authorised_label(ctx, FORCE_LABEL)
         sizing = size_issue(run.issue_body, [text for _, text in comments],
-                            self.settings.agent.context_window,
-                            labels=[FORCE_LABEL] if forced else [])
+                            self.settings.agent.context_window, labels=labels)
         self._event(ctx, "sizing", {"reason": sizing.reason, "tokens": sizing.estimate.tokens})
         if not sizing.allowed:
             forge.upsert_comment(run.repo, run.issue, "orchestrator:too-large", sizing.comment)
@@ -289,14 +288,26 @@ class Pipeline:
         except Exception as exc:
             raise RunFailed(str(exc)) from None
 
-    def _authorised_label(self, ctx: _Ctx, label: str) -> bool:
-        """True when ``label`` is on the issue and was added by someone allowed to."""
-        if label not in ctx.run.extra.get("labels", ()):
-            return False
-        added = latest_addition(ctx.forge.label_events(ctx.run.repo, ctx.run.issue), label)
-        return added is not None and authorised(
-            ctx.forge.permission(ctx.run.repo, added.actor),
-            self.settings.limits.trigger_permission)
+    def _trusted_labels(self, ctx: _Ctx, labels: list[str]) -> list[str]:
+        """The issue's labels, without the privileged ones (force, YOLO, allow CI changes)
+        unless someone with the required permission added them."""
+        privileged = {FORCE_LABEL, YOLO_LABEL, self.s.gates.allow_ci_changes_label}
+        privileged = {p.lower() for p in privileged}
+        if not any(label.lower() in privileged for label in labels):
+            return labels
+        events = ctx.forge.label_events(ctx.run.repo, ctx.run.issue)
+        trusted = []
+        for label in labels:
+            if label.lower() in privileged:
+                added = latest_addition(events, label)
+                if added is None or not authorised(
+                        ctx.forge.permission(ctx.run.repo, added.actor),
+                        self.settings.limits.trigger_permission):
+                    self._event(ctx, "label_ignored", {
+                        "label": label, "added_by": added.actor if added else "unknown"})
+                    continue
+            trusted.append(label)
+        return trusted
 
     def _writer_comments(self, ctx: _Ctx) -> list[tuple[str, str]]:
         comments = ctx.forge.list_comments(ctx.run.repo, ctx.run.issue)
@@ -662,3 +673,14 @@ class Pipeline:
                 self.store.check_fence(run.id, ctx.fence)
             ctx.forge.upsert_comment(run.repo, run.issue, STATUS_MARKER, "\n".join(lines))
 
+
+def _redacted(value: Any) -> Any:
+    """Audit data with every credential-looking string hidden: what the agent types or
+    prints may hold a secret it planted or found, and the audit log is shown on dashboards."""
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value

@@ -134,7 +134,7 @@ class DemoWorld:
                                 "webhook_secret_env": "DEMO_WEBHOOK_SECRET",
                                 "bot_user": BOT}},
             "repos": [{"name": REPO, "forge": "demo", "base_branch": "main",
-                       "gate_profile": "minimal", "required_contexts": [CI_CONTEXT]}],
+                       "gate_profile": "demo", "required_contexts": [CI_CONTEXT]}],
             "agent": {"base_url": self.llm.base_url, "api_key_env": "DEMO_LLM_KEY",
                       "max_turns": 20},
             "sandbox": {"backend": self.sandbox, "cpus": 1, "memory": "512m", "pids": 256},
@@ -142,7 +142,7 @@ class DemoWorld:
             "server": {"host": "127.0.0.1", "port": 0, "api_token_env": "DEMO_API_TOKEN"},
             "limits": {"max_concurrent": 4, "per_repo": 4, "max_iterations": 3,
                        "poll_interval": "30s", "lease_ttl": "5s", "ci_timeout": "120s"},
-            "review": {"enabled": self.reviewer_policy is not None},
+            "review": {"enabled": True},
         }
         for section, values in self.overrides.items():
             if isinstance(values, dict) and isinstance(data.get(section), dict):
