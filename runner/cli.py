@@ -475,6 +475,46 @@ def handle_event_cmd(ctx: Context, event_name: str, event_file: str, verbose: bo
     console.print(outcome, highlight=False)
 
 
+# ------------------------------------------------------------------ demo
+
+
+@cli.command("demo")
+@click.option("--forge", "flavour", type=click.Choice(["github", "forgejo"]), default="github",
+              show_default=True, help="which forge the emulator plays")
+@click.option("--real-llm", is_flag=True,
+              help="use the real Anthropic API ($ANTHROPIC_API_KEY) instead of the emulator")
+@click.option("--dir", "workdir", type=click.Path(file_okay=False),
+              help="where to keep the demo's files [default: a new temporary folder]")
+@click.option("-v", "--verbose", is_flag=True, help="show the runner's log")
+def demo_cmd(flavour: str, real_llm: bool, workdir: str | None, verbose: bool) -> None:
+    """Show the whole flow on this machine, no account or key needed.
+
+    A forge emulator with a sample repository (a bug and a failing test, CI running the
+    tests), an LLM emulator playing the agent, the runner with the embedded store and the
+    Docker sandbox: issue 1 becomes a green pull request, issue 2 is killed mid-run.
+    """
+    import tempfile
+
+    from runner.testing.demo import run_demo
+
+    if real_llm and not os.environ.get("ANTHROPIC_API_KEY"):
+        fail("--real-llm needs ANTHROPIC_API_KEY in the environment", 2)
+    if verbose:
+        _setup_logging(False)
+    folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="orchestrator-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        ok = run_demo(folder, flavour=flavour, real_llm=real_llm,  # type: ignore[arg-type]
+                      say=lambda line: console.print(line, highlight=False, soft_wrap=True))
+    except TimeoutError as exc:
+        fail(f"the demo stalled: {exc}")
+    except Exception as exc:
+        fail(f"the demo could not run: {type(exc).__name__}: {exc} (try `orchestrator doctor`)")
+    if not ok:
+        fail("the demo did not end as expected; see above")
+    console.print("[green]demo passed[/]")
+
+
 # ------------------------------------------------------------------ init
 
 

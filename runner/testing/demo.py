@@ -244,3 +244,85 @@ class DemoWorld:
             tail = "\n".join(f"  {e.kind} {e.data}" for e in events[-15:])
             raise TimeoutError(f"run of #{issue} is {run.state if run else 'absent'}, not "
                                f"{[str(s) for s in states]}; last events:\n{tail}") from None
+
+
+# ---------------------------------------------------------------- `orchestrator demo`
+
+SLOW_TITLE = "Speed up the calculator"
+
+
+def demo_agent() -> Policy:
+    """Fixes the bug of issue 1; works on issue 2 long enough to be killed."""
+    fixing, slow = fixing_agent(), slow_agent(300)
+
+    def policy(request: Request) -> Reply:
+        return slow(request) if SLOW_TITLE in request.first_user_text() else fixing(request)
+
+    return policy
+
+
+def run_demo(workdir: Path, *, flavour: Flavour = "github", real_llm: bool = False,
+             say: Callable[[str], None] = print) -> bool:
+    """The whole flow on loopback: issue 1 becomes a green PR, issue 2 is killed mid-run.
+
+    Returns True when both outcomes are as expected.
+    """
+    overrides: dict[str, Any] = {}
+    if real_llm:
+        overrides["agent"] = {"base_url": None, "api_key_env": "ANTHROPIC_API_KEY"}
+    world = DemoWorld(workdir, flavour=flavour, agent=demo_agent(), settings=overrides)
+    started = time.monotonic()
+
+    def stamp() -> str:
+        return f"[{time.monotonic() - started:6.1f}s]"
+
+    with world:
+        say(f"{stamp()} forge emulator ({flavour}) at {world.forge.url}, repository {REPO}")
+        say(f"{stamp()} LLM: {'the real Anthropic API' if real_llm else world.llm.base_url}")
+        assert world.server is not None
+        say(f"{stamp()} runner listening at {world.server.url}, webhooks from the forge")
+        first = world.open_issue()
+        say(f"{stamp()} {MAINTAINER} opened #{first} and labelled it `orchestrator`")
+        seen: set[RunState] = set()
+
+        def progress(issue: int) -> Run | None:
+            run = world.run_for(issue)
+            if run is not None and run.state not in seen:
+                seen.add(run.state)
+                say(f"{stamp()} #{issue} {run.id}: {run.state}"
+                    + (f" (PR {run.pr_url})" if run.pr_url and run.state is RunState.GATING
+                       else ""))
+            return run if run is not None and run.terminal else None
+
+        world.wait_for(lambda: progress(first), 300, f"the run of #{first}")
+        done = world.wait_finished(first)
+        seen.clear()
+        second = world.open_issue(SLOW_TITLE, "Make add() and mul() faster.")
+        say(f"{stamp()} {MAINTAINER} opened #{second} and labelled it `orchestrator`")
+        def working() -> bool:
+            progress(second)
+            run = world.run_for(second)
+            return run is not None and any(e.kind == "agent.turn" for e in
+                                           world.store.events(run.id, limit=1000))
+
+        world.wait_for(working, 120, f"the agent working on #{second}")
+        kill_at = time.monotonic()
+        world.forge.comment(REPO, second, "/kill this is taking too long", as_user=MAINTAINER)
+        say(f"{stamp()} {MAINTAINER} commented `/kill this is taking too long` on #{second}")
+        world.wait_for(lambda: progress(second), 60, f"the kill of #{second}")
+        kill_s = time.monotonic() - kill_at
+        killed = world.wait_finished(second)
+        ok = done.state is RunState.SUCCEEDED and killed.state is RunState.CANCELLED
+        say("")
+        say("What happened:")
+        say(f"  #{first}: {done.state} in iteration {done.iteration}; pull request {done.pr_url}"
+            f" (CI green, AI review approved); cost ${done.cost_usd:.4f}")
+        say(f"  #{second}: {killed.state} by @{killed.killed_by} ({killed.reason}) "
+            f"{kill_s:.1f}s after the comment; container and worktree removed")
+        say("")
+        say("Where to look:")
+        say(f"  audit log:  orchestrator -c {world.write_config(workdir / 'orchestrator.yml')} "
+            f"logs {done.id}")
+        say(f"  all runs:   orchestrator -c {workdir / 'orchestrator.yml'} runs")
+        say(f"  the files:  {workdir} (forge repositories, mirror, store)")
+        return ok
