@@ -13,6 +13,8 @@ from runner.model import RunState
 
 RUN_ID = {"type": "string", "pattern": "^r-[0-9a-f]{6,32}$", "example": "r-0123456789ab"}
 ERROR = {"$ref": "#/components/schemas/Error"}
+WEBHOOK_REPLY = {"type": "object", "properties": {"message": {"type": "string"},
+                                                  "ignored": {"type": "string"}}}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -145,10 +147,11 @@ def _paths() -> dict[str, Any]:
                             "schema": {"type": "string", "enum": ["github", "forgejo"]}}],
             "requestBody": {"required": True, "content": {"application/json": {
                 "schema": {"type": "object"}}}},
-            "responses": {"200": _json({"type": "object"}, "Duplicate delivery."),
-                          "202": _json({"type": "object"}, "Accepted or ignored."),
-                          "400": _err("Not a delivery this endpoint understands."),
-                          "401": _err("Unsigned or badly signed."),
+            "responses": {"200": _json(WEBHOOK_REPLY, "Duplicate delivery."),
+                          "202": _json(WEBHOOK_REPLY, "Accepted or ignored."),
+                          "400": _json(WEBHOOK_REPLY, "Not a delivery this endpoint "
+                                                      "understands."),
+                          "401": _json(WEBHOOK_REPLY, "Unsigned or badly signed."),
                           "404": _err("Unknown forge kind."),
                           "413": _err("Body too large.")}}},
     }

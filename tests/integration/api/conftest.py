@@ -39,9 +39,9 @@ class ApiWorld:
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
 
-@pytest.fixture
-def api_world(tmp_path: Path) -> Iterator[ApiWorld]:
-    world = DemoWorld(tmp_path, sandbox="local", start_runner=False).start()
+def api_world_at(path: Path) -> Iterator[ApiWorld]:
+    """Start an ApiWorld in ``path``; stops it when the generator is closed."""
+    world = DemoWorld(path, sandbox="local", start_runner=False).start()
     try:
         runner = build(Settings.model_validate(world.settings_dict()), worker="api-test")
         server = serve_in_thread(runner, "127.0.0.1", 0)
@@ -49,3 +49,14 @@ def api_world(tmp_path: Path) -> Iterator[ApiWorld]:
         yield ApiWorld(world, runner, server)
     finally:
         world.stop()
+
+
+@pytest.fixture
+def api_world(tmp_path: Path) -> Iterator[ApiWorld]:
+    yield from api_world_at(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_api_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiWorld]:
+    """One world for a whole module (the schemathesis run)."""
+    yield from api_world_at(tmp_path_factory.mktemp("api"))
