@@ -158,7 +158,7 @@ def test_recorded_validation_error_becomes_a_conflict(replay: tuple[str, Any]) -
 
 def test_recorded_repository_and_labels_parse(replay: tuple[str, Any]) -> None:
     forge = _adapter(replay[0])
-    repo = forge.gh.get_repo("octokit-fixture-org/hello-world", lazy=False)
+    repo = forge.gh.withLazy(False).get_repo("octokit-fixture-org/hello-world")
     assert repo.full_name == "octokit-fixture-org/hello-world" and repo.default_branch
     labels = [x.name for x in forge.gh.get_repo("octokit-fixture-org/labels").get_labels()]
     assert "bug" in labels
