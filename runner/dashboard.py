@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from runner.config import Settings
-from runner.model import ACTIVE, Event, Run, RunState
+from runner.model import Event, Run, RunState
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 OUTPUT_CHARS = 20000  # longer tool output is cut in the page (the API has all of it)
@@ -166,7 +166,6 @@ def runs_page(rows: Sequence[RunRow], *, state: str, repo: str, repos: Iterable[
     repo_opts = '<option value="">all repositories</option>' + "".join(
         f'<option value="{e(r)}"{" selected" if r == repo else ""}>{e(r)}</option>'
         for r in repos)
-    active = sum(1 for r in rows if r.run.state in ACTIVE)
     pause_note = ""
     if paused:
         pause_note = (f'<p class="muted">Paused by {e(paused.get("actor"))}: '
@@ -181,8 +180,7 @@ def runs_page(rows: Sequence[RunRow], *, state: str, repo: str, repos: Iterable[
         '<form method="get" action="/runs" class="filters">'
         f'<label>State <select name="state">{state_opts}</select></label>'
         f'<label>Repository <select name="repo">{repo_opts}</select></label>'
-        '<button type="submit">Filter</button>'
-        f'<span class="muted">{len(rows)} runs, {active} active</span></form>'
+        '<button type="submit">Filter</button></form>'
         '<div class="card"><table class="runs"><thead><tr><th>Run</th><th>State</th>'
         "<th>Repository</th><th>Issue</th><th>PR</th><th>Iter.</th><th>Age</th>"
         "<th>Cost</th><th>Process</th></tr></thead>"
@@ -262,10 +260,6 @@ def _pre(text: object, cls: str = "") -> str:
     return f'<pre class="{e(cls)}">{e(value)}</pre>' if value else ""
 
 
-def _json(data: object) -> str:
-    return _pre(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
 def _event_body(ev: Event) -> tuple[str, str]:
     """The event's one-line summary and its detail HTML (both escaped)."""
     d = ev.data
@@ -324,7 +318,20 @@ def _event_body(ev: Event) -> tuple[str, str]:
     if ev.kind == "pushed":
         return (f"pushed <code>{e(d.get('branch'))}</code> at "
                 f"<code>{e(str(d.get('sha', ''))[:12])}</code>"), ""
-    return e(ev.kind), (_json(d) if d else "")
+    return e(ev.kind), _fields(d)
+
+
+def _fields(data: dict[str, Any]) -> str:
+    """Other events' data: short values inline, long or nested ones as a block."""
+    inline, blocks = [], []
+    for key, value in sorted(data.items()):
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        if isinstance(value, dict | list) or len(text) > 160 or "\n" in text:
+            blocks.append(f"<div><span class=\"muted\">{e(key)}</span>{_pre(text)}</div>")
+        else:
+            inline.append(f"<span><span class=\"muted\">{e(key)}</span> {e(text)}</span>")
+    row = f'<div class="kv">{"".join(inline)}</div>' if inline else ""
+    return row + "".join(blocks)
 
 
 def event_html(ev: Event) -> str:
