@@ -33,7 +33,15 @@ from runner.agent.base import Comment as TaskComment
 from runner.config import RepoConfig, Settings
 from runner.continuation import Failure, render_continuation
 from runner.controller import RunHandle
-from runner.forge.base import CIState, Forge, ForgeError, ReviewComment
+from runner.forge.base import (
+    CIState,
+    Conflict,
+    Forge,
+    ForgeAuthError,
+    ForgeError,
+    NotFound,
+    ReviewComment,
+)
 from runner.model import Budget, Lease, Run, RunState, Usage
 from runner.policy import Rules, authorised, comments_for_agent, latest_addition
 from runner.sandbox.base import Sandbox, SandboxBackend, SandboxError, SandboxSpec
@@ -46,6 +54,11 @@ log = logging.getLogger("orchestrator.pipeline")
 STATUS_MARKER = "orchestrator:status"
 CI_POLL_S = 2.0
 MAX_ATTEMPTS = 3  # environmental failures (engine, forge, disk) before a run fails
+# A forge that answers 429/5xx or cannot be reached is down, not broken: such an outage is
+# waited out (retried each time the lease lapses) for this long before it starts to count
+# against MAX_ATTEMPTS. Without it a 30-second outage used up all three attempts (each is a
+# few retried requests plus one lease period) and failed runs that had nothing wrong.
+FORGE_OUTAGE_S = 600.0
 
 
 class Cancelled(Exception):
@@ -141,6 +154,10 @@ class Pipeline:
             while not ctx.run.terminal:
                 self._check_cancel(ctx)
                 self._step(ctx)
+                if "outage_since" in ctx.run.extra and not ctx.run.terminal:
+                    # A step went through: the forge answers again, a later outage is new.
+                    self._update(ctx, extra={k: v for k, v in ctx.run.extra.items()
+                                             if k != "outage_since"})
         except Cancelled:
             if handle.lease_lost:
                 log.warning("run %s: lease lost; leaving it to its new owner", run.id)
@@ -154,6 +171,8 @@ class Pipeline:
         except (ForgeError, SandboxError, StaleState, OSError, review.ReviewError) as exc:
             # Environmental: retried (by whoever claims the run once the lease lapses) a
             # bounded number of times, then the run fails with the reason.
+            if self._outage_waited_out(ctx, exc):
+                raise
             attempts = int(ctx.run.extra.get("attempts", 0)) + 1
             self.store.append_event(run.id, "error", {"error": str(exc), "attempt": attempts,
                                                       "state": str(ctx.run.state)})
@@ -165,6 +184,24 @@ class Pipeline:
             raise
         if ctx.run.terminal:
             self._finish(ctx)
+
+    def _outage_waited_out(self, ctx: _Ctx, exc: Exception) -> bool:
+        """True when ``exc`` is the forge being down for less than FORGE_OUTAGE_S so far:
+        audited and retried without using an attempt. The outage's start is kept in the run,
+        so it is measured across lease lapses and owners."""
+        if not _forge_outage(exc):
+            return False
+        now = time.time()
+        since = float(ctx.run.extra.get("outage_since") or now)
+        if now - since >= FORGE_OUTAGE_S:
+            return False
+        self.store.append_event(ctx.run.id, "error", {
+            "error": str(exc), "state": str(ctx.run.state), "outage_s": round(now - since, 1),
+            "note": "the forge is unavailable; waiting it out"})
+        if "outage_since" not in ctx.run.extra:
+            with contextlib.suppress(LeaseLost, StaleState):
+                self._update(ctx, extra={**ctx.run.extra, "outage_since": since})
+        return True
 
     def cancel_unowned(self, run: Run, actor: str, reason: str, lease: Lease) -> None:
         """Cancel a run nobody works on (queued, or its owner died) and clean up."""
@@ -672,6 +709,14 @@ class Pipeline:
             if not run.terminal:  # the terminal transition was fenced; its owner writes last
                 self.store.check_fence(run.id, ctx.fence)
             ctx.forge.upsert_comment(run.repo, run.issue, STATUS_MARKER, "\n".join(lines))
+
+
+def _forge_outage(exc: Exception) -> bool:
+    """A forge error that says "try again later": rate limited (429), a 5xx after the
+    adapter's own retries, or unreachable (no status). Not 404, auth or conflicts."""
+    if not isinstance(exc, ForgeError) or isinstance(exc, NotFound | ForgeAuthError | Conflict):
+        return False
+    return exc.status is None or exc.status == 429 or exc.status >= 500
 
 
 def _redacted(value: Any) -> Any:

@@ -1,0 +1,51 @@
+"""Fault fixtures: the end-state checks every fault test ends with, and `serve` processes.
+
+Every fault test ends the same way: the run is not lost (it reached a terminal state), and it
+left nothing behind: no container, no worktree, at most one pull request and one status
+comment for its issue. ``assert_clean`` says that once, for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.model import Run
+from runner.testing.demo import REPO, DemoWorld
+from tests.e2e.conftest import (
+    containers_of,
+    pulls_from,
+    sandbox_image,
+    status_comments,
+    worktrees_left,
+)
+from tests.e2e.test_processes import Serve
+
+__all__ = ["Serve", "assert_clean", "events_of", "processes", "sandbox_image"]
+
+
+def events_of(world: DemoWorld, run: Run) -> list[Any]:
+    """Every audit event of ``run``."""
+    return list(world.store.events(run.id, limit=100000))
+
+
+def assert_clean(world: DemoWorld, docker_client: Any, run: Run, data_dir: Path) -> None:
+    """No run lost, no orphan container or worktree, no duplicate PR or status comment."""
+    assert run.terminal, f"run {run.id} is {run.state}: lost"
+    assert containers_of(docker_client, run.id) == [], "orphan container"
+    assert worktrees_left(data_dir) == [], "orphan worktree"
+    assert len(pulls_from(world.forge, run.branch)) <= 1, "duplicate pull request"
+    assert len(status_comments(world.forge, run.issue)) <= 1, "duplicate status comment"
+    assert len(world.store.list_runs(repo=REPO, limit=1000)) >= 1
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Serve]]:
+    """`serve` processes a test started; stopped (SIGTERM) at the end whatever happened."""
+    started: list[Serve] = []
+    yield started
+    for serve in started:
+        serve.stop()
