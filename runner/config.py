@@ -103,6 +103,9 @@ class ForgeConfig(Section):
         default=None, description="name of the env var holding the webhook secret"
     )
     bot_user: str | None = Field(default=None, description="the bot account's login")
+    throttle: bool = Field(
+        default=False, description="github: pace requests (0.25 s apart, writes 1 s apart), "
+        "for installations near GitHub's secondary rate limits; slows dispatch")
 
 
 class RepoConfig(Section):

@@ -233,7 +233,7 @@ class Controller:
                        if e.label.lower() in {w.lower() for w in wanted})
         comments: tuple[Any, ...] = ()
         if active and run is not None:
-            since = datetime.fromtimestamp(run.created_at, tz=UTC)
+            since = datetime.fromtimestamp(int(run.created_at), tz=UTC)  # forges: seconds
             comments = tuple(forge.list_comments(repo, number, since=since))
         actors = {e.actor for e in events} | {c.author for c in comments
                                               if kill_command(c.body) is not None}
@@ -256,7 +256,7 @@ class Controller:
         run, created = self.store.create_run(
             repo, number, trigger_actor=action.actor, issue_title=action.title,
             issue_body=action.body, issue_hash=action.text_hash, branch=branch_name(number),
-            extra={"trigger_at": action.trigger_at})
+            extra={"trigger_at": action.trigger_at, "trigger_count": action.trigger_count})
         if created:
             log.info("run %s queued for %s#%s (labelled by %s)", run.id, repo, number,
                      action.actor)

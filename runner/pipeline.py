@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ from runner.policy import Rules, authorised, comments_for_agent, latest_addition
 from runner.sandbox.base import Sandbox, SandboxBackend, SandboxError, SandboxSpec
 from runner.sizing import FORCE_LABEL
 from runner.sizing import decide as size_issue
-from runner.store.base import LeaseLost, StaleState, Store
+from runner.store.base import LeaseLost, StaleState, Store, StoreUnavailable
 
 log = logging.getLogger("orchestrator.pipeline")
 
@@ -112,6 +113,44 @@ class Services:
     links: Callable[[Run], str] = field(default=lambda run: "")
 
 
+class _StatusComment:
+    """The run's status comment, written by a background thread so that no step waits on
+    the forge for it; when updates pile up, only the latest text is written."""
+
+    def __init__(self, write: Callable[[str], None], name: str) -> None:
+        self._write = write
+        self._pending: str | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name=f"status-{name}", daemon=True)
+        self._thread.start()
+
+    def update(self, body: str) -> None:
+        with self._cond:
+            self._pending = body
+            self._cond.notify()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is pending, then stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                body, self._pending = self._pending, None
+                if body is None:
+                    return
+            try:
+                self._write(body)
+            except Exception as exc:  # informational: a failed update must not stop the run
+                log.warning("status comment not updated: %s", exc)
+
+
 @dataclass
 class _Ctx:
     """What one drive of one run carries between steps."""
@@ -129,6 +168,8 @@ class _Ctx:
     feedback: str | None = None
     gate_results: list[GateResult] = field(default_factory=list)
     last_active: RunState = RunState.QUEUED  # for the checklist of a run that ended early
+    status: _StatusComment | None = None
+    comments: tuple[int, list[tuple[str, str]]] | None = None  # (iteration, writers' comments)
 
     @property
     def fence(self) -> int:
@@ -149,7 +190,7 @@ class Pipeline:
         """Work on the run until it ends, is killed, or this process loses its lease."""
         run = self.store.get_run(handle.run_id)
         ctx = self._context(handle, run)
-        handle.on_kill(lambda: self._stop_sandbox(ctx))
+        handle.on_kill(lambda: self._on_kill(ctx))
         try:
             while not ctx.run.terminal:
                 self._check_cancel(ctx)
@@ -168,20 +209,26 @@ class Pipeline:
             return
         except RunFailed as exc:
             self._fail(ctx, str(exc))
-        except (ForgeError, SandboxError, StaleState, OSError, review.ReviewError) as exc:
-            # Environmental: retried (by whoever claims the run once the lease lapses) a
-            # bounded number of times, then the run fails with the reason.
+        except StoreUnavailable:
+            raise  # nothing can be recorded now; retried when the lease lapses
+        except Exception as exc:
+            # Environmental (engine, forge, disk, git, reviewer) or a bug: retried (by whoever
+            # claims the run once the lease lapses) a bounded number of times, then the run
+            # fails with the reason. Every kind counts: a git error on a full disk used to
+            # escape this clause and the run was retried forever, never failing.
             if self._outage_waited_out(ctx, exc):
                 raise
             attempts = int(ctx.run.extra.get("attempts", 0)) + 1
             self.store.append_event(run.id, "error", {"error": str(exc), "attempt": attempts,
                                                       "state": str(ctx.run.state)})
-            if attempts >= MAX_ATTEMPTS:
-                self._fail(ctx, f"gave up after {attempts} attempts: {exc}")
-                return
-            with contextlib.suppress(LeaseLost, StaleState):
-                self._update(ctx, extra={**ctx.run.extra, "attempts": attempts})
-            raise
+            if attempts < MAX_ATTEMPTS:
+                with contextlib.suppress(LeaseLost, StaleState):
+                    self._update(ctx, extra={**ctx.run.extra, "attempts": attempts})
+                raise
+            self._fail(ctx, f"gave up after {attempts} attempts: {exc}")
+        finally:
+            if ctx.status is not None and not ctx.run.terminal:
+                ctx.status.close()  # a run left for another owner or a retry
         if ctx.run.terminal:
             self._finish(ctx)
 
@@ -246,9 +293,18 @@ class Pipeline:
         profile = self.s.gates.profile(run.extra.get("profile", repo.gate_profile))
         yolo = decide_yolo(run.extra.get("labels", ()), repo_yolo=repo.yolo,
                            allow_label=repo.allow_yolo_label, global_yolo=self.settings.yolo)
-        return _Ctx(handle=handle, run=run, repo=repo, forge=forge,
-                    token=self.s.tokens.get(repo.forge, ""), profile=profile,
-                    skip_gates=yolo.skip_gates, yolo_note=yolo.banner(), last_active=run.state)
+        ctx = _Ctx(handle=handle, run=run, repo=repo, forge=forge,
+                   token=self.s.tokens.get(repo.forge, ""), profile=profile,
+                   skip_gates=yolo.skip_gates, yolo_note=yolo.banner(), last_active=run.state)
+        ctx.status = _StatusComment(lambda body: self._write_status(ctx, body), run.id)
+        return ctx
+
+    def _write_status(self, ctx: _Ctx, body: str) -> None:
+        run = ctx.run
+        with contextlib.suppress(LeaseLost):
+            if not run.terminal:  # the terminal transition was fenced; its owner writes last
+                self.store.check_fence(run.id, ctx.fence)
+            ctx.forge.upsert_comment(run.repo, run.issue, STATUS_MARKER, body)
 
     def _check_cancel(self, ctx: _Ctx) -> None:
         if ctx.handle.cancel.is_set():
@@ -304,8 +360,8 @@ class Pipeline:
         ctx.skip_gates, ctx.yolo_note = yolo.skip_gates, yolo.banner()
         if yolo.skip_gates:
             self._event(ctx, "yolo", {"reason": yolo.reason, "note": "quality gates disabled"})
-        with contextlib.suppress(ForgeError):
-            forge.add_reaction(run.repo, run.issue, "eyes")
+        threading.Thread(target=self._react, args=(forge, run), daemon=True,
+                         name=f"react-{run.id}").start()
         comments = self._writer_comments(ctx)
         sizing = size_issue(run.issue_body, [text for _, text in comments],
                             self.settings.agent.context_window, labels=labels)
@@ -316,6 +372,11 @@ class Pipeline:
                 forge.add_label(run.repo, run.issue, sizing.label)
             raise RunFailed("too large for one run (the 50% rule): " + sizing.reason)
         self._move(ctx, RunState.PREPARING)
+
+    @staticmethod
+    def _react(forge: Forge, run: Run) -> None:
+        with contextlib.suppress(ForgeError):
+            forge.add_reaction(run.repo, run.issue, "eyes")
 
     def _profile_name(self, labels: list[str], repo: RepoConfig) -> str:
         from gates.choose import choose_profile
@@ -347,10 +408,15 @@ class Pipeline:
         return trusted
 
     def _writer_comments(self, ctx: _Ctx) -> list[tuple[str, str]]:
+        """Comments by writers, read once per iteration (a maintainer may steer between)."""
+        if ctx.comments is not None and ctx.comments[0] == max(ctx.run.iteration, 1):
+            return ctx.comments[1]
         comments = ctx.forge.list_comments(ctx.run.repo, ctx.run.issue)
         authors = {c.author for c in comments}
         perms = {a: ctx.forge.permission(ctx.run.repo, a) for a in authors}
-        return comments_for_agent(comments, perms, self._rules())
+        found = comments_for_agent(comments, perms, self._rules())
+        ctx.comments = (max(ctx.run.iteration, 1), found)
+        return found
 
     def _rules(self) -> Rules:
         return Rules(trigger_label=self.settings.labels.trigger,
@@ -386,6 +452,18 @@ class Pipeline:
                 self._stop_sandbox(ctx)
                 raise Cancelled()
         return ctx.sandbox
+
+    def _on_kill(self, ctx: _Ctx) -> None:
+        """Runs on the bus listener's thread the moment a kill arrives: the container goes
+        now (SIGTERM, a short grace, SIGKILL, removed), before the run records the kill. A
+        lost lease is not a kill: the new owner may be using the container."""
+        if ctx.handle.lease_lost or ctx.handle.kill is None:
+            return
+        sandbox = ctx.sandbox or self._find_sandbox(ctx.run.id)
+        if sandbox is not None:
+            with contextlib.suppress(SandboxError):
+                sandbox.stop(grace=1.0)
+                sandbox.remove()
 
     def _stop_sandbox(self, ctx: _Ctx) -> None:
         sandbox = ctx.sandbox or self.s.sandboxes.find(ctx.run.id)
@@ -618,7 +696,6 @@ class Pipeline:
                                             actor="runner", reason=reason, fence=ctx.fence)
         except (StaleState, LeaseLost):
             return
-        self._finish(ctx)
 
     def _cancelled(self, ctx: _Ctx, actor: str | None = None, reason: str | None = None) -> None:
         kill = ctx.handle.kill or self.store.kill_request(ctx.run.id)
@@ -647,6 +724,8 @@ class Pipeline:
         except ForgeError as exc:
             log.warning("run %s: could not update the forge at the end: %s", run.id, exc)
         finally:
+            if ctx.status is not None:
+                ctx.status.close()
             self._cleanup(ctx)
 
     def _cleanup(self, ctx: _Ctx) -> None:
@@ -705,10 +784,8 @@ class Pipeline:
         link = self.s.links(run)
         if link:
             lines.append(f"Live log: {link}")
-        with contextlib.suppress(ForgeError, LeaseLost):
-            if not run.terminal:  # the terminal transition was fenced; its owner writes last
-                self.store.check_fence(run.id, ctx.fence)
-            ctx.forge.upsert_comment(run.repo, run.issue, STATUS_MARKER, "\n".join(lines))
+        if ctx.status is not None:
+            ctx.status.update("\n".join(lines))
 
 
 def _forge_outage(exc: Exception) -> bool:

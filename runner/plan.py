@@ -45,6 +45,7 @@ class Start:
     body: str
     text_hash: str
     trigger_at: str  # ISO time of the label event that triggered, so it starts one run only
+    trigger_count: int = 1  # how many times the label had been added by then
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,18 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
     if not authorised(view.permissions.get(trigger.actor), rules.required_permission):
         return Nothing(f"{trigger.actor} added {rules.trigger_label!r} without "
                        f"{rules.required_permission} permission")
-    if run is not None and run.extra.get("trigger_at") == trigger.at.isoformat():
+    # Forges keep label times to the second: count the additions, so that a label removed
+    # and added again within one second still starts a new run.
+    added = sum(1 for e in view.label_events if e.action == "added"
+                and e.label.lower() == rules.trigger_label.lower())
+    if run is not None and (run.extra.get("trigger_count", 0) >= added
+                            if "trigger_count" in run.extra
+                            else run.extra.get("trigger_at") == trigger.at.isoformat()):
         return Nothing(f"run {run.id} already {run.state} for this label; "
                        "remove and add the label to try again")
     title, body, digest = task_text(issue.title, issue.body)
     return Start(actor=trigger.actor, title=title, body=body, text_hash=digest,
-                 trigger_at=trigger.at.isoformat())
+                 trigger_at=trigger.at.isoformat(), trigger_count=added)
 
 
 def _plan_active(view: IssueView | None, run: Run, rules: Rules) -> Action:

@@ -96,10 +96,13 @@ class KillComment:
 
 def kill_comments(comments: Iterable[Comment], permissions: Mapping[str, str],
                   rules: Rules, since: float) -> list[KillComment]:
-    """The ``/kill`` comments posted at or after ``since`` (epoch seconds), oldest first."""
+    """The ``/kill`` comments posted at or after ``since`` (epoch seconds), oldest first.
+
+    Forges keep comment times to the second, so ``since`` counts from its whole second.
+    """
     found = []
     for comment in comments:
-        if comment.created_at.timestamp() < since or is_own(comment, rules):
+        if comment.created_at.timestamp() < int(since) or is_own(comment, rules):
             continue
         reason = kill_command(comment.body)
         if reason is None:

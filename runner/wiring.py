@@ -62,7 +62,8 @@ def review_client(settings: Settings) -> Any:
 def build(settings: Settings, *, store: Store | None = None, worker: str | None = None) -> Runner:
     """Wire the configured adapters into a runnable Controller."""
     store = store or open_store(settings)
-    forges = {name: make_forge(settings, name) for name in settings.forges}
+    forges = {name: make_forge(settings, name, throttle=cfg.throttle)
+              for name, cfg in settings.forges.items()}
     tokens = {name: os.environ.get(cfg.token_env, "") for name, cfg in settings.forges.items()}
     identity = Identity()
     for cfg in settings.forges.values():

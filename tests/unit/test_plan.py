@@ -82,6 +82,17 @@ def test_a_finished_run_is_not_restarted_until_the_label_is_added_again() -> Non
     assert isinstance(plan(relabelled, done, RULES), Start)
 
 
+def test_relabel_within_the_same_second_starts_again() -> None:
+    done = replace(active_run(), state=RunState.FAILED,
+                   extra={"trigger_at": T0.isoformat(), "trigger_count": 1})
+    same_second = view(issue("orchestrator"), added("orchestrator", "alice"),
+                       added("orchestrator", "alice"))
+    action = plan(same_second, done, RULES)
+    assert isinstance(action, Start) and action.trigger_count == 2
+    assert isinstance(plan(view(issue("orchestrator"), added("orchestrator", "alice")), done,
+                           RULES), Nothing)
+
+
 def test_an_active_run_is_left_alone() -> None:
     action = plan(view(issue("orchestrator"), added("orchestrator", "alice")), active_run(), RULES)
     assert isinstance(action, Nothing)
