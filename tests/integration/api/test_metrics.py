@@ -1,4 +1,4 @@
-"""``/metrics`` after real runs (forge and LLM emulators, the local sandbox): one run that
+"""``/metrics`` after real runs (forge and LLM emulators, real Docker): one run that
 ends green, one killed through the API. The exposition text is parsed line by line and the
 histograms must be present, well formed, and hold the two runs' observations."""
 
@@ -8,10 +8,16 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 
 from runner.model import RunState
 from runner.testing.demo import DemoWorld, fixing_agent, slow_agent
 from runner.testing.llm import Reply, Request
+from tests.e2e.conftest import sandbox_image
+
+__all__ = ["sandbox_image"]  # the fixture, re-exported for this module
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+FIX, SLOW = fixing_agent(), slow_agent(60)
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"'
                     r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*")*)?\})? '
@@ -58,16 +64,15 @@ def histogram(types: dict[str, str], samples: Samples, name: str) -> tuple[int, 
 
 def agent(request: Request) -> Reply:
     """Fix the bug for ordinary issues; work slowly (to be killed) on the 'slow' one."""
-    if "SLOW" in request.first_user_text():
-        return slow_agent(60)(request)
-    return fixing_agent()(request)
+    return (SLOW if "SLOW" in request.first_user_text() else FIX)(request)
 
 
-def test_metrics_after_a_green_run_and_a_kill(tmp_path: Path) -> None:
-    with DemoWorld(tmp_path, sandbox="local", agent=agent) as world:
+def test_metrics_after_a_green_run_and_a_kill(tmp_path: Path, sandbox_image: str) -> None:
+    with DemoWorld(tmp_path, agent=agent) as world:
         assert world.server is not None
         green = world.open_issue()
-        assert world.wait_finished(green, timeout=90).state is RunState.SUCCEEDED
+        finished = world.wait_finished(green, timeout=90)
+        assert finished.state is RunState.SUCCEEDED, (finished.state, finished.reason)
         slow = world.open_issue("SLOW: take your time", "SLOW work")
         run = world.wait_for(lambda: next((e for e in world.store.events(
             r.id, limit=1000) if e.kind == "agent.turn"), None) if (r := world.run_for(slow))
