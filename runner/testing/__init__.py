@@ -1,1 +1,2 @@
-"""Emulators of the external services (forges, the Messages API) that speak their wire protocols over loopback."""
+"""Emulators of the services that cannot run here (forges, the Messages API), speaking
+their wire protocols over loopback."""
