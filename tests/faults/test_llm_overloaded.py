@@ -1,0 +1,58 @@
+"""The Messages API answers 529 (overloaded) for 20 s in the middle of the agent's work: the
+agent waits (backing off) and goes on, within its budget, to a green pull request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.model import RunState
+from runner.testing.demo import DemoWorld, fixing_agent
+from runner.testing.llm import Policy, Reply, Request
+from tests.faults.conftest import assert_clean, events_of
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+OVERLOAD_S = 20.0
+
+
+class Overloaded:
+    """The fixing agent, behind an API that is overloaded for ``seconds`` from its second
+    turn on (so the outage falls in the middle of the agent's work)."""
+
+    def __init__(self, inner: Policy, seconds: float) -> None:
+        self.inner, self.seconds = inner, seconds
+        self.until: float | None = None
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Reply:
+        with self._lock:
+            if request.turn >= 1 and self.until is None:
+                self.until = time.monotonic() + self.seconds
+            if self.until is not None and time.monotonic() < self.until:
+                self.refused += 1
+                return Reply.error(529, "Overloaded")
+        return self.inner(request)
+
+
+def test_llm_overloaded_for_20s_is_waited_out(tmp_path: Path, sandbox_image: str,
+                                              docker_client: Any) -> None:
+    agent = Overloaded(fixing_agent(), OVERLOAD_S)
+    with DemoWorld(tmp_path, agent=agent) as world:
+        issue = world.open_issue()
+        run = world.wait_finished(issue, timeout=240)
+        assert run.state is RunState.SUCCEEDED, run.reason
+        assert agent.refused >= 2, "the outage never met the agent"
+        retries = [e.data for e in events_of(world, run) if e.kind == "agent.retry"]
+        assert len(retries) == agent.refused
+        assert all(r["reason"].startswith("529") for r in retries)
+        settings = world.runner.settings.agent
+        assert run.cost_usd <= settings.max_cost_usd
+        assert run.tokens_in + run.tokens_out <= settings.max_tokens
+        assert run.iteration == 1  # waited out inside the turn, not a new attempt
+        assert_clean(world, docker_client, run, tmp_path / "data")
