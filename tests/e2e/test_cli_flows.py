@@ -1,0 +1,84 @@
+"""The commands a user types, as processes: demo, run, handle-event."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.model import RunState
+from runner.testing.demo import MAINTAINER, REPO, DemoWorld
+from tests.e2e.conftest import pulls_from
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
+
+
+def test_demo_prints_the_pull_request_and_both_outcomes(tmp_path: Path,
+                                                      sandbox_image: str) -> None:
+    proc = subprocess.run([ORCHESTRATOR, "demo", "--dir", str(tmp_path)], capture_output=True,
+                          text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "succeeded in iteration 1; pull request http://127.0.0.1:" in out
+    assert "cancelled by @alice (this is taking too long)" in out
+    assert "demo passed" in out
+
+
+def test_run_works_on_one_issue_in_the_foreground(tmp_path: Path, sandbox_image: str) -> None:
+    with DemoWorld(tmp_path, start_runner=False) as world:
+        config = world.write_config(tmp_path / "orchestrator.yml")
+        issue = world.open_issue(label=False)
+        proc = subprocess.run([ORCHESTRATOR, "-c", str(config), "run", f"{REPO}#{issue}"],
+                              capture_output=True, text=True, timeout=300)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        assert "-> running" in out and "agent.tool" in out  # progress as it happens
+        run = world.run_for(issue)
+        assert run is not None and run.state is RunState.SUCCEEDED
+        assert f"run {run.id}: succeeded" in out and run.pr_url in out
+        proc = subprocess.run([ORCHESTRATOR, "-c", str(config), "run", "not-a-ref"],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "is not OWNER/REPO#NUMBER" in proc.stderr
+
+
+def test_handle_event_runs_a_labelled_issue_inside_a_ci_job(tmp_path: Path,
+                                                           sandbox_image: str) -> None:
+    with DemoWorld(tmp_path, start_runner=False) as world:
+        world.forge.add_webhook(REPO, None, world.secret)  # record deliveries: the CI event
+        config = world.write_config(tmp_path / "orchestrator.yml")
+        issue = world.open_issue()
+        world.forge.wait_idle()
+        labelled = next(d for d in world.forge.deliveries
+                        if d.event == "issues" and d.json().get("action") == "labeled")
+        event_file = tmp_path / "event.json"
+        event_file.write_bytes(labelled.body)
+        proc = subprocess.run([ORCHESTRATOR, "-c", str(config), "handle-event",
+                               "--event-name", "issues", "--event-file", str(event_file)],
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "CI": "true"})
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        run = world.run_for(issue)
+        assert run is not None and run.state is RunState.SUCCEEDED, out
+        assert len(pulls_from(world.forge, f"orchestrator/issue-{issue}")) == 1
+        # a comment event for the same issue now only looks at it: nothing new starts
+        comment = {"action": "created", "issue": {"number": issue},
+                   "repository": {"full_name": REPO}, "comment": {"body": "thanks"},
+                   "sender": {"login": MAINTAINER}}
+        event_file.write_text(json.dumps(comment))
+        proc = subprocess.run([ORCHESTRATOR, "-c", str(config), "handle-event",
+                               "--event-name", "issue_comment", "--event-file",
+                               str(event_file)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert len(world.store.list_runs(repo=REPO)) == 1
+        bad = tmp_path / "bad.json"
+        bad.write_text("[]")
+        proc = subprocess.run([ORCHESTRATOR, "-c", str(config), "handle-event",
+                               "--event-name", "issues", "--event-file", str(bad)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "not an issue event payload" in proc.stderr
