@@ -95,6 +95,8 @@ class Workspace(Protocol):
 
     def remove_orphans(self, live_run_ids: Iterable[str]) -> list[str]: ...
 
+    def fill_spare(self, repo: str, base_branch: str = ...) -> bool: ...
+
 
 @dataclass
 class Services:
@@ -433,7 +435,16 @@ class Pipeline:
             self._event(ctx, "workspace", {"path": str(ctx.worktree.path),
                                            "resumed": bool(ctx.worktree.resumed),
                                            "seconds": round(time.monotonic() - started, 3)})
+            # The next run of this repository takes a spare checked out now, off its path.
+            threading.Thread(target=self._fill_spare, args=(run.repo, ctx.repo.base_branch),
+                             daemon=True, name=f"spare-{run.id}").start()
         return ctx.worktree
+
+    def _fill_spare(self, repo: str, base_branch: str) -> None:
+        try:
+            self.s.workspaces.fill_spare(repo, base_branch)
+        except Exception as exc:  # only an optimisation: the next run checks out afresh
+            log.info("no spare worktree for %s: %s", repo, exc)
 
     def _prepare(self, ctx: _Ctx) -> None:
         self._worktree(ctx)

@@ -272,14 +272,62 @@ class Workspaces:
                     f"{repo} has no branch {base_branch!r} at {url}; set base_branch for this "
                     "repository in orchestrator.yml")
             self.worktrees.mkdir(parents=True, exist_ok=True)
-            # -B: a local branch left by an earlier, removed run is reset to the start point.
-            self._git(["worktree", "add", "--quiet", "--no-track", "-B", branch, str(path), start],
-                      git_dir=mirror)
+            if not self._take_spare(mirror, repo, path, branch, start):
+                # -B: a local branch left by an earlier, removed run is reset to the start.
+                self._git(["worktree", "add", "--quiet", "--no-track", "-B", branch, str(path),
+                           start], git_dir=mirror)
             admin = self._admin_dir(mirror, path)
             if admin is None:
                 raise WorkspaceError(f"git worktree add made {path} but the mirror {mirror} "
                                      "does not list it; remove both and retry")
         return Worktree(run_id, repo, issue, path, branch, admin, mirror, base_branch, resumed)
+
+    # ------------------------------------------------------------------ spare worktrees
+
+    def spare_path(self, repo: str) -> Path:
+        """Where ``repo``'s spare worktree waits (outside ``worktrees/``: it is no run's)."""
+        mirror = self.mirror_path(repo)
+        return self.root / "spares" / mirror.parent.name / mirror.name.removesuffix(".git")
+
+    def fill_spare(self, repo: str, base_branch: str = "main") -> bool:
+        """Check out a spare worktree of the base branch ahead of time, so the next run of
+        ``repo`` gets its worktree by a rename and a branch switch instead of writing every
+        file while it waits. True when a spare is ready."""
+        mirror = self.mirror_path(repo)
+        if not (mirror / "HEAD").exists():
+            return False
+        path = self.spare_path(repo)
+        start = f"refs/remotes/{REMOTE}/{base_branch}"
+        with self._locked(mirror):
+            if self._admin_dir(mirror, path) is not None and path.is_dir():
+                return True
+            if path.exists() or self._admin_dir(mirror, path) is not None:
+                self._remove_locked(mirror, path, None)
+            if not self._has_ref(mirror, start):
+                return False
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._git(["worktree", "add", "--quiet", "--detach", str(path), start],
+                      git_dir=mirror)
+        return True
+
+    def _take_spare(self, mirror: Path, repo: str, path: Path, branch: str, start: str) -> bool:
+        """Move the spare (if one is ready) to ``path`` on ``branch`` at ``start``; only files
+        that differ between the spare's commit and ``start`` are rewritten. Mirror locked."""
+        spare = self.spare_path(repo)
+        admin = self._admin_dir(mirror, spare) if spare.is_dir() else None
+        if admin is None:
+            return False
+        try:
+            self._git(["worktree", "move", str(spare), str(path)], git_dir=mirror)
+            self._git(["checkout", "--quiet", "--no-track", "-B", branch, start],
+                      git_dir=admin, work_tree=path)
+        except WorkspaceError as exc:
+            log.warning("spare worktree of %s unusable (%s); checking out afresh", repo, exc)
+            for leftover in (spare, path):
+                if leftover.exists() or self._admin_dir(mirror, leftover) is not None:
+                    self._remove_locked(mirror, leftover, None)
+            return False
+        return True
 
     def open(self, run_id: str, repo: str, issue: int, *, base_branch: str = "main"
              ) -> Worktree | None:

@@ -248,3 +248,29 @@ def test_reset_to_takes_back_a_commit_and_keeps_the_files(workspaces: Workspaces
     assert workspaces.head(wt) == before
     assert (wt.path / "secret.txt").read_text() == "AKIA...\n"
     assert workspaces.commit(wt, "again") not in (None, before)
+
+
+def test_a_spare_worktree_becomes_the_next_runs_checkout(workspaces: Workspaces,
+                                                        upstream: Upstream):
+    first = workspaces.prepare("r-000101", REPO, 1, upstream.url)
+    assert workspaces.fill_spare(REPO, "main")
+    spare = workspaces.spare_path(REPO)
+    assert (spare / "src/app.py").is_file()
+    assert workspaces.list_worktrees() == [w for w in workspaces.list_worktrees()
+                                           if w.run_id == "r-000101"]  # no run's
+    # the base moves on after the spare was checked out
+    upstream.write({"src/new.py": "NEW = 1\n"}, "add new.py")
+    second = workspaces.prepare("r-000102", REPO, 2, upstream.url)
+    assert not spare.exists()  # it was taken
+    assert (second.path / "src/new.py").read_text() == "NEW = 1\n"
+    assert workspaces.head(second) == upstream.log("main", "%H")[0]
+    (second.path / "src/app.py").write_text("def answer():\n    return 42\n")
+    sha = workspaces.commit(second, "fix")
+    assert sha is not None and workspaces.push(second, upstream.url) == sha
+    assert upstream.show("orchestrator/issue-2", "src/app.py").endswith("return 42\n")
+    # a spare is never shared: the next run without one checks out afresh
+    third = workspaces.prepare("r-000103", REPO, 3, upstream.url)
+    assert (third.path / "src/new.py").is_file()
+    for wt in (first, second, third):
+        workspaces.remove(wt)
+    assert workspaces.remove_orphans([]) == []
