@@ -304,7 +304,10 @@ class Controller:
         handle = RunHandle(run_id=lease.run_id, lease=lease)
         with self._handles_lock:
             self.handles[lease.run_id] = handle
-        kill = self.store.kill_request(lease.run_id)
+        try:
+            kill = self.store.kill_request(lease.run_id)
+        except StoreError:  # the store is away: drive() meets it too, and the lease lapses
+            kill = None
         if kill is not None:
             handle.trigger(kill)
         beat = threading.Thread(target=self._heartbeat, args=(handle,), daemon=True,
@@ -356,6 +359,21 @@ class Controller:
                 log.warning("cannot subscribe to the store: %s; retrying", exc)
                 self.stopping.wait(1.0)
                 continue
+            # Kills published while we were not subscribed (start-up, or the store was
+            # away) are in the store: check our runs now that nothing more can be missed.
+            # (This ran after a broken subscription, while the store was still away, and its
+            # error ended this thread: no kill reached this process again.)
+            try:
+                for run_id in list(self.handles):
+                    kill = self.store.kill_request(run_id)
+                    if kill is not None:
+                        self._deliver_kill(kill)
+            except StoreError as exc:
+                log.warning("cannot read kill requests: %s; resubscribing", exc)
+                with contextlib.suppress(Exception):
+                    sub.close()
+                self.stopping.wait(1.0)
+                continue
             try:
                 while not self.stopping.is_set():
                     message = sub.get(timeout=0.5)
@@ -366,11 +384,7 @@ class Controller:
             finally:
                 with contextlib.suppress(Exception):
                     sub.close()
-            # Kills published while we were away are in the store: check our runs.
-            for run_id in list(self.handles):
-                kill = self.store.kill_request(run_id)
-                if kill is not None:
-                    self._deliver_kill(kill)
+            self.stopping.wait(0.5)  # the store may still be away: do not spin
 
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("kind")

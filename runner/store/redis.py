@@ -7,6 +7,7 @@ is one pub/sub channel.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -57,6 +58,37 @@ return 1
 """
 
 
+_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+def _translated(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` raising StoreUnavailable where redis-py raises its own connection errors."""
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except _DOWN as exc:
+            where = getattr(self, "url", "the configured Redis")
+            raise StoreUnavailable(f"Redis at {where} does not answer: {exc}") from None
+
+    return call
+
+
+def _store_errors(cls: type[T]) -> type[T]:
+    """Every public method of ``cls`` says StoreUnavailable when Redis is away.
+
+    Callers (the controller's bus listener, heartbeat and worker slots) handle StoreError and
+    carry on; a raw redis.ConnectionError escaping from a method that lacked its own handler
+    killed those threads while Redis restarted, and kills stopped arriving.
+    """
+    for name, value in list(vars(cls).items()):
+        if callable(value) and (not name.startswith("_") or name == "__init__"):
+            setattr(cls, name, _translated(value))
+    return cls
+
+
+@_store_errors
 class RedisStore:
     """Store on a Redis or Valkey server shared by every runner process."""
 
@@ -376,6 +408,7 @@ class RedisStore:
         self.r.close()
 
 
+@_store_errors
 class _RedisSubscription:
     def __init__(self, client: Any, channel: str) -> None:
         self._pubsub = client.pubsub()
