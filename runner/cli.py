@@ -471,8 +471,23 @@ def handle_event_cmd(ctx: Context, event_name: str, event_file: str, verbose: bo
         return
     _setup_logging(verbose)
     runner = _build(ctx)
-    outcome = runner.controller.handle_one(repo, number)
+    outcome = runner.controller.handle_one(
+        repo, number, trigger_event=_adds_trigger_label(event_name, payload,
+                                                        runner.settings.labels.trigger))
     console.print(outcome, highlight=False)
+
+
+def _adds_trigger_label(event_name: str, payload: dict[str, Any], trigger: str) -> bool | None:
+    """Whether the event is the trigger label being added; None when the payload cannot
+    tell (Forgejo's label_updated is sent for additions and removals, often unnamed)."""
+    action = payload.get("action")
+    if event_name != "issues" or action not in ("labeled", "label_updated"):
+        return False
+    label = payload.get("label")
+    name = label.get("name") if isinstance(label, dict) else None
+    if action == "labeled" and name:
+        return str(name).lower() == trigger.lower()
+    return None
 
 
 # ------------------------------------------------------------------ demo

@@ -427,11 +427,27 @@ class Controller:
         self._work_on(lease)
         return True
 
-    def handle_one(self, repo: str, issue: int, *, kill_check: float = 5.0) -> str:
+    def handle_one(self, repo: str, issue: int, *, trigger_event: bool | None,
+                   kill_check: float = 5.0) -> str:
         """Handle one forge event in a CI job: look at the issue once; if that starts a run,
         work on it here to the end, looking at the issue again every ``kill_check`` seconds
-        so a kill label, a ``/kill`` or an unlabel stops it."""
+        so a kill label, a ``/kill`` or an unlabel stops it.
+
+        Each job may have a store of its own, so only the event that added the trigger label
+        (``trigger_event``; None: read the issue's timeline to tell) may start a run: any
+        other event (a comment, another label) would otherwise start a second one.
+        """
         key = issue_key(repo, issue)
+        if trigger_event is None:  # Forgejo's label_updated does not say which label
+            forge = self.forges[self.settings.repo(repo).forge]
+            events = forge.label_events(repo, issue)
+            trigger_event = bool(events) and events[-1].action == "added" and \
+                events[-1].label.lower() == self.rules.trigger_label.lower()
+        if not trigger_event:
+            if self.store.active_run(repo, issue) is not None:  # a store shared with others
+                return f"{key}: {self.reconcile(key)}"
+            return (f"{key}: this event starts nothing; the job working on the issue checks "
+                    f"it for kill signals every {kill_check:g}s")
         action = self.reconcile(key)
         run = self.store.active_run(repo, issue)
         if run is None or not isinstance(action, Start):

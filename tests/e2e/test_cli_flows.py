@@ -46,15 +46,16 @@ def test_run_works_on_one_issue_in_the_foreground(tmp_path: Path, sandbox_image:
         assert proc.returncode == 2 and "is not OWNER/REPO#NUMBER" in proc.stderr
 
 
-def test_handle_event_runs_a_labelled_issue_inside_a_ci_job(tmp_path: Path,
-                                                           sandbox_image: str) -> None:
-    with DemoWorld(tmp_path, start_runner=False) as world:
+@pytest.mark.parametrize("flavour", ["github", "forgejo"])
+def test_handle_event_runs_a_labelled_issue_inside_a_ci_job(tmp_path: Path, sandbox_image: str,
+                                                           flavour: str) -> None:
+    with DemoWorld(tmp_path, flavour=flavour, start_runner=False) as world:  # type: ignore[arg-type]
         world.forge.add_webhook(REPO, None, world.secret)  # record deliveries: the CI event
         config = world.write_config(tmp_path / "orchestrator.yml")
         issue = world.open_issue()
         world.forge.wait_idle()
-        labelled = next(d for d in world.forge.deliveries
-                        if d.event == "issues" and d.json().get("action") == "labeled")
+        labelled = next(d for d in world.forge.deliveries if d.json().get("action") in
+                        ("labeled", "label_updated"))
         event_file = tmp_path / "event.json"
         event_file.write_bytes(labelled.body)
         proc = subprocess.run([ORCHESTRATOR, "-c", str(config), "handle-event",
@@ -66,16 +67,22 @@ def test_handle_event_runs_a_labelled_issue_inside_a_ci_job(tmp_path: Path,
         run = world.run_for(issue)
         assert run is not None and run.state is RunState.SUCCEEDED, out
         assert len(pulls_from(world.forge, f"orchestrator/issue-{issue}")) == 1
-        # a comment event for the same issue now only looks at it: nothing new starts
+        # Another job (its own, empty store) gets a comment event for the labelled issue:
+        # it must not start a second run.
+        other_job = world.write_config(tmp_path / "other.yml",
+                                       store={"sqlite": str(tmp_path / "other.db")},
+                                       data_dir=str(tmp_path / "other-data"))
         comment = {"action": "created", "issue": {"number": issue},
                    "repository": {"full_name": REPO}, "comment": {"body": "thanks"},
                    "sender": {"login": MAINTAINER}}
         event_file.write_text(json.dumps(comment))
-        proc = subprocess.run([ORCHESTRATOR, "-c", str(config), "handle-event",
+        proc = subprocess.run([ORCHESTRATOR, "-c", str(other_job), "handle-event",
                                "--event-name", "issue_comment", "--event-file",
                                str(event_file)], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert len(world.store.list_runs(repo=REPO)) == 1
+        assert "starts nothing" in proc.stdout
+        assert len(pulls_from(world.forge, f"orchestrator/issue-{issue}")) == 1
+        assert not (tmp_path / "other-data" / "worktrees").exists()
         bad = tmp_path / "bad.json"
         bad.write_text("[]")
         proc = subprocess.run([ORCHESTRATOR, "-c", str(config), "handle-event",
