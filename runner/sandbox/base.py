@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Protocol
 
 WORKSPACE = "/workspace"  # where the worktree appears inside a sandbox
+# Set in every sandbox: no __pycache__ written into the worktree, where it would be committed
+# and where a stale .pyc (same size, same second) can hide an edit from the tests.
+BASE_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 
 
 class SandboxError(Exception):

@@ -28,6 +28,7 @@ import docker.errors
 from docker.types import Mount
 
 from runner.sandbox.base import (
+    BASE_ENV,
     WORKSPACE,
     ExecResult,
     OutputCallback,
@@ -101,7 +102,8 @@ class DockerSandbox:
         wrapped = ["sh", "-c", 'echo $$ > "$0"; exec "$@"', pidfile, *argv]
         try:
             exec_id = self.api.exec_create(self.container.id, wrapped, stdin=stdin is not None,
-                                           workdir=workdir, environment={"HOME": HOME})["Id"]
+                                           workdir=workdir,
+                                           environment={**BASE_ENV, "HOME": HOME})["Id"]
             sock = self.api.exec_start(exec_id, socket=True)
         except docker.errors.APIError as exc:
             raise SandboxError(f"cannot run a command in {self.name}: {_explain(exc)}; is the "
@@ -286,7 +288,7 @@ class DockerBackend:
                 labels={LABEL_RUN: spec.run_id, LABEL_REPO: spec.repo,
                         LABEL_ISSUE: str(spec.issue), LABEL_INSTANCE: self.instance},
                 user=f"{uid}:{gid}", working_dir=WORKSPACE,
-                environment={"HOME": HOME, **spec.env},
+                environment={**BASE_ENV, "HOME": HOME, **spec.env},
                 mounts=mounts, read_only=True,
                 tmpfs={"/tmp": f"{tmpfs_opts},mode=1777",
                        HOME: f"{tmpfs_opts},mode=0700,uid={uid},gid={gid}"},

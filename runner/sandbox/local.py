@@ -19,7 +19,14 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from runner.sandbox.base import WORKSPACE, ExecResult, OutputCallback, SandboxError, SandboxSpec
+from runner.sandbox.base import (
+    BASE_ENV,
+    WORKSPACE,
+    ExecResult,
+    OutputCallback,
+    SandboxError,
+    SandboxSpec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +43,7 @@ class LocalSandbox:
         self.worktree = spec.worktree.resolve()
         self.home = self.worktree.parent / f".home-{spec.run_id}"
         self.env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
-        self.env.update(HOME=str(self.home), **spec.env)
+        self.env.update(BASE_ENV, HOME=str(self.home), **spec.env)
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
         self.stopped = False

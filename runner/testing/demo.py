@@ -45,6 +45,7 @@ SAMPLE_FILES = {
         "print('all tests pass')\n"
     ),
     "AGENTS.md": "Keep changes small. Run `python3 test_calc.py` before you finish.\n",
+    ".gitignore": "__pycache__/\n",
 }
 BUG = ("calc.py", "    return a - b", "    return a + b")
 
