@@ -48,7 +48,7 @@ class Failure:
         return text
 
 
-class _GateLike(Protocol):
+class GateLike(Protocol):
     """What is read from a gate result (``gates.GateResult`` is frozen, hence properties)."""
 
     @property
@@ -65,7 +65,7 @@ class _GateLike(Protocol):
     def details(self) -> str: ...
 
 
-def failures_from_gates(results: Iterable[_GateLike], source: str = "gate") -> list[Failure]:
+def failures_from_gates(results: Iterable[GateLike], source: str = "gate") -> list[Failure]:
     """The failed gates (``gates.GateResult``) as failures; passed ones are dropped."""
     return [Failure(source, r.gate, f"{r.message} (expected {r.expected}, got {r.actual})",
                     details=r.details if r.gate != "secrets" else "")

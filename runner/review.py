@@ -14,11 +14,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runner.continuation import Failure, failures_from_gates, render_continuation
+from runner.continuation import Failure, GateLike, failures_from_gates, render_continuation
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "config" / "prompts"
 STATUS_CONTEXT = "orchestrator/ai-review"
@@ -95,23 +95,6 @@ def parse_output(text: str) -> ReviewOutput:
 
 
 # ---------------------------------------------------------------- input and result
-
-
-class _GateLike(Protocol):
-    """What is read from a gate result (``gates.GateResult`` is frozen, hence properties)."""
-
-    @property
-    def gate(self) -> str: ...
-    @property
-    def passed(self) -> bool: ...
-    @property
-    def expected(self) -> str: ...
-    @property
-    def actual(self) -> str: ...
-    @property
-    def message(self) -> str: ...
-    @property
-    def details(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -332,7 +315,7 @@ def review_failures(rv: Review) -> list[Failure]:
 
 
 def next_instruction(template: str, iteration: int, max_iterations: int,
-                     gate_results: Iterable[_GateLike] = (), rv: Review | None = None,
+                     gate_results: Iterable[GateLike] = (), rv: Review | None = None,
                      ci_failures: Iterable[Failure] = ()) -> str:
     """The agent's next instruction from everything that failed: gates, CI and the review."""
     failures = [*failures_from_gates(gate_results), *ci_failures]
