@@ -135,7 +135,10 @@ def handle_delivery(headers: Mapping[str, str], body: bytes, secret: str | bytes
                                   "verified (set forges.<name>.webhook_secret_env)")
     if not signature:
         return WebhookResult(401, "the delivery is not signed; set the webhook's secret")
-    if not hmac.compare_digest(sign(secret, body), signature.strip().lower()):
+    # As bytes: compare_digest raises TypeError on a str with non-ASCII characters, and a
+    # header may carry any byte (it did: a fuzzed signature header made this a 500).
+    given = signature.strip().lower().encode("utf-8", "replace")
+    if not hmac.compare_digest(sign(secret, body).encode(), given):
         return WebhookResult(401, "bad signature: the webhook's secret differs from ours")
     try:
         payload = json.loads(body)

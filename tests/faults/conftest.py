@@ -17,6 +17,7 @@ import pytest
 
 from runner.model import Run
 from runner.testing.demo import REPO, DemoWorld
+from tests.conftest import free_port, missing, wait_for_port
 from tests.e2e.conftest import (
     containers_of,
     pulls_from,
@@ -24,7 +25,6 @@ from tests.e2e.conftest import (
     status_comments,
     worktrees_left,
 )
-from tests.conftest import free_port, missing, wait_for_port
 from tests.e2e.test_processes import Serve
 
 __all__ = ["PersistentRedis", "Serve", "assert_clean", "events_of", "processes",
