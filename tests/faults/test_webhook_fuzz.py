@@ -121,7 +121,8 @@ def test_unsigned_or_missigned_deliveries_never_queue_work(
     def deliver(delivery: tuple[str, dict[str, bytes], bytes]) -> None:
         forge, headers, body = delivery
         tried[0] += 1
-        reply = client.post(f"/webhooks/{forge}", content=body, headers=headers)
+        reply = client.post(f"/webhooks/{forge}", content=body,
+                           headers=[(k.encode(), v) for k, v in headers.items()])
         assert reply.status_code < 500, (reply.status_code, reply.text)
         assert reply.status_code in (400, 401, 404, 413), (reply.status_code, reply.text)
         assert len(runner.controller.queue) == 0, "an unverified delivery queued an issue"
@@ -147,7 +148,8 @@ def test_signed_random_deliveries_never_5xx(
         headers = {f"{name}-Event": event.encode(), f"{name}-Delivery": delivery,
                    "X-Hub-Signature-256" if forge == "github" else "X-Forgejo-Signature":
                    (f"sha256={digest}" if forge == "github" else digest).encode()}
-        reply = client.post(f"/webhooks/{forge}", content=body, headers=headers)
+        reply = client.post(f"/webhooks/{forge}", content=body,
+                           headers=[(k.encode(), v) for k, v in headers.items()])
         assert reply.status_code < 500, (reply.status_code, reply.text)
 
     deliver()
