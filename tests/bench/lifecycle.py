@@ -60,7 +60,9 @@ def measure(n: int, *, kill: bool) -> Samples:
 
             def gone(run_id: str = run.id) -> bool:
                 current = world.store.get_run(run_id)
-                return current.state is RunState.CANCELLED and not client.containers.list(
+                # the low-level list: the high-level one inspects each container, which
+                # races with the removal being timed
+                return current.state is RunState.CANCELLED and not client.api.containers(
                     all=True, filters={"label": f"orchestrator.run={run_id}"})
 
             world.wait_for(gone, 60, f"kill of #{issue}")

@@ -24,9 +24,10 @@ def sandbox_image(docker_client):  # type: ignore[no-untyped-def]
 
 def containers_of(docker_client, run_id: str) -> list[str]:  # type: ignore[no-untyped-def]
     """Names of the containers (running or not) that belong to a run."""
-    found = docker_client.containers.list(all=True,
-                                          filters={"label": f"orchestrator.run={run_id}"})
-    return [c.name for c in found]
+    # The low-level list: the high-level one inspects each container and races a removal.
+    found = docker_client.api.containers(all=True,
+                                         filters={"label": f"orchestrator.run={run_id}"})
+    return [name.lstrip("/") for c in found for name in c["Names"][:1]]
 
 
 def worktrees_left(data_dir: Path) -> list[str]:
