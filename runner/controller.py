@@ -36,6 +36,11 @@ from runner.workqueue import WorkQueue
 log = logging.getLogger("orchestrator.controller")
 
 _PERMISSION_TTL = 30.0
+# Threads looking at issues. The queue never hands one key to two of them at once, so each
+# issue is still observed and planned by one thread at a time; several issues labelled together
+# no longer wait in line behind each other's forge requests (one thread made the 20th of 20
+# wait for the 19 before it: ~2 s of the dispatch time under load).
+RECONCILERS = 4
 
 
 def issue_key(repo: str, issue: int) -> str:
@@ -121,12 +126,18 @@ class Controller:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> None:
-        """Start the worker slots, the bus listener and the poller; reconcile until stopped."""
+        """Start the worker slots, the bus listener and the poller; reconcile (in RECONCILERS
+        threads, this one included) until stopped."""
         self.start_up()
         self._spawn("bus", self._listen)
         self._spawn("poller", self._poll_loop)
         for slot in range(self.settings.limits.max_concurrent):
             self._spawn(f"slot-{slot}", self._work_loop)
+        for n in range(1, RECONCILERS):
+            self._spawn(f"reconcile-{n}", self._reconcile_loop)
+        self._reconcile_loop()
+
+    def _reconcile_loop(self) -> None:
         while not self.stopping.is_set():
             key = self.queue.get(timeout=0.5)
             if key is None:
