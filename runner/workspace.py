@@ -37,6 +37,7 @@ from runner.model import branch_name
 log = logging.getLogger(__name__)
 
 REMOTE = "origin"
+FETCH_STAMP = "orchestrator-fetch-began"  # in the mirror: when its last completed fetch began
 # Flags on every host-side git command that touches a worktree: nothing the agent can write
 # may make git run code here. Command-line config also reaches git's child processes.
 SAFE_CONFIG = (
@@ -168,13 +169,14 @@ class Workspaces:
         return proc
 
     @contextlib.contextmanager
-    def _locked(self, mirror: Path) -> Iterator[None]:
+    def _locked(self, mirror: Path, timeout: float | None = None) -> Iterator[None]:
         """Hold the mirror's lock (an fcntl lock: released even when the process dies)."""
         lock_path = mirror.with_name(mirror.name + ".lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        timeout = self.lock_timeout if timeout is None else timeout
         try:
-            deadline = time.monotonic() + self.lock_timeout
+            deadline = time.monotonic() + timeout
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -182,7 +184,7 @@ class Workspaces:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise WorkspaceError(
-                            f"{lock_path} stayed locked for {self.lock_timeout:.0f}s: another "
+                            f"{lock_path} stayed locked for {timeout:.0f}s: another "
                             "run is fetching or changing this mirror; retry later") from None
                     time.sleep(0.05)
             yield
@@ -230,8 +232,18 @@ class Workspaces:
             repo.close()
 
     def _fetch(self, mirror: Path, url: str, token: str | None) -> None:
+        began = time.time()
         self._git(["fetch", "--prune", "--no-tags", "--quiet", REMOTE],
                   git_dir=mirror, env=_auth_env(url, token), token=token)
+        (mirror / FETCH_STAMP).write_text(repr(began))
+
+    @staticmethod
+    def _last_fetch_began(mirror: Path) -> float:
+        """When the last completed fetch of the mirror began (0 if unknown)."""
+        try:
+            return float((mirror / FETCH_STAMP).read_text())
+        except (OSError, ValueError):
+            return 0.0
 
     # ------------------------------------------------------------------ worktrees
 
@@ -248,9 +260,11 @@ class Workspaces:
         mirror = self.mirror_path(repo)
         branch = branch_name(issue)
         path = self.worktrees / run_id
+        asked = time.time()
         with self._locked(mirror):
             self._ensure_mirror(mirror, url)
-            if fetch:
+            # Runs arriving together share one fetch: one that began after we asked will do.
+            if fetch and self._last_fetch_began(mirror) < asked:
                 self._fetch(mirror, url, token)
             existing = self._admin_dir(mirror, path)
             if existing is not None and path.is_dir():
@@ -292,13 +306,15 @@ class Workspaces:
     def fill_spare(self, repo: str, base_branch: str = "main") -> bool:
         """Check out a spare worktree of the base branch ahead of time, so the next run of
         ``repo`` gets its worktree by a rename and a branch switch instead of writing every
-        file while it waits. True when a spare is ready."""
+        file while it waits. True when a spare is ready; WorkspaceError when the mirror is
+        busy (the refill is skipped then, not queued)."""
         mirror = self.mirror_path(repo)
         if not (mirror / "HEAD").exists():
             return False
         path = self.spare_path(repo)
         start = f"refs/remotes/{REMOTE}/{base_branch}"
-        with self._locked(mirror):
+        # Never wait behind runs being prepared: when the mirror is busy, skip this refill.
+        with self._locked(mirror, timeout=0):
             if self._admin_dir(mirror, path) is not None and path.is_dir():
                 return True
             if path.exists() or self._admin_dir(mirror, path) is not None:
