@@ -17,10 +17,11 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from gates.model import GatesError
+from runner.paths import CONFIG_DIR
 
 ENV_CONFIG = "ORCHESTRATOR_GATES_CONFIG"
 REPO_CONFIG = Path(".orchestrator") / "gates.yml"
-BUNDLED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "gates.yml"
+BUNDLED_CONFIG = CONFIG_DIR / "gates.yml"
 ALLOW_CI_CHANGES_LABEL = "orchestrator:allow-ci-changes"
 DEFAULT_PROTECTED_PATHS = (".forgejo/", ".github/", ".gitea/", ".orchestrator/",
                            "config/gates.yml", "config/prompts/")

@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+from runner.paths import CONFIG_DIR
+
 FORGE_DIRS = {"github": ".github/workflows", "forgejo": ".forgejo/workflows"}
 WORKFLOWS = ("orchestrator-gates.yml", "orchestrator-dispatch.yml")
 GATES_FILE = Path(".orchestrator") / "gates.yml"

@@ -19,8 +19,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner.continuation import Failure, GateLike, failures_from_gates, render_continuation
+from runner.paths import CONFIG_DIR
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "config" / "prompts"
+PROMPTS_DIR = CONFIG_DIR / "prompts"
 STATUS_CONTEXT = "orchestrator/ai-review"
 DEFAULT_THRESHOLD = 0.9
 MAX_DIFF_CHARS = 200_000  # about 50k tokens; a bigger diff is cut and the reviewer told so

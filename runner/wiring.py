@@ -18,14 +18,13 @@ from runner.config import Settings
 from runner.controller import Controller
 from runner.forge import make_forge
 from runner.forge.base import Forge
+from runner.paths import CONFIG_DIR
 from runner.pipeline import Pipeline, Services
 from runner.review import make_client
 from runner.sandbox import make_backend
 from runner.store import open_store
 from runner.store.base import Store
 from runner.workspace import Identity, Workspaces
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
 
 class WiringError(Exception):

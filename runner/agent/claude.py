@@ -41,11 +41,12 @@ from runner.agent.base import (
 from runner.agent.tools import TOOL_SPECS, ToolResult, run_bash, run_editor
 from runner.config import AgentConfig, Price
 from runner.model import Budget, Usage
+from runner.paths import CONFIG_DIR
 from runner.sandbox.base import Sandbox
 
 log = logging.getLogger(__name__)
 
-PROMPT_FILE = Path(__file__).resolve().parents[2] / "config" / "prompts" / "agent-system.md"
+PROMPT_FILE = CONFIG_DIR / "prompts" / "agent-system.md"
 EPHEMERAL = {"type": "ephemeral"}
 # 408/409 are the API's "try again" answers too; 529 is "overloaded".
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
