@@ -23,7 +23,8 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
 def test_help_lists_the_commands() -> None:
     proc = subprocess.run([sys.executable, "-m", "runner.cli", "--help"], capture_output=True,
                           text=True, check=True)
-    for command in ("config", "doctor", "runs", "kill", "resume"):
+    for command in ("config", "doctor", "runs", "kill", "resume", "serve", "run", "logs",
+                    "handle-event", "demo", "init"):
         assert f"  {command} " in proc.stdout
 
 
