@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from gates.choose import YOLO_LABEL, decide_yolo
 from gates.diff import parse_unified_diff
-from gates.model import GateResult
+from gates.model import GateResult, GatesError
 from gates.profiles import GatesConfig, Profile
 from gates.run import check_diff
 from gates.secrets import redact as redact_secrets
@@ -191,7 +191,14 @@ class Pipeline:
     def drive(self, handle: RunHandle) -> None:
         """Work on the run until it ends, is killed, or this process loses its lease."""
         run = self.store.get_run(handle.run_id)
-        ctx = self._context(handle, run)
+        try:
+            ctx = self._context(handle, run)
+        except (KeyError, GatesError) as exc:  # the configuration changed under the run
+            reason = (f"{run.repo} is no longer under `repos` in the configuration"
+                      if isinstance(exc, KeyError) else str(exc))
+            self.store.transition(run.id, run.state, RunState.FAILED, actor="runner",
+                                  reason=reason, fence=handle.lease.token)
+            return
         handle.on_kill(lambda: self._on_kill(ctx))
         try:
             while not ctx.run.terminal:

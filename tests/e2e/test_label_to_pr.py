@@ -152,3 +152,13 @@ def test_duplicate_webhooks_make_one_run(tmp_path: Path, flavour: str) -> None:
         assert len(world.store.list_runs(repo=REPO)) == 1
         assert len(pulls_from(world.forge, f"orchestrator/issue-{issue}")) == 1
         assert len(status_comments(world.forge, issue)) == 1
+
+
+def test_a_run_of_a_repository_no_longer_configured_fails_with_the_reason(
+        tmp_path: Path, sandbox_image: str) -> None:
+    with DemoWorld(tmp_path) as world:
+        ghost, _ = world.store.create_run("ghost/repo", 1)
+        run = world.wait_for(lambda: (r := world.store.get_run(ghost.id)).terminal and r, 30,
+                             "the ghost run to end")
+        assert run.state is RunState.FAILED
+        assert run.reason == "ghost/repo is no longer under `repos` in the configuration"
