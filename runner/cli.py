@@ -20,6 +20,7 @@ from runner import __version__, config
 from runner.model import ACTIVE, RunState, is_run_id
 from runner.store import open_store
 from runner.store.base import Store, StoreError
+from runner.store.base import kill_all as kill_every_run
 
 console = Console()
 err_console = Console(stderr=True)
@@ -162,14 +163,8 @@ def kill_cmd(ctx: Context, run_id: str | None, kill_all: bool, reason: str, acto
         fail("give one RUN_ID or --all (see `orchestrator runs`)", 2)
     store = ctx.store()
     if kill_all:
-        store.pause(actor=actor, reason=reason)
-        targets = store.list_runs(states=ACTIVE, limit=100000)
-        for run in targets:
-            try:
-                store.request_kill(run.id, actor=actor, reason=reason)
-            except StoreError:
-                continue  # finished meanwhile
-        console.print(f"kill requested for {len(targets)} run(s); dispatch paused until "
+        killed = kill_every_run(store, actor=actor, reason=reason)
+        console.print(f"kill requested for {len(killed)} run(s); dispatch paused until "
                       "`orchestrator resume`")
         return
     assert run_id is not None

@@ -30,6 +30,7 @@ from runner.forge.base import NotFound as ForgeNotFound
 from runner.metrics import CONTENT_TYPE, Metrics
 from runner.model import ACTIVE, RunState, is_run_id
 from runner.store.base import RunFinished, RunNotFound, StoreError
+from runner.store.base import kill_all as kill_every_run
 from runner.webauth import Auth, Caller
 from runner.webpages import Pages
 
@@ -202,18 +203,8 @@ class Api:
     async def kill_all(self, request: Request, actor: str) -> Response:
         reason = await self._reason(request)
 
-        def work() -> list[str]:
-            self.store.pause(actor=actor, reason=reason)
-            killed = []
-            for run in self.store.list_runs(states=ACTIVE, limit=100000):
-                try:
-                    self.store.request_kill(run.id, actor=actor, reason=reason)
-                    killed.append(run.id)
-                except RunFinished:
-                    pass
-            return killed
-
-        killed = await run_in_threadpool(work)
+        killed = await run_in_threadpool(kill_every_run, self.store, actor=actor,
+                                         reason=reason)
         return JSONResponse({"killed": killed, "paused": True}, status_code=202)
 
     async def resume(self, request: Request, actor: str) -> Response:

@@ -10,7 +10,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
-from runner.model import Event, KillRequest, Lease, Run, RunState
+from runner.model import ACTIVE, Event, KillRequest, Lease, Run, RunState
 
 
 class StoreError(Exception):
@@ -150,3 +150,19 @@ class Store(Protocol):
         """StoreUnavailable unless the store answers."""
 
     def close(self) -> None: ...
+
+
+def kill_all(store: Store, *, actor: str, reason: str) -> list[str]:
+    """Pause dispatch, then request a kill of every active run; the ids asked to stop.
+
+    Shared by ``orchestrator kill --all`` and ``POST /api/kill-all``.
+    """
+    store.pause(actor=actor, reason=reason)
+    killed = []
+    for run in store.list_runs(states=ACTIVE, limit=100_000):
+        try:
+            store.request_kill(run.id, actor=actor, reason=reason)
+        except RunFinished:
+            continue  # it finished meanwhile
+        killed.append(run.id)
+    return killed
