@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,27 +27,11 @@ from typing import Any
 from runner.model import RunState
 from runner.testing.demo import MAINTAINER, REPO, DemoWorld
 from tests.bench.common import median, percentile, report
+from tests.conftest import free_port, wait_for_port
 
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 TICKS = os.sysconf("SC_CLK_TCK")
 TARGETS = {"completed_all": True, "dispatch_p95_s": 3.0, "runner_rss_mb": 300.0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"serve did not listen on {port} within {timeout:.0f}s")
 
 
 class Serve:
@@ -60,7 +43,7 @@ class Serve:
             self.proc = subprocess.Popen([ORCHESTRATOR, "-c", str(config), "serve"],
                                          stdout=out, stderr=subprocess.STDOUT, env=env)
         self.log = log
-        wait_for_port(port)
+        wait_for_port(port, timeout=60)
 
     def rss_mb(self) -> float:
         """Resident memory now, in MiB (0 once the process has gone)."""
@@ -119,7 +102,7 @@ def redis_server(workdir: Path) -> Iterator[str]:
                              "--appendonly", "no", "--dir", str(workdir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port)
+        wait_for_port(port, timeout=60)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()

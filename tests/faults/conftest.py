@@ -7,8 +7,6 @@ comment for its issue. ``assert_clean`` says that once, for all of them.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import pytest
 
 from runner.model import Run
 from runner.testing.demo import REPO, DemoWorld
-from tests.conftest import free_port, missing, wait_for_port
+from tests.conftest import RedisServer
 from tests.e2e.conftest import (
     containers_of,
     pulls_from,
@@ -27,7 +25,7 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_processes import Serve
 
-__all__ = ["PersistentRedis", "Serve", "assert_clean", "events_of", "processes",
+__all__ = ["RedisServer", "Serve", "assert_clean", "events_of", "processes",
            "sandbox_image"]
 
 
@@ -55,42 +53,11 @@ def processes() -> Iterator[list[Serve]]:
         serve.stop()
 
 
-class PersistentRedis:
-    """A redis-server that keeps its data across a restart (append-only file, fsync on every
-    write), as a deployment would run it; the session's shared server keeps nothing."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> PersistentRedis:
-        binary = shutil.which("redis-server") or shutil.which("valkey-server")
-        if binary is None:
-            missing("redis-server is not installed (apt-get install redis-server)")
-        assert binary is not None
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-
 @pytest.fixture
-def persistent_redis(tmp_path: Path) -> Iterator[PersistentRedis]:
+def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server whose data survives a restart (``.stop()`` then ``.start()``)."""
     directory = tmp_path / "redis"
     directory.mkdir()
-    server = PersistentRedis(directory).start()
+    server = RedisServer(directory, persistent=True).start()
     yield server
     server.stop()

@@ -15,8 +15,8 @@ import pytest
 from runner.model import RunState
 from runner.testing.demo import BUG, MAINTAINER, REPO, TEST_COMMAND, DemoWorld, slow_agent
 from runner.testing.llm import Reply, Request, Script
-from tests.conftest import free_port
-from tests.faults.conftest import PersistentRedis, Serve, assert_clean
+from tests.conftest import RedisServer, free_port
+from tests.faults.conftest import Serve, assert_clean
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -36,7 +36,7 @@ def slow_fixer() -> Script:
 
 
 def test_redis_restart_mid_run(tmp_path: Path, sandbox_image: str, docker_client: Any,
-                               persistent_redis: PersistentRedis,
+                               persistent_redis: RedisServer,
                                processes: list[Serve]) -> None:
     fixer, stopper = slow_fixer(), slow_agent(120)
 
