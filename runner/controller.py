@@ -47,6 +47,12 @@ def issue_key(repo: str, issue: int) -> str:
     return f"{repo}#{issue}"
 
 
+def rules_for(settings: Settings) -> Rules:
+    """The policy the configuration sets: label names and the permission to act."""
+    return Rules(trigger_label=settings.labels.trigger, kill_label=settings.labels.kill,
+                 required_permission=settings.limits.trigger_permission)
+
+
 def parse_key(key: str) -> tuple[str, int]:
     repo, _, number = key.rpartition("#")
     return repo, int(number)
@@ -118,9 +124,7 @@ class Controller:
         self._wake = threading.Condition()
         self._permissions: dict[tuple[str, str], tuple[float, Permission]] = {}
         self._threads: list[threading.Thread] = []
-        self.rules = Rules(trigger_label=settings.labels.trigger,
-                           kill_label=settings.labels.kill,
-                           required_permission=settings.limits.trigger_permission)
+        self.rules = rules_for(settings)
         self.last_poll: float = 0.0
 
     # ------------------------------------------------------------ the loop

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from gates.checks import command_result
 from gates.choose import YOLO_LABEL, decide_yolo
 from gates.diff import parse_unified_diff
 from gates.model import GateResult, GatesError
@@ -32,8 +33,8 @@ from runner import review
 from runner.agent.base import Agent, Task, load_instructions
 from runner.agent.base import Comment as TaskComment
 from runner.config import RepoConfig, Settings
-from runner.continuation import Failure, render_continuation
-from runner.controller import RunHandle
+from runner.continuation import Failure, failures_from_gates, render_continuation
+from runner.controller import RunHandle, rules_for
 from runner.forge.base import (
     CIState,
     Conflict,
@@ -44,7 +45,7 @@ from runner.forge.base import (
     ReviewComment,
 )
 from runner.model import Budget, Lease, Run, RunState, Usage
-from runner.policy import Rules, authorised, comments_for_agent, latest_addition
+from runner.policy import authorised, comments_for_agent, latest_addition
 from runner.sandbox.base import Sandbox, SandboxBackend, SandboxError, SandboxSpec
 from runner.sizing import FORCE_LABEL
 from runner.sizing import decide as size_issue
@@ -423,14 +424,9 @@ class Pipeline:
         comments = ctx.forge.list_comments(ctx.run.repo, ctx.run.issue)
         authors = {c.author for c in comments}
         perms = {a: ctx.forge.permission(ctx.run.repo, a) for a in authors}
-        found = comments_for_agent(comments, perms, self._rules())
+        found = comments_for_agent(comments, perms, rules_for(self.settings))
         ctx.comments = (max(ctx.run.iteration, 1), found)
         return found
-
-    def _rules(self) -> Rules:
-        return Rules(trigger_label=self.settings.labels.trigger,
-                     kill_label=self.settings.labels.kill,
-                     required_permission=self.settings.limits.trigger_permission)
 
     def _worktree(self, ctx: _Ctx) -> Any:
         if ctx.worktree is None:
@@ -562,8 +558,7 @@ class Pipeline:
             return []  # YOLO skips quality gates, never the secret scan
         if failed and sha is not None:
             self.s.workspaces.reset_to(wt, before)
-        return [Failure("gate", r.gate, f"{r.message} (expected {r.expected}, got {r.actual})",
-                        details=r.details if r.gate != "secrets" else "") for r in failed]
+        return failures_from_gates(failed)
 
     def _sandbox_gates(self, ctx: _Ctx) -> list[GateResult]:
         results = []
@@ -571,13 +566,9 @@ class Pipeline:
         for name, command in ctx.profile.fast_commands().items():
             started = time.monotonic()
             result = sandbox.exec(command.run, timeout=command.timeout)
-            passed = result.ok
-            results.append(GateResult(
-                name, passed, "exit 0", "timed out" if result.timed_out else
-                f"exit {result.exit_code}", f"`{command.run}` " + ("passed" if passed else
-                                                                    "failed"),
-                fast=True, duration_s=time.monotonic() - started,
-                details="" if passed else result.output[-4000:]))
+            results.append(command_result(name, command,
+                                          None if result.timed_out else result.exit_code,
+                                          result.output, time.monotonic() - started))
         return results
 
     def _next_iteration(self, ctx: _Ctx, failures: list[Failure], *, stay: bool = False) -> None:

@@ -68,20 +68,19 @@ def kill_command(body: str) -> str | None:
 
 def latest_addition(events: Iterable[LabelEvent], label: str) -> LabelEvent | None:
     """The most recent time ``label`` was added, if it was."""
-    wanted = label.lower()
-    found: LabelEvent | None = None
-    for event in events:
-        if event.label.lower() == wanted and event.action == "added" and (
-                found is None or event.at >= found.at):
-            found = event
-    return found
+    return _latest(events, label, "added")
 
 
 def latest_removal(events: Iterable[LabelEvent], label: str) -> LabelEvent | None:
+    """The most recent time ``label`` was removed, if it was."""
+    return _latest(events, label, "removed")
+
+
+def _latest(events: Iterable[LabelEvent], label: str, action: str) -> LabelEvent | None:
     wanted = label.lower()
     found: LabelEvent | None = None
     for event in events:
-        if event.label.lower() == wanted and event.action == "removed" and (
+        if event.label.lower() == wanted and event.action == action and (
                 found is None or event.at >= found.at):
             found = event
     return found
