@@ -183,6 +183,10 @@ class SandboxConfig(Section):
     memory: Size = Field(default=parse_size("2g"), description="e.g. 2g, 512m")
     pids: int = Field(default=512, gt=0)
     network: Literal["none", "bridge"] = Field(default="none")
+    warm: int | None = Field(
+        default=None, ge=0,
+        description="sandboxes each serve process starts ahead of runs (default: one per "
+                    "worker slot, limits.max_concurrent; 0: none)")
     run_timeout: Duration = Field(default=parse_duration("60m"), description="e.g. 60m")
     command_timeout: Duration = Field(default=parse_duration("10m"))
 

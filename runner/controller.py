@@ -106,6 +106,9 @@ class RunDriver(Protocol):
 
     def remove_orphans(self, live_run_ids: Iterable[str]) -> None: ...
 
+    def keep_warm(self, stopping: threading.Event) -> None:
+        """Keep sandboxes started ahead of runs until ``stopping`` is set."""
+
 
 class Controller:
     """Reconciles issues toward what the forge asks for, and works on runs in worker slots."""
@@ -135,6 +138,7 @@ class Controller:
         self.start_up()
         self._spawn("bus", self._listen)
         self._spawn("poller", self._poll_loop)
+        self._spawn("warm", lambda: self.driver.keep_warm(self.stopping))
         for slot in range(self.settings.limits.max_concurrent):
             self._spawn(f"slot-{slot}", self._work_loop)
         for n in range(1, RECONCILERS):

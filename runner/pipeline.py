@@ -46,6 +46,7 @@ from runner.forge.base import (
 )
 from runner.model import Budget, Lease, Run, RunState, Usage
 from runner.policy import authorised, comments_for_agent, latest_addition
+from runner.sandbox import spec_limits
 from runner.sandbox.base import Sandbox, SandboxBackend, SandboxError, SandboxSpec
 from runner.sizing import FORCE_LABEL
 from runner.sizing import decide as size_issue
@@ -56,6 +57,7 @@ log = logging.getLogger("orchestrator.pipeline")
 STATUS_MARKER = "orchestrator:status"
 CI_POLL_S = 2.0
 MAX_ATTEMPTS = 3  # environmental failures (engine, forge, disk) before a run fails
+WARM_QUIET = 2.0  # seconds without a run taking a warm sandbox before refills start
 # A forge that answers 429/5xx or cannot be reached is down, not broken: such an outage is
 # waited out (retried each time the lease lapses) for this long before it starts to count
 # against MAX_ATTEMPTS. Without it a 30-second outage used up all three attempts (each is a
@@ -97,6 +99,8 @@ class Workspace(Protocol):
     def remove_orphans(self, live_run_ids: Iterable[str]) -> list[str]: ...
 
     def fill_spare(self, repo: str, base_branch: str = ...) -> bool: ...
+
+    def worktree_path(self, run_id: str) -> Path: ...
 
 
 @dataclass
@@ -186,6 +190,7 @@ class Pipeline:
         self.s = services
         self.settings = services.settings
         self.store = services.store
+        self.last_warm_taken = 0.0  # monotonic time a run last took a warm sandbox
 
     # ------------------------------------------------------------ entry points
 
@@ -450,15 +455,60 @@ class Pipeline:
             log.info("no spare worktree for %s: %s", repo, exc)
 
     def _prepare(self, ctx: _Ctx) -> None:
+        if ctx.worktree is None:
+            self._take_warm_sandbox(ctx)
         self._worktree(ctx)
         self._move(ctx, RunState.RUNNING)
 
+    def _spec(self, run_id: str, repo: str, issue: int, worktree: Path) -> SandboxSpec:
+        return SandboxSpec(run_id=run_id, repo=repo, issue=issue, worktree=worktree,
+                           **spec_limits(self.settings))  # type: ignore[arg-type]
+
+    def _take_warm_sandbox(self, ctx: _Ctx) -> None:
+        """A new run takes a sandbox started ahead of time; its worktree is then checked out
+        into the directory that sandbox already has mounted."""
+        path = self.s.workspaces.worktree_path(ctx.run.id)
+        if path.exists():
+            return  # resumed: the run has its own directory (and perhaps container) already
+        try:
+            took = self.s.sandboxes.take_warm(self._spec(ctx.run.id, ctx.run.repo,
+                                                         ctx.run.issue, path))
+        except SandboxError as exc:
+            log.info("run %s: no warm sandbox (%s)", ctx.run.id, exc)
+            return
+        if took:
+            self.last_warm_taken = time.monotonic()
+
+    def keep_warm(self, stopping: threading.Event) -> None:
+        """Keep ``sandbox.warm`` sandboxes started ahead of runs until ``stopping``, then
+        remove those no run took. Refills wait for a quiet moment: starting containers while
+        a burst of runs is being dispatched would slow every one of them."""
+        count = self.settings.sandbox.warm
+        count = self.settings.limits.max_concurrent if count is None else count
+        if count == 0:
+            return
+        template = self._spec("warm", "", 0, Path(self.settings.data_dir))
+        try:
+            while not stopping.is_set():
+                if time.monotonic() - self.last_warm_taken < WARM_QUIET:
+                    stopping.wait(0.5)
+                    continue
+                try:
+                    added = self.s.sandboxes.add_warm(template, count)
+                except SandboxError as exc:
+                    log.warning("cannot start a warm sandbox (%s); trying again in 60s", exc)
+                    stopping.wait(60)
+                    continue
+                if not added:
+                    stopping.wait(1.0)
+        finally:
+            with contextlib.suppress(SandboxError):
+                self.s.sandboxes.drain_warm()
+
     def _sandbox(self, ctx: _Ctx) -> Sandbox:
         if ctx.sandbox is None:
-            cfg, wt = self.settings.sandbox, self._worktree(ctx)
-            spec = SandboxSpec(run_id=ctx.run.id, repo=ctx.run.repo, issue=ctx.run.issue,
-                               worktree=Path(wt.path), image=cfg.image, cpus=cfg.cpus,
-                               memory=cfg.memory, pids=cfg.pids, network=cfg.network)
+            wt = self._worktree(ctx)
+            spec = self._spec(ctx.run.id, ctx.run.repo, ctx.run.issue, Path(wt.path))
             ctx.sandbox = self.s.sandboxes.start(spec)
             self._event(ctx, "sandbox", {"name": ctx.sandbox.name})
             # A kill that arrived while the container was starting must still stop it.

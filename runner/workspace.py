@@ -6,6 +6,10 @@ Layout under the data directory::
     mirrors/<owner>/<name>.git.lock   fcntl lock: one process at a time changes the mirror
     worktrees/<run_id>/               the run's working files, on branch orchestrator/issue-<n>
 
+A run's worktree may be an empty directory first (a warm sandbox's workspace, mounted
+before the run existed); it is filled in place, never replaced. Run worktrees are locked, so
+a prune never drops one whose ``.git`` the agent deleted.
+
 The worktree is handed to an untrusted agent. Every git command the runner runs for it names
 the run's git directory inside the mirror explicitly (``GIT_DIR``/``GIT_WORK_TREE``), turns
 hooks and fsmonitor off, and never reads the ``.git`` entry in the worktree, which the agent
@@ -247,6 +251,10 @@ class Workspaces:
 
     # ------------------------------------------------------------------ worktrees
 
+    def worktree_path(self, run_id: str) -> Path:
+        """Where run ``run_id``'s worktree is (or will be) checked out."""
+        return self.worktrees / run_id
+
     def prepare(self, run_id: str, repo: str, issue: int, url: str, *,
                 base_branch: str = "main", token: str | None = None,
                 fetch: bool = True) -> Worktree:
@@ -259,7 +267,7 @@ class Workspaces:
         _check_url(url)
         mirror = self.mirror_path(repo)
         branch = branch_name(issue)
-        path = self.worktrees / run_id
+        path = self.worktree_path(run_id)
         asked = time.time()
         with self._locked(mirror):
             self._ensure_mirror(mirror, url)
@@ -270,8 +278,10 @@ class Workspaces:
             if existing is not None and path.is_dir():
                 return Worktree(run_id, repo, issue, path, branch, existing, mirror,
                                 base_branch, resumed=True)
-            if existing is not None or path.exists():
-                self._remove_locked(mirror, path, None)  # a half-made worktree from a crash
+            if existing is not None or _has_entries(path):
+                # A half-made worktree from a crash. The directory itself stays: a warm
+                # sandbox may already have it mounted as its /workspace.
+                self._remove_locked(mirror, path, None, keep_dir=path.is_dir())
             holder = self._branch_holder(mirror, branch)
             if holder is not None:
                 raise WorkspaceError(
@@ -288,8 +298,9 @@ class Workspaces:
             self.worktrees.mkdir(parents=True, exist_ok=True)
             if not self._take_spare(mirror, repo, path, branch, start):
                 # -B: a local branch left by an earlier, removed run is reset to the start.
-                self._git(["worktree", "add", "--quiet", "--no-track", "-B", branch, str(path),
-                           start], git_dir=mirror)
+                # An empty directory at ``path`` (a warm sandbox's workspace) is filled.
+                self._git(["worktree", "add", "--quiet", "--lock", "--no-track", "-B", branch,
+                           str(path), start], git_dir=mirror)
             admin = self._admin_dir(mirror, path)
             if admin is None:
                 raise WorkspaceError(f"git worktree add made {path} but the mirror {mirror} "
@@ -334,14 +345,22 @@ class Workspaces:
         if admin is None:
             return False
         try:
-            self._git(["worktree", "move", str(spare), str(path)], git_dir=mirror)
+            if path.is_dir():
+                # A warm sandbox's empty workspace, mounted by inode: the files move into it.
+                for child in spare.iterdir():
+                    os.rename(child, path / child.name)
+                spare.rmdir()
+                self._git(["worktree", "repair", str(path)], git_dir=mirror)
+            else:
+                self._git(["worktree", "move", str(spare), str(path)], git_dir=mirror)
             self._git(["checkout", "--quiet", "--no-track", "-B", branch, start],
                       git_dir=admin, work_tree=path)
-        except WorkspaceError as exc:
+            self._git(["worktree", "lock", str(path)], git_dir=mirror)
+        except (WorkspaceError, OSError) as exc:
             log.warning("spare worktree of %s unusable (%s); checking out afresh", repo, exc)
             for leftover in (spare, path):
-                if leftover.exists() or self._admin_dir(mirror, leftover) is not None:
-                    self._remove_locked(mirror, leftover, None)
+                if _has_entries(leftover) or self._admin_dir(mirror, leftover) is not None:
+                    self._remove_locked(mirror, leftover, None, keep_dir=leftover == path)
             return False
         return True
 
@@ -517,13 +536,20 @@ class Workspaces:
         with self._locked(wt.mirror):
             self._remove_locked(wt.mirror, wt.path, wt.branch)
 
-    def _remove_locked(self, mirror: Path, path: Path, branch: str | None) -> None:
-        if self._admin_dir(mirror, path) is not None and path.is_dir():
+    def _remove_locked(self, mirror: Path, path: Path, branch: str | None, *,
+                       keep_dir: bool = False) -> None:
+        """Remove the worktree at ``path`` (with ``keep_dir``, only what is inside it)."""
+        admin = self._admin_dir(mirror, path)
+        if admin is not None:
+            (admin / "locked").unlink(missing_ok=True)  # else the prune below keeps it
+        if keep_dir:
+            _empty(path)
+        elif admin is not None and path.is_dir():
             # The agent may have replaced the worktree's .git; then git refuses, and the
             # directory goes by hand below, the prune clearing the admin entry.
             self._git(["worktree", "remove", "--force", "--force", str(path)],
                       git_dir=mirror, check=False)
-        if path.exists():
+        if path.exists() and not keep_dir:
             shutil.rmtree(path, ignore_errors=True)
         self._git(["worktree", "prune"], git_dir=mirror)
         if branch and self._branch_holder(mirror, branch) is None:
@@ -560,6 +586,27 @@ class Workspaces:
                 shutil.rmtree(info.path, ignore_errors=True)
             removed.append(info.run_id)
         return removed
+
+
+def _has_entries(path: Path) -> bool:
+    """True when ``path`` is a file, or a directory with something in it."""
+    if not path.exists() and not path.is_symlink():
+        return False
+    return not path.is_dir() or path.is_symlink() or any(path.iterdir())
+
+
+def _empty(path: Path) -> None:
+    """Delete what is inside the directory ``path``, keeping the directory (its inode)."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+        return
+    if not path.is_dir():
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _nested_repos(root: Path) -> list[str]:

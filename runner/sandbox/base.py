@@ -82,3 +82,15 @@ class SandboxBackend(Protocol):
 
     def ping(self) -> None:
         """SandboxError unless the backend is usable (engine reachable, image present)."""
+
+    def add_warm(self, template: SandboxSpec, count: int) -> bool:
+        """Start one more sandbox ahead of any run if fewer than ``count`` wait; True when
+        it did (always False for a backend that has no use for warm sandboxes)."""
+
+    def take_warm(self, spec: SandboxSpec) -> bool:
+        """Give run ``spec.run_id`` a warm sandbox, if one matching ``spec`` waits: its
+        empty workspace directory is moved to ``spec.worktree`` (which must not exist yet),
+        and ``start`` then returns that sandbox. False when none waits."""
+
+    def drain_warm(self) -> None:
+        """Remove the warm sandboxes no run took."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -19,9 +20,9 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -35,6 +36,9 @@ from runner.sandbox.base import (
     SandboxError,
     SandboxSpec,
 )
+
+if TYPE_CHECKING:
+    from runner.sandbox.warm import WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +54,15 @@ KILL_AFTER = 2.0  # seconds between SIGTERM and SIGKILL for a command past its t
 MAX_OUTPUT = 4 * 1024 * 1024  # characters of output kept per command (the tail)
 
 
+RUN_PREFIX = "orchestrator-"
+WARM_PREFIX = "orchestrator-warm-"
+# On a warm sandbox: the runner process ("host:pid") keeping it, until a run takes it.
+LABEL_WARM = "orchestrator.warm"
+
+
 def container_name(run_id: str) -> str:
     """The name of a run's container: found again after a restart by this name."""
-    return f"orchestrator-{run_id}"
+    return f"{RUN_PREFIX}{run_id}"
 
 
 def _command_argv(command: str | list[str]) -> list[str]:
@@ -242,54 +252,66 @@ class DockerBackend:
     def _owner(self, worktree: Path) -> tuple[int, int]:
         """The uid:gid the container runs as: the worktree's owner, and never root."""
         st = worktree.stat()
-        if st.st_uid != 0:
-            return st.st_uid, st.st_gid
         if os.geteuid() != 0:
-            raise SandboxError(f"{worktree} is owned by root, and the sandbox never runs as "
-                               "root; run the runner as a normal user")
-        # The runner runs as root (a CI job): hand the worktree to the image's user.
+            if st.st_uid == 0:
+                raise SandboxError(f"{worktree} is owned by root, and the sandbox never runs "
+                                   "as root; run the runner as a normal user")
+            return st.st_uid, st.st_gid
+        # The runner runs as root (a CI job): hand the worktree to the image's user (files a
+        # root git wrote into a warm sandbox's workspace too).
         for dirpath, dirnames, filenames in os.walk(worktree):
-            os.chown(dirpath, FALLBACK_UID, FALLBACK_UID)
+            if os.lstat(dirpath).st_uid == 0:
+                os.chown(dirpath, FALLBACK_UID, FALLBACK_UID)
             for name in dirnames + filenames:
-                os.chown(os.path.join(dirpath, name), FALLBACK_UID, FALLBACK_UID,
-                         follow_symlinks=False)
+                entry = os.path.join(dirpath, name)
+                if os.lstat(entry).st_uid == 0:
+                    os.chown(entry, FALLBACK_UID, FALLBACK_UID, follow_symlinks=False)
         return FALLBACK_UID, FALLBACK_UID
 
     def start(self, spec: SandboxSpec) -> DockerSandbox:
-        """Create and start the run's container, or reattach to (and start) the existing one."""
+        """Create and start the run's container, or reattach to the one it has (a warm
+        sandbox it took, or its own after a restart of the runner)."""
+        worktree = spec.worktree.resolve()
         existing = self.find(spec.run_id)
         if existing is not None:
-            if not existing.running():
-                try:
-                    existing.container.start()
-                except docker.errors.APIError as exc:
-                    raise SandboxError(f"cannot restart {existing.name}: {_explain(exc)}; "
-                                       "remove it and start again") from None
-            return existing
+            if existing.running():
+                self._owner(worktree)
+                return existing
+            # Stopped (the engine restarted): its processes and tmpfs are gone anyway, and a
+            # warm sandbox's recorded mount source is a path that no longer exists.
+            existing.remove()
+        if not (worktree / ".git").exists():
+            raise SandboxError(f"{worktree} is not a git worktree (no .git entry); prepare the "
+                               "run's workspace first")
+        uid, gid = self._owner(worktree)
+        container = self._create(
+            spec, name=container_name(spec.run_id), workspace=worktree, uid=uid, gid=gid,
+            labels={LABEL_RUN: spec.run_id, LABEL_REPO: spec.repo,
+                    LABEL_ISSUE: str(spec.issue)},
+            extra_mounts=[Mount(f"{WORKSPACE}/.git", str(self._mask_file()), type="bind",
+                                read_only=True)])
+        if container is None:  # created meanwhile by another worker: reattach
+            return self.start(spec)
+        return DockerSandbox(self.client, container, spec.run_id)
+
+    def _create(self, spec: SandboxSpec, *, name: str, workspace: Path, uid: int, gid: int,
+                labels: dict[str, str], extra_mounts: Sequence[Mount] = ()) -> Any:
+        """Create and start a locked-down container with ``workspace`` at /workspace; None
+        when a container of that name exists already."""
         leaked = [k for k, v in spec.env.items() if v in self._secrets]
         if leaked:
             raise SandboxError(f"refusing to pass {', '.join(sorted(leaked))} into the sandbox: "
                                "it holds one of the runner's secrets")
-        worktree = spec.worktree.resolve()
-        if not (worktree / ".git").exists():
-            raise SandboxError(f"{worktree} is not a git worktree (no .git entry); prepare the "
-                               "run's workspace first")
         self._require_image(spec.image)
-        uid, gid = self._owner(worktree)
-        mounts = [
-            Mount(WORKSPACE, str(worktree), type="bind"),
-            Mount(f"{WORKSPACE}/.git", str(self._mask_file()), type="bind", read_only=True),
-        ]
         tmpfs_opts = "rw,nosuid,nodev"
         try:
             container = self.client.containers.create(
-                spec.image, ["sleep", "infinity"],
-                name=container_name(spec.run_id), hostname="sandbox",
-                labels={LABEL_RUN: spec.run_id, LABEL_REPO: spec.repo,
-                        LABEL_ISSUE: str(spec.issue), LABEL_INSTANCE: self.instance},
+                spec.image, ["sleep", "infinity"], name=name, hostname="sandbox",
+                labels={**labels, LABEL_INSTANCE: self.instance},
                 user=f"{uid}:{gid}", working_dir=WORKSPACE,
                 environment={**BASE_ENV, "HOME": HOME, **spec.env},
-                mounts=mounts, read_only=True,
+                mounts=[Mount(WORKSPACE, str(workspace), type="bind"), *extra_mounts],
+                read_only=True,
                 tmpfs={"/tmp": f"{tmpfs_opts},mode=1777",
                        HOME: f"{tmpfs_opts},mode=0700,uid={uid},gid={gid}"},
                 cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
@@ -299,20 +321,16 @@ class DockerBackend:
                 init=True, ipc_mode="private", stop_signal="SIGTERM",
             )
         except docker.errors.APIError as exc:
-            if exc.status_code == 409:  # created meanwhile by another worker: reattach
-                again = self.find(spec.run_id)
-                if again is not None:
-                    return self.start(spec)
-            raise SandboxError(f"cannot create the sandbox for run {spec.run_id}: "
-                               f"{_explain(exc)}") from None
+            if exc.status_code == 409:
+                return None
+            raise SandboxError(f"cannot create the sandbox {name}: {_explain(exc)}") from None
         try:
             container.start()
         except docker.errors.APIError as exc:
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
-            raise SandboxError(f"cannot start the sandbox for run {spec.run_id}: "
-                               f"{_explain(exc)}") from None
-        return DockerSandbox(self.client, container, spec.run_id)
+            raise SandboxError(f"cannot start the sandbox {name}: {_explain(exc)}") from None
+        return container
 
     def find(self, run_id: str) -> DockerSandbox | None:
         """The run's container, running or not, if it exists."""
@@ -320,30 +338,89 @@ class DockerBackend:
             container = self.client.containers.get(container_name(run_id))
         except docker.errors.NotFound:
             return None
-        if container.labels.get(LABEL_RUN) != run_id:
+        if container.labels.get(LABEL_RUN) != run_id and LABEL_WARM not in container.labels:
             raise SandboxError(f"a container named {container.name} exists but is not the "
                                f"sandbox of run {run_id}; remove it (docker rm -f)")
         return DockerSandbox(self.client, container, run_id)
 
     def _own_containers(self) -> list[Any]:
         return list(self.client.containers.list(
-            all=True, filters={"label": [LABEL_RUN, f"{LABEL_INSTANCE}={self.instance}"]}))
+            all=True, filters={"label": f"{LABEL_INSTANCE}={self.instance}"}))
 
     def list_runs(self) -> dict[str, str]:
         """Run id -> container name, for every sandbox container this deployment made."""
-        return {c.labels[LABEL_RUN]: c.name for c in self._own_containers()}
+        found = {}
+        for container in self._own_containers():
+            run_id = _run_of(container)
+            if run_id is not None:
+                found[run_id] = container.name
+        return found
 
     def remove_orphans(self, live_run_ids: Iterable[str]) -> list[str]:
-        """Remove the containers of runs not in ``live_run_ids``; return their names."""
+        """Remove the containers of runs not in ``live_run_ids``, and warm sandboxes whose
+        runner process is gone; return their names."""
         live = set(live_run_ids)
         removed: list[str] = []
         for container in self._own_containers():
-            if container.labels.get(LABEL_RUN) in live:
+            run_id = _run_of(container)
+            if run_id in live or (run_id is None and _owner_alive(container)):
                 continue
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
             removed.append(container.name)
+        self.warm.remove_orphan_dirs({c.name for c in self._own_containers()})
         return removed
+
+    # ------------------------------------------------------------------ warm sandboxes
+
+    def add_warm(self, template: SandboxSpec, count: int) -> bool:
+        """Start one more warm sandbox if fewer than ``count`` wait; True when it did."""
+        return self.warm.add(template, count)
+
+    def take_warm(self, spec: SandboxSpec) -> bool:
+        """Give the run a warm sandbox if one matching ``spec`` waits (see ``WarmPool``)."""
+        return self.warm.take(spec)
+
+    def drain_warm(self) -> None:
+        """Remove the warm sandboxes no run took."""
+        self.warm.drain()
+
+    @functools.cached_property
+    def warm(self) -> WarmPool:
+        from runner.sandbox.warm import WarmPool
+
+        return WarmPool(self, self.state_dir / "warm")
+
+
+def _run_of(container: Any) -> str | None:
+    """The run a container belongs to; None for a warm sandbox no run has taken."""
+    if LABEL_RUN in container.labels:
+        return str(container.labels[LABEL_RUN])
+    name = str(container.name)
+    if name.startswith(WARM_PREFIX) or not name.startswith(RUN_PREFIX):
+        return None
+    return name.removeprefix(RUN_PREFIX)  # a warm sandbox renamed for its run
+
+
+def process_token(pid: int | None = None) -> str:
+    """"host:pid:start" naming a process for good (a pid alone is reused, by pid 1 of a
+    restarted runner container among others)."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        start = "?"
+    return f"{socket.gethostname()}:{pid}:{start}"
+
+
+def _owner_alive(container: Any) -> bool:
+    """Whether the runner process keeping this warm sandbox still runs. Another host's
+    are left alone: only that host can tell."""
+    host, _, rest = str(container.labels.get(LABEL_WARM, "")).partition(":")
+    if host != socket.gethostname():
+        return True
+    pid = rest.partition(":")[0]
+    return pid.isdigit() and process_token(int(pid)) == container.labels[LABEL_WARM]
 
 
 # ---------------------------------------------------------------------- stream helpers

@@ -14,6 +14,7 @@ import docker
 
 from runner.model import RunState
 from runner.testing.demo import MAINTAINER, REPO, DemoWorld, slow_agent
+from tests.e2e.conftest import containers_of
 
 
 @dataclass
@@ -62,8 +63,7 @@ def measure(n: int, *, kill: bool) -> Samples:
                 current = world.store.get_run(run_id)
                 # the low-level list: the high-level one inspects each container, which
                 # races with the removal being timed
-                return current.state is RunState.CANCELLED and not client.api.containers(
-                    all=True, filters={"label": f"orchestrator.run={run_id}"})
+                return current.state is RunState.CANCELLED and not containers_of(client, run_id)
 
             world.wait_for(gone, 60, f"kill of #{issue}")
             samples.kill_s.append(time.monotonic() - started)

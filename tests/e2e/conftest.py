@@ -25,9 +25,15 @@ def sandbox_image(docker_client):  # type: ignore[no-untyped-def]
 def containers_of(docker_client, run_id: str) -> list[str]:  # type: ignore[no-untyped-def]
     """Names of the containers (running or not) that belong to a run."""
     # The low-level list: the high-level one inspects each container and races a removal.
-    found = docker_client.api.containers(all=True,
-                                         filters={"label": f"orchestrator.run={run_id}"})
-    return [name.lstrip("/") for c in found for name in c["Names"][:1]]
+    # By label (a container made for the run) and by name (a warm sandbox the run took,
+    # whose labels were fixed before the run existed).
+    by_label = docker_client.api.containers(all=True,
+                                            filters={"label": f"orchestrator.run={run_id}"})
+    by_name = docker_client.api.containers(all=True, filters={"name": f"orchestrator-{run_id}"})
+    names = {name.lstrip("/") for c in by_label for name in c["Names"][:1]}
+    names |= {name.lstrip("/") for c in by_name for name in c["Names"][:1]
+              if name.lstrip("/") == f"orchestrator-{run_id}"}
+    return sorted(names)
 
 
 def worktrees_left(data_dir: Path) -> list[str]:
