@@ -77,7 +77,8 @@ class Workspace(Protocol):
     """What the pipeline needs of ``workspace.Workspaces``."""
 
     def prepare(self, run_id: str, repo: str, issue: int, url: str, *, base_branch: str = ...,
-                token: str | None = ..., fetch: bool = ...) -> Any: ...
+                token: str | None = ..., fetch: bool = ..., fresh_after: float | None = ...
+                ) -> Any: ...
 
     def commit(self, wt: Any, message: str | None = ...) -> str | None: ...
 
@@ -439,7 +440,8 @@ class Pipeline:
             started = time.monotonic()
             ctx.worktree = self.s.workspaces.prepare(
                 run.id, run.repo, run.issue, ctx.forge.clone_url(run.repo),
-                base_branch=ctx.repo.base_branch, token=ctx.token)
+                base_branch=ctx.repo.base_branch, token=ctx.token,
+                fresh_after=self._fresh_after(run))
             self._event(ctx, "workspace", {"path": str(ctx.worktree.path),
                                            "resumed": bool(ctx.worktree.resumed),
                                            "seconds": round(time.monotonic() - started, 3)})
@@ -447,6 +449,14 @@ class Pipeline:
             threading.Thread(target=self._fill_spare, args=(run.repo, ctx.repo.base_branch),
                              daemon=True, name=f"spare-{run.id}").start()
         return ctx.worktree
+
+    @staticmethod
+    def _fresh_after(run: Run) -> float | None:
+        """How fresh the mirror must be for the run's worktree. Until the run first pushes, a
+        fetch begun after it was asked for will do (runs labelled together share one); after
+        that, only a new fetch sees what an earlier owner of the run pushed."""
+        never_pushed = run.state in (RunState.PREPARING, RunState.RUNNING) and not run.head_sha
+        return run.created_at if never_pushed and run.created_at else None
 
     def _fill_spare(self, repo: str, base_branch: str) -> None:
         try:

@@ -136,6 +136,7 @@ class Workspaces:
         self.identity = identity or Identity()
         self.lock_timeout = lock_timeout
         self.git_timeout = git_timeout
+        self._checked: dict[Path, str] = {}  # mirror -> the origin URL it was checked to have
 
     # ------------------------------------------------------------------ plumbing
 
@@ -173,17 +174,23 @@ class Workspaces:
         return proc
 
     @contextlib.contextmanager
-    def _locked(self, mirror: Path, timeout: float | None = None) -> Iterator[None]:
-        """Hold the mirror's lock (an fcntl lock: released even when the process dies)."""
+    def _locked(self, mirror: Path, timeout: float | None = None, *,
+                shared: bool = False) -> Iterator[None]:
+        """Hold the mirror's lock (an fcntl lock: released even when the process dies).
+
+        Exclusive for what changes the mirror as a whole (a fetch, a prune, the spare);
+        ``shared`` for work on one run's own worktree, so runs check out side by side.
+        """
         lock_path = mirror.with_name(mirror.name + ".lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         timeout = self.lock_timeout if timeout is None else timeout
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
             deadline = time.monotonic() + timeout
             while True:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
@@ -214,6 +221,12 @@ class Workspaces:
         return mirror
 
     def _ensure_mirror(self, mirror: Path, url: str) -> None:
+        if self._checked.get(mirror) == url and (mirror / "HEAD").exists():
+            return  # checked by this process already (opening it costs a git process)
+        self._make_mirror(mirror, url)
+        self._checked[mirror] = url
+
+    def _make_mirror(self, mirror: Path, url: str) -> None:
         if not (mirror / "HEAD").exists():
             if mirror.exists():
                 shutil.rmtree(mirror)  # a half-made mirror from a crash: start again
@@ -257,31 +270,38 @@ class Workspaces:
 
     def prepare(self, run_id: str, repo: str, issue: int, url: str, *,
                 base_branch: str = "main", token: str | None = None,
-                fetch: bool = True) -> Worktree:
+                fetch: bool = True, fresh_after: float | None = None) -> Worktree:
         """Fetch the mirror and give the run its worktree on ``orchestrator/issue-<n>``.
 
         The branch starts from the remote's branch of the same name when it exists (a run
-        resumed after a crash or a new owner), else from ``base_branch``. Calling it again for
-        the same run returns the worktree it already has.
+        resumed after a crash or a new owner), else from ``base_branch``. A fetch that began
+        after ``fresh_after`` (epoch seconds, e.g. when the run was asked for; default: now)
+        is fresh enough. Calling it again for the same run returns the worktree it has.
         """
         _check_url(url)
         mirror = self.mirror_path(repo)
         branch = branch_name(issue)
         path = self.worktree_path(run_id)
-        asked = time.time()
-        with self._locked(mirror):
-            self._ensure_mirror(mirror, url)
-            # Runs arriving together share one fetch: one that began after we asked will do.
-            if fetch and self._last_fetch_began(mirror) < asked:
-                self._fetch(mirror, url, token)
-            existing = self._admin_dir(mirror, path)
-            if existing is not None and path.is_dir():
-                return Worktree(run_id, repo, issue, path, branch, existing, mirror,
-                                base_branch, resumed=True)
-            if existing is not None or _has_entries(path):
-                # A half-made worktree from a crash. The directory itself stays: a warm
-                # sandbox may already have it mounted as its /workspace.
-                self._remove_locked(mirror, path, None, keep_dir=path.is_dir())
+        asked = time.time() if fresh_after is None else fresh_after
+        stale = fetch and self._last_fetch_began(mirror) < asked
+        if stale or self._checked.get(mirror) != url or self._half_made(mirror, path):
+            # Exclusive only when needed: runs checking out hold the lock shared all along,
+            # and an exclusive lock waits for every one of them.
+            with self._locked(mirror):
+                self._ensure_mirror(mirror, url)
+                # Runs arriving together share one fetch: one that began after they were
+                # asked for has everything they could expect.
+                if fetch and self._last_fetch_began(mirror) < asked:
+                    self._fetch(mirror, url, token)
+                if self._half_made(mirror, path):
+                    # Left by a crash. The directory itself stays: a warm sandbox may
+                    # already have it mounted as its /workspace.
+                    self._remove_locked(mirror, path, None, keep_dir=path.is_dir())
+        existing = self._admin_dir(mirror, path)
+        if existing is not None:
+            return Worktree(run_id, repo, issue, path, branch, existing, mirror, base_branch,
+                            resumed=True)
+        with self._locked(mirror, shared=True):  # runs labelled together check out together
             holder = self._branch_holder(mirror, branch)
             if holder is not None:
                 raise WorkspaceError(
@@ -289,9 +309,11 @@ class Workspaces:
                     "that run's workspace first (Workspaces.remove_orphans cleans up runs "
                     "that are no longer live)")
             remote_branch = f"refs/remotes/{REMOTE}/{branch}"
-            resumed = self._has_ref(mirror, remote_branch)
-            start = remote_branch if resumed else f"refs/remotes/{REMOTE}/{base_branch}"
-            if not resumed and not self._has_ref(mirror, start):
+            base = f"refs/remotes/{REMOTE}/{base_branch}"
+            known = self._refs(mirror, remote_branch, base)
+            resumed = remote_branch in known
+            start = remote_branch if resumed else base
+            if start not in known:
                 raise WorkspaceError(
                     f"{repo} has no branch {base_branch!r} at {url}; set base_branch for this "
                     "repository in orchestrator.yml")
@@ -338,29 +360,34 @@ class Workspaces:
         return True
 
     def _take_spare(self, mirror: Path, repo: str, path: Path, branch: str, start: str) -> bool:
-        """Move the spare (if one is ready) to ``path`` on ``branch`` at ``start``; only files
-        that differ between the spare's commit and ``start`` are rewritten. Mirror locked."""
+        """Move the spare's files (if one is ready) into ``path`` on ``branch`` at ``start``;
+        only files that differ between the spare's commit and ``start`` are rewritten. Runs
+        under the shared lock: the rename that takes the spare lets one run alone have it."""
         spare = self.spare_path(repo)
         admin = self._admin_dir(mirror, spare) if spare.is_dir() else None
         if admin is None:
             return False
+        taken = spare.with_name(f"{spare.name}.taken-{path.name}")
         try:
-            if path.is_dir():
-                # A warm sandbox's empty workspace, mounted by inode: the files move into it.
-                for child in spare.iterdir():
-                    os.rename(child, path / child.name)
-                spare.rmdir()
-                self._git(["worktree", "repair", str(path)], git_dir=mirror)
-            else:
-                self._git(["worktree", "move", str(spare), str(path)], git_dir=mirror)
+            os.rename(spare, taken)
+        except OSError:
+            return False  # another run took it first
+        try:
+            # ``path`` may be a warm sandbox's empty workspace, mounted by inode: the files
+            # move into it rather than the directory onto it.
+            path.mkdir(exist_ok=True)
+            for child in taken.iterdir():
+                os.rename(child, path / child.name)
+            taken.rmdir()
+            self._git(["worktree", "repair", str(path)], git_dir=mirror)
             self._git(["checkout", "--quiet", "--no-track", "-B", branch, start],
                       git_dir=admin, work_tree=path)
             self._git(["worktree", "lock", str(path)], git_dir=mirror)
         except (WorkspaceError, OSError) as exc:
             log.warning("spare worktree of %s unusable (%s); checking out afresh", repo, exc)
-            for leftover in (spare, path):
-                if _has_entries(leftover) or self._admin_dir(mirror, leftover) is not None:
-                    self._remove_locked(mirror, leftover, None, keep_dir=leftover == path)
+            shutil.rmtree(taken, ignore_errors=True)
+            shutil.rmtree(admin, ignore_errors=True)  # the spare's own: no prune needed
+            _empty(path)
             return False
         return True
 
@@ -374,6 +401,12 @@ class Workspaces:
             return None
         return Worktree(run_id, repo, issue, path, branch_name(issue), admin, mirror,
                         base_branch, resumed=True)
+
+    def _half_made(self, mirror: Path, path: Path) -> bool:
+        """A worktree a crash interrupted: an admin entry without its directory, or files
+        without an admin entry."""
+        admin = self._admin_dir(mirror, path)
+        return not path.is_dir() if admin is not None else _has_entries(path)
 
     def _admin_dir(self, mirror: Path, path: Path) -> Path | None:
         """The worktree's git directory, found from the mirror's side, never from its .git."""
@@ -391,9 +424,12 @@ class Workspaces:
         return None
 
     def _has_ref(self, mirror: Path, ref: str) -> bool:
-        proc = self._git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-                         git_dir=mirror, check=False)
-        return proc.returncode == 0
+        return ref in self._refs(mirror, ref)
+
+    def _refs(self, mirror: Path, *refs: str) -> set[str]:
+        """Which of ``refs`` (full names) exist in the mirror, by one git command."""
+        out = self._git(["for-each-ref", "--format=%(refname)", *refs], git_dir=mirror).stdout
+        return set(out.split()) & set(refs)
 
     def _worktree_list(self, mirror: Path) -> list[dict[str, str]]:
         out = self._git(["worktree", "list", "--porcelain"], git_dir=mirror).stdout
@@ -408,9 +444,17 @@ class Workspaces:
         return entries
 
     def _branch_holder(self, mirror: Path, branch: str) -> str | None:
-        for entry in self._worktree_list(mirror):
-            if entry.get("branch") == f"refs/heads/{branch}":
-                return entry["worktree"]
+        """The worktree that has ``branch`` checked out, read from the mirror's side."""
+        admin_root = mirror / "worktrees"
+        if not admin_root.is_dir():
+            return None
+        want = f"ref: refs/heads/{branch}"
+        for admin in admin_root.iterdir():
+            try:
+                if (admin / "HEAD").read_text().strip() == want:
+                    return str(Path((admin / "gitdir").read_text().strip()).parent)
+            except OSError:
+                continue
         return None
 
     # ------------------------------------------------------------------ commit, check, push
@@ -436,7 +480,7 @@ class Workspaces:
             "GIT_COMMITTER_NAME": self.identity.name,
             "GIT_COMMITTER_EMAIL": self.identity.email,
         }
-        with self._locked(wt.mirror):
+        with self._locked(wt.mirror, shared=True):
             nested = _nested_repos(wt.path)
             if nested:
                 log.warning("run %s: not committing nested repositories %s", wt.run_id, nested)
@@ -469,7 +513,7 @@ class Workspaces:
     def reset_to(self, wt: Worktree, sha: str) -> None:
         """Move the run's branch back to ``sha``, keeping the files: a commit that failed the
         pre-push gates is taken back, so nothing failing (a secret) stays in its history."""
-        with self._locked(wt.mirror):
+        with self._locked(wt.mirror, shared=True):
             self._wt_git(wt, ["reset", "--quiet", "--mixed", sha])
 
     def head(self, wt: Worktree) -> str:
@@ -497,7 +541,7 @@ class Workspaces:
         Fetches first when ``url`` is given. An empty list means the branch merges cleanly.
         """
         _require_merge_tree()
-        with self._locked(wt.mirror):
+        with self._locked(wt.mirror, shared=url is None):
             if url is not None:
                 _check_url(url)
                 self._fetch(wt.mirror, url, token)
@@ -518,7 +562,7 @@ class Workspaces:
         sha = self.head(wt)
         ref = f"refs/heads/{wt.branch}"
         spec = f"{'+' if force else ''}{ref}:{ref}"
-        with self._locked(wt.mirror):
+        with self._locked(wt.mirror, shared=True):
             self._git(["push", "--quiet", "--no-verify", url, spec], git_dir=wt.mirror,
                       env=_auth_env(url, token), token=token)
             # Record what the remote now has, so a resumed run starts from it.

@@ -65,6 +65,9 @@ class SqliteStore:
             raise StoreUnavailable(f"cannot create {self.path.parent}: {exc.strerror} "
                                    "(set store.sqlite to a writable path)") from None
         self._local = threading.local()
+        # Writers of this process take turns here: waiting in SQLite's busy handler instead
+        # sleeps in growing steps (up to 100 ms) and added seconds under a burst of runs.
+        self._write_lock = threading.Lock()
         self._publishes = 0
         try:
             self._db().executescript(_SCHEMA)  # executescript commits by itself
@@ -92,13 +95,14 @@ class SqliteStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     @staticmethod
     def _row_to_run(row: tuple[str, str]) -> Run:

@@ -24,7 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import docker
+
 from runner.model import RunState
+from runner.sandbox.docker import WARM_PREFIX
 from runner.testing.demo import MAINTAINER, REPO, DemoWorld
 from tests.bench.common import median, percentile, report
 from tests.conftest import free_port, wait_for_port
@@ -145,6 +148,9 @@ def phase(n: int, workdir: Path, *, redis_url: str | None, processes: int) -> di
         try:
             warm = world.open_issue(title="warm-up")  # the mirror clone, image in cache
             world.wait_finished(warm, timeout=300)
+            # Each process keeps a warm sandbox per worker slot: the label burst comes once
+            # they are all up, as it would on a runner that has been serving for a while.
+            warm_mb = wait_warm(serves, slots * processes)
             cpu_before = [s.cpu_s() for s in serves]
             issues = [world.forge.open_issue(REPO, f"add() is wrong ({i})",
                                              "`add(2, 3)` returns -1; it should return 5.",
@@ -184,7 +190,30 @@ def phase(n: int, workdir: Path, *, redis_url: str | None, processes: int) -> di
             "runner_rss_mb": round(memory.peak, 1), "runner_rss_mb_per_run":
             round(memory.peak / n, 2), "runner_cpu_s_per_run": round((own + children) / n, 3),
             "runner_cpu_own_s_per_run": round(own / n, 3), "wall_s": round(wall, 1),
+            "warm_sandboxes_mb": round(warm_mb, 1),
             "processes": processes, "slots_per_process": slots, **stages}
+
+
+def wait_warm(serves: list[Serve], want: int, timeout: float = 300.0) -> float:
+    """Wait until the serve processes keep ``want`` warm sandboxes; their memory in MiB
+    (outside the runner processes, so reported on its own)."""
+    client = docker.from_env()
+    pids = {str(s.proc.pid) for s in serves}
+    deadline = time.monotonic() + timeout
+    while True:
+        warm = [c for c in client.api.containers(filters={"label": "orchestrator.warm"})
+                if c["Labels"]["orchestrator.warm"].split(":")[1] in pids
+                and c["Names"][0].lstrip("/").startswith(WARM_PREFIX)]
+        if len(warm) >= want:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(warm)} of {want} warm sandboxes after {timeout:.0f}s")
+        time.sleep(0.5)
+    total = 0.0
+    for container in warm:
+        stats = client.api.stats(container["Id"], stream=False)
+        total += stats.get("memory_stats", {}).get("usage", 0) / 1024**2
+    return total
 
 
 def load_average() -> list[float]:
