@@ -365,8 +365,10 @@ class Pipeline:
     def _acknowledge(self, ctx: _Ctx) -> None:
         run, forge = ctx.run, ctx.forge
         self.store.check_fence(run.id, ctx.fence)
-        issue = forge.get_issue(run.repo, run.issue)
-        labels = self._trusted_labels(ctx, list(issue.labels))
+        found = run.extra.get("issue_labels")  # as the trigger saw them, when it recorded them
+        if found is None:
+            found = list(forge.get_issue(run.repo, run.issue).labels)
+        labels = self._trusted_labels(ctx, list(found))
         extra = {**run.extra, "labels": labels,
                  "profile": self._profile_name(labels, ctx.repo)}
         self._update(ctx, extra=extra)

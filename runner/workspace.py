@@ -221,10 +221,21 @@ class Workspaces:
         return mirror
 
     def _ensure_mirror(self, mirror: Path, url: str) -> None:
-        if self._checked.get(mirror) == url and (mirror / "HEAD").exists():
-            return  # checked by this process already (opening it costs a git process)
-        self._make_mirror(mirror, url)
-        self._checked[mirror] = url
+        if not self._mirror_ready(mirror, url):
+            self._make_mirror(mirror, url)
+            self._checked[mirror] = url
+
+    def _mirror_ready(self, mirror: Path, url: str) -> bool:
+        """The mirror exists with ``url`` as its origin (read without the lock: a read)."""
+        if not (mirror / "HEAD").exists():
+            return False
+        if self._checked.get(mirror) != url:  # once per process: it costs a git process
+            got = self._git(["config", "--get", f"remote.{REMOTE}.url"], git_dir=mirror,
+                            check=False).stdout.strip()
+            if got != url:
+                return False
+            self._checked[mirror] = url
+        return True
 
     def _make_mirror(self, mirror: Path, url: str) -> None:
         if not (mirror / "HEAD").exists():
@@ -284,7 +295,7 @@ class Workspaces:
         path = self.worktree_path(run_id)
         asked = time.time() if fresh_after is None else fresh_after
         stale = fetch and self._last_fetch_began(mirror) < asked
-        if stale or self._checked.get(mirror) != url or self._half_made(mirror, path):
+        if stale or not self._mirror_ready(mirror, url) or self._half_made(mirror, path):
             # Exclusive only when needed: runs checking out hold the lock shared all along,
             # and an exclusive lock waits for every one of them.
             with self._locked(mirror):

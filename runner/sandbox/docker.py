@@ -274,7 +274,7 @@ class DockerBackend:
         worktree = spec.worktree.resolve()
         existing = self.find(spec.run_id)
         if existing is not None:
-            if existing.running():
+            if existing.container.attrs["State"]["Running"]:  # as read by find() just now
                 self._owner(worktree)
                 return existing
             # Stopped (the engine restarted): its processes and tmpfs are gone anyway, and a
