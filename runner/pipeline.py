@@ -103,6 +103,8 @@ class Workspace(Protocol):
 
     def worktree_path(self, run_id: str) -> Path: ...
 
+    def discard(self, run_id: str) -> None: ...
+
 
 @dataclass
 class Services:
@@ -808,6 +810,8 @@ class Pipeline:
                                                    base_branch=ctx.repo.base_branch)
         if wt is not None:
             self.s.workspaces.remove(wt)
+        else:
+            self.s.workspaces.discard(ctx.run.id)
         self._event(ctx, "cleaned_up", {"sandbox": bool(sandbox), "worktree": wt is not None})
 
     def _find_sandbox(self, run_id: str) -> Sandbox | None:

@@ -610,6 +610,13 @@ class Workspaces:
         if branch and self._branch_holder(mirror, branch) is None:
             self._git(["branch", "--quiet", "-D", branch], git_dir=mirror, check=False)
 
+    def discard(self, run_id: str) -> None:
+        """Delete what is left at the run's worktree path when it holds no worktree (the
+        empty directory of a warm sandbox whose run failed before checking out)."""
+        path = self.worktree_path(run_id)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
     def list_worktrees(self) -> list[WorktreeInfo]:
         """Every run worktree on disk, with its repository when a mirror knows it."""
         found: dict[Path, WorktreeInfo] = {}
