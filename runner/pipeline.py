@@ -175,6 +175,7 @@ class _Ctx:
     yolo_note: str
     worktree: Any = None
     sandbox: Sandbox | None = None
+    warm: bool = False  # the run took a sandbox started ahead of it
     feedback: str | None = None
     gate_results: list[GateResult] = field(default_factory=list)
     last_active: RunState = RunState.QUEUED  # for the checklist of a run that ended early
@@ -491,6 +492,7 @@ class Pipeline:
             log.info("run %s: no warm sandbox (%s)", ctx.run.id, exc)
             return
         if took:
+            ctx.warm = True
             self.last_warm_taken = time.monotonic()
 
     def keep_warm(self, stopping: threading.Event) -> None:
@@ -524,7 +526,7 @@ class Pipeline:
             wt = self._worktree(ctx)
             spec = self._spec(ctx.run.id, ctx.run.repo, ctx.run.issue, Path(wt.path))
             ctx.sandbox = self.s.sandboxes.start(spec)
-            self._event(ctx, "sandbox", {"name": ctx.sandbox.name})
+            self._event(ctx, "sandbox", {"name": ctx.sandbox.name, "warm": ctx.warm})
             # A kill that arrived while the container was starting must still stop it.
             if ctx.handle.cancel.is_set():
                 self._stop_sandbox(ctx)
