@@ -3,7 +3,9 @@
 Layout under the data directory::
 
     mirrors/<owner>/<name>.git        bare repository; origin's branches under refs/remotes/origin/
-    mirrors/<owner>/<name>.git.lock   fcntl lock: one process at a time changes the mirror
+    mirrors/<owner>/<name>.git.lock   fcntl lock: exclusive to create or prune the mirror,
+                                      shared to fetch, check out, commit and push
+    mirrors/<owner>/<name>.git.fetch.lock   fetches take turns here
     worktrees/<run_id>/               the run's working files, on branch orchestrator/issue-<n>
 
 A run's worktree may be an empty directory first (a warm sandbox's workspace, mounted
@@ -175,13 +177,25 @@ class Workspaces:
 
     @contextlib.contextmanager
     def _locked(self, mirror: Path, timeout: float | None = None, *,
-                shared: bool = False) -> Iterator[None]:
+                shared: bool = False, fetching: bool = False) -> Iterator[None]:
         """Hold the mirror's lock (an fcntl lock: released even when the process dies).
 
-        Exclusive for what changes the mirror as a whole (a fetch, a prune, the spare);
-        ``shared`` for work on one run's own worktree, so runs check out side by side.
+        Exclusive for what changes the mirror as a whole (its creation, a prune, the spare);
+        ``shared`` for work on one run's own worktree, so runs check out side by side;
+        ``fetching`` for a fetch: shared, plus a second lock that fetches take in turn (a
+        fetch never waits for checkouts to finish, only for another fetch).
         """
-        lock_path = mirror.with_name(mirror.name + ".lock")
+        with self._flock(mirror.with_name(mirror.name + ".lock"), timeout,
+                         shared=shared or fetching):
+            if not fetching:
+                yield
+                return
+            with self._flock(mirror.with_name(mirror.name + ".fetch.lock"), timeout):
+                yield
+
+    @contextlib.contextmanager
+    def _flock(self, lock_path: Path, timeout: float | None, *, shared: bool = False
+               ) -> Iterator[None]:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         timeout = self.lock_timeout if timeout is None else timeout
@@ -294,20 +308,19 @@ class Workspaces:
         branch = branch_name(issue)
         path = self.worktree_path(run_id)
         asked = time.time() if fresh_after is None else fresh_after
-        stale = fetch and self._last_fetch_began(mirror) < asked
-        if stale or not self._mirror_ready(mirror, url) or self._half_made(mirror, path):
-            # Exclusive only when needed: runs checking out hold the lock shared all along,
-            # and an exclusive lock waits for every one of them.
+        if not self._mirror_ready(mirror, url) or self._half_made(mirror, path):
             with self._locked(mirror):
                 self._ensure_mirror(mirror, url)
-                # Runs arriving together share one fetch: one that began after they were
-                # asked for has everything they could expect.
-                if fetch and self._last_fetch_began(mirror) < asked:
-                    self._fetch(mirror, url, token)
                 if self._half_made(mirror, path):
                     # Left by a crash. The directory itself stays: a warm sandbox may
                     # already have it mounted as its /workspace.
                     self._remove_locked(mirror, path, None, keep_dir=path.is_dir())
+        if fetch and self._last_fetch_began(mirror) < asked:
+            with self._locked(mirror, fetching=True):
+                # Runs arriving together share one fetch: one that began after they were
+                # asked for has everything they could expect.
+                if self._last_fetch_began(mirror) < asked:
+                    self._fetch(mirror, url, token)
         existing = self._admin_dir(mirror, path)
         if existing is not None:
             return Worktree(run_id, repo, issue, path, branch, existing, mirror, base_branch,
@@ -552,10 +565,11 @@ class Workspaces:
         Fetches first when ``url`` is given. An empty list means the branch merges cleanly.
         """
         _require_merge_tree()
-        with self._locked(wt.mirror, shared=url is None):
-            if url is not None:
-                _check_url(url)
+        if url is not None:
+            _check_url(url)
+            with self._locked(wt.mirror, fetching=True):
                 self._fetch(wt.mirror, url, token)
+        with self._locked(wt.mirror, shared=True):
             proc = self._git(["merge-tree", "--write-tree", "--name-only", "--no-messages",
                               "-z", f"refs/remotes/{REMOTE}/{wt.base_branch}",
                               f"refs/heads/{wt.branch}"],

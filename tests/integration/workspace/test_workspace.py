@@ -6,6 +6,7 @@ import base64
 import multiprocessing
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -274,3 +275,59 @@ def test_a_spare_worktree_becomes_the_next_runs_checkout(workspaces: Workspaces,
     for wt in (first, second, third):
         workspaces.remove(wt)
     assert workspaces.remove_orphans([]) == []
+
+
+class CountingWorkspaces(Workspaces):
+    """Workspaces that count the fetches they make (the behaviour is untouched)."""
+
+    fetches = 0
+
+    def _fetch(self, mirror: Path, url: str, token: str | None) -> None:
+        type(self).fetches += 1
+        super()._fetch(mirror, url, token)
+
+
+def test_runs_asked_for_together_share_one_fetch_and_see_earlier_pushes(
+        tmp_path: Path, upstream: Upstream):
+    workspaces = CountingWorkspaces(tmp_path / "data")
+    workspaces.prepare("r-warm00", REPO, 1, upstream.url)  # the mirror exists
+    pushed = upstream.write({"src/app.py": "def answer():\n    return 42\n"}, "before the label")
+    asked = time.time()
+    CountingWorkspaces.fetches = 0
+    made: dict[int, Path] = {}
+
+    def prepare(n: int) -> None:
+        made[n] = workspaces.prepare(f"r-burst{n}", REPO, 10 + n, upstream.url,
+                                     fresh_after=asked).path
+
+    threads = [threading.Thread(target=prepare, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(made) == list(range(6))
+    assert CountingWorkspaces.fetches == 1
+    for path in made.values():  # every run starts from what was pushed before it was asked
+        assert (path / "src/app.py").read_text().endswith("return 42\n")
+        assert git(path, "-c", "safe.directory=*", "rev-parse", "HEAD").strip() == pushed
+    # A run asked for later fetches again.
+    workspaces.prepare("r-later0", REPO, 30, upstream.url)
+    assert CountingWorkspaces.fetches == 2
+
+
+def test_a_warm_sandbox_directory_is_filled_in_place(workspaces: Workspaces,
+                                                      upstream: Upstream):
+    path = workspaces.worktree_path("r-inplace")
+    path.mkdir(parents=True)
+    inode = path.stat().st_ino
+    wt = workspaces.prepare("r-inplace", REPO, 5, upstream.url)
+    assert wt.path == path and path.stat().st_ino == inode  # same directory: mounts see it
+    assert (path / "README.md").is_file()
+    # A crash left files but no worktree: they go, the directory stays.
+    workspaces.remove(wt)
+    path.mkdir()
+    inode = path.stat().st_ino
+    (path / "half-written.txt").write_text("x")
+    wt = workspaces.prepare("r-inplace", REPO, 5, upstream.url)
+    assert path.stat().st_ino == inode and not (path / "half-written.txt").exists()
+    assert (path / "README.md").is_file()
