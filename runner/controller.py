@@ -109,6 +109,9 @@ class RunDriver(Protocol):
     def keep_warm(self, stopping: threading.Event) -> None:
         """Keep sandboxes started ahead of runs until ``stopping`` is set."""
 
+    def warm_sandboxes(self) -> dict[str, int]:
+        """``warm_sandboxes`` waiting now and ``warm_target``, for the health page."""
+
 
 class Controller:
     """Reconciles issues toward what the forge asks for, and works on runs in worker slots."""
@@ -491,10 +494,12 @@ class Controller:
     # ------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
-        """Queue depth, slots in use, paused or not: for the health page and /healthz."""
+        """Queue depth, slots in use, warm sandboxes, paused or not: for the health page and
+        /healthz."""
         with self._handles_lock:
             owned = sorted(self.handles)
         return {"worker": self.worker_id, "queue": len(self.queue), "slots_in_use": len(owned),
                 "slots": self.settings.limits.max_concurrent, "runs": owned,
-                "paused": self.store.paused(), "last_poll": self.last_poll}
+                "paused": self.store.paused(), "last_poll": self.last_poll,
+                **self.driver.warm_sandboxes()}
 

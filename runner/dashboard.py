@@ -365,6 +365,8 @@ def health_page(checks: Sequence[Check], status: dict[str, Any]) -> str:
         ("Process", e(status.get("worker"))),
         ("Queue depth", e(status.get("queue"))),
         ("Slots in use", f"{e(status.get('slots_in_use'))} of {e(status.get('slots'))}"),
+        ("Warm sandboxes", f"{e(status.get('warm_sandboxes'))} of {e(status.get('warm_target'))}"
+         " ready"),
         ("Dispatch", f"paused by {e(paused.get('actor'))}: {e(paused.get('reason'))}"
          if isinstance(paused, dict) else "running"),
         ("Last poll", e(clock(status["last_poll"])) if status.get("last_poll") else "never"),

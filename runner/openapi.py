@@ -58,6 +58,7 @@ def _schemas() -> dict[str, Any]:
             "ok": {"type": "boolean"}, "worker": {"type": "string"},
             "queue": {"type": "integer"}, "slots_in_use": {"type": "integer"},
             "slots": {"type": "integer"}, "paused": {"type": "object", "nullable": True},
+            "warm_sandboxes": {"type": "integer"}, "warm_target": {"type": "integer"},
             "store": {"type": "string"}}},
     }
 

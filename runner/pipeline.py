@@ -495,12 +495,22 @@ class Pipeline:
             ctx.warm = True
             self.last_warm_taken = time.monotonic()
 
+    @property
+    def warm_target(self) -> int:
+        """How many warm sandboxes this process keeps (``sandbox.warm``)."""
+        count = self.settings.sandbox.warm
+        return self.settings.limits.max_concurrent if count is None else count
+
+    def warm_sandboxes(self) -> dict[str, int]:
+        """Warm sandboxes waiting now, and how many this process keeps."""
+        return {"warm_sandboxes": self.s.sandboxes.warm_ready(),
+                "warm_target": self.warm_target}
+
     def keep_warm(self, stopping: threading.Event) -> None:
         """Keep ``sandbox.warm`` sandboxes started ahead of runs until ``stopping``, then
         remove those no run took. Refills wait for a quiet moment: starting containers while
         a burst of runs is being dispatched would slow every one of them."""
-        count = self.settings.sandbox.warm
-        count = self.settings.limits.max_concurrent if count is None else count
+        count = self.warm_target
         if count == 0:
             return
         template = self._spec("warm", "", 0, Path(self.settings.data_dir))

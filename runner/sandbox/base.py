@@ -94,3 +94,6 @@ class SandboxBackend(Protocol):
 
     def drain_warm(self) -> None:
         """Remove the warm sandboxes no run took."""
+
+    def warm_ready(self) -> int:
+        """How many warm sandboxes wait now."""

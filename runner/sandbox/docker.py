@@ -385,6 +385,10 @@ class DockerBackend:
         """Remove the warm sandboxes no run took."""
         self.warm.drain()
 
+    def warm_ready(self) -> int:
+        """How many warm sandboxes wait now."""
+        return self.warm.ready()
+
     @functools.cached_property
     def warm(self) -> WarmPool:
         from runner.sandbox.warm import WarmPool

@@ -165,6 +165,9 @@ class LocalBackend:
     def drain_warm(self) -> None:
         return None
 
+    def warm_ready(self) -> int:
+        return 0
+
     def remove_orphans(self, live_run_ids: Iterable[str]) -> list[str]:
         """Stop the sandboxes of runs not in ``live_run_ids``; return their names."""
         live = set(live_run_ids)

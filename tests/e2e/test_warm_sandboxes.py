@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from runner.model import RunState
@@ -28,8 +29,17 @@ def warm_ids(docker_client: Any) -> set[str]:
 def test_a_run_starts_in_a_warm_sandbox_which_is_refilled_and_drained(
         tmp_path: Path, sandbox_image: str, docker_client: Any) -> None:
     with DemoWorld(tmp_path, settings={"sandbox": {"warm": 2}}) as world:
-        world.wait_for(lambda: len(warm_ids(docker_client)) == 2, 120, "two warm sandboxes")
+        assert world.server is not None
+        url = f"{world.server.url}/healthz"
+
+        def ready() -> int:
+            health = httpx.get(url, timeout=10).json()
+            assert health["warm_target"] == 2
+            return int(health["warm_sandboxes"])
+
+        world.wait_for(lambda: ready() == 2, 120, "two warm sandboxes")
         before = warm_ids(docker_client)
+        assert len(before) == 2
 
         issue = world.open_issue()
         run = world.wait_finished(issue)
