@@ -60,6 +60,20 @@ WARM_PREFIX = "orchestrator-warm-"
 LABEL_WARM = "orchestrator.warm"
 
 
+# Run by every command before it starts: "<pid> <start time in clock ticks>" into a file.
+# /proc/PID/stat's fields after the ")" that closes the name: the start time is the 20th.
+_RECORD = ('f() { echo "$$ ${20}"; }; read -r s < /proc/$$/stat; f ${s##*) } > "$0"; '
+           'exec "$@"')
+# After a timeout: kill every process (but init and this shell) started since the command
+# began. The agent runs one command at a time, so those are the command's.
+_SWEEP = ('read -r pid start < "$0" || exit 0; victims=; '
+          'g() { [ "${20}" -ge "$start" ] && victims="$victims $p"; }; '
+          'for d in /proc/[0-9]*; do p=${d#/proc/}; '
+          'if [ "$p" = 1 ] || [ "$p" = $$ ]; then continue; fi; '
+          'read -r s < "$d/stat" 2>/dev/null || continue; g ${s##*) }; done; '
+          'if [ -n "$victims" ]; then kill -KILL $victims 2>/dev/null; fi; rm -f "$0"')
+
+
 def container_name(run_id: str) -> str:
     """The name of a run's container: found again after a restart by this name."""
     return f"{RUN_PREFIX}{run_id}"
@@ -108,8 +122,9 @@ class DockerSandbox:
         if timeout is not None:
             # timeout(1) puts itself in a new process group and signals all of it.
             argv = ["timeout", "--kill-after", f"{KILL_AFTER:g}s", f"{timeout:.3f}s", *argv]
-        # The shell records its pid (kept by exec) so the watchdog can find the group.
-        wrapped = ["sh", "-c", 'echo $$ > "$0"; exec "$@"', pidfile, *argv]
+        # The shell records its pid (kept by exec) and start time, so that the watchdog can
+        # find the group and a timed-out command's escaped children can be found.
+        wrapped = ["sh", "-c", _RECORD, pidfile, *argv]
         try:
             exec_id = self.api.exec_create(self.container.id, wrapped, stdin=stdin is not None,
                                            workdir=workdir,
@@ -146,6 +161,7 @@ class DockerSandbox:
             output.add(2, f"\n[orchestrator: command killed after {timeout:g}s timeout]\n"
                        .encode())
             output.flush()
+            self._sweep(pidfile)
             return ExecResult(-1, output.text(), timed_out=True)
         self._forget_pidfile(pidfile)
         return ExecResult(-1 if exit_code is None else int(exit_code), output.text())
@@ -157,12 +173,19 @@ class DockerSandbox:
             return
         timed_out.set()
         with contextlib.suppress(Exception):
-            self._run_quiet(["sh", "-c", f'kill -KILL -- "-$(cat {pidfile})"'])
+            self._run_quiet(["sh", "-c", 'read -r pid _ < "$0"; kill -KILL -- "-$pid"',
+                             pidfile])
         if done.wait(2.0):
             return
         # Something in another process group holds the output open: stop waiting for it.
         with contextlib.suppress(OSError):
             raw.shutdown(socket.SHUT_RDWR)
+
+    def _sweep(self, pidfile: str) -> None:
+        """Kill what a timed-out command started and left running in a session of its own
+        (``setsid``, a daemon): timeout(1) reaches only the command's process group."""
+        with contextlib.suppress(Exception):
+            self._run_quiet(["sh", "-c", _SWEEP, pidfile])
 
     def _forget_pidfile(self, pidfile: str) -> None:
         with contextlib.suppress(Exception):

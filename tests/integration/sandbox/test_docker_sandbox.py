@@ -240,3 +240,16 @@ def test_missing_image_says_how_to_build_it(backend: DockerBackend, worktree: Wo
     with pytest.raises(SandboxError, match="scripts/build-sandbox-image"):
         backend.start(spec)
     backend.ping()  # the configured image exists
+
+
+def test_exec_timeout_also_kills_what_the_command_started_in_a_new_session(start: Start):
+    sandbox = start()
+    background = sandbox.exec("sleep 600 &")  # an earlier command's background job stays
+    assert background.ok
+    result = sandbox.exec("setsid sleep 700 & setsid sh -c 'sleep 800' & sleep 300",
+                          timeout=1)
+    assert result.timed_out
+    left = sandbox.exec("cat /proc/[0-9]*/cmdline | tr '\\0' ' '").output
+    assert "sleep 700" not in left and "sleep 800" not in left and "sleep 300" not in left
+    assert "sleep 600" in left
+    assert sandbox.exec("echo still usable").output == "still usable\n"
