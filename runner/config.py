@@ -158,6 +158,10 @@ class AgentConfig(Section):
     max_tokens: int = Field(default=2_000_000, gt=0, description="input+output tokens per run")
     max_cost_usd: float = Field(default=5.0, gt=0)
     context_window: int = Field(default=200_000, gt=0)
+    max_output_tokens: int = Field(default=8192, gt=0, description="per model reply")
+    max_retries: int = Field(
+        default=5, ge=0,
+        description="a model request answered 429/529/5xx is retried this often, backing off")
     command: str | None = Field(
         default=None, description="kind command: template run in the container, {prompt_file}"
     )

@@ -22,4 +22,6 @@ def make_agent(settings: Settings) -> Agent:
         return CommandAgent(settings.agent, timeout=settings.sandbox.run_timeout)
     from runner.agent.claude import ClaudeAgent
 
-    return ClaudeAgent(settings.agent, command_timeout=settings.sandbox.command_timeout)
+    return ClaudeAgent(settings.agent, command_timeout=settings.sandbox.command_timeout,
+                       max_output_tokens=settings.agent.max_output_tokens,
+                       max_retries=settings.agent.max_retries)

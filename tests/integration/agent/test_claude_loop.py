@@ -286,3 +286,32 @@ def test_unknown_tool_is_reported_to_the_model(box: HostSandbox) -> None:
     with LLMEmulator(policy=policy) as llm:
         outcome, _ = run(llm, box)
     assert "there is no tool 'rm_everything'" in outcome.summary
+
+
+def test_the_configured_output_limit_and_retries_reach_the_model(box: HostSandbox,
+                                                                 monkeypatch) -> None:
+    from runner.agent import make_agent
+    from runner.config import Settings
+
+    seen: list[int] = []
+
+    def policy(request: Request) -> Reply:
+        seen.append(int(request.body["max_tokens"]))
+        return Reply.finish("ok")
+
+    with LLMEmulator(policy=policy) as llm:
+        monkeypatch.setenv(KEY_ENV, llm.api_key)
+        settings = Settings.model_validate({"agent": {
+            "base_url": llm.base_url, "api_key_env": KEY_ENV, "max_output_tokens": 1234,
+            "max_retries": 1}})
+        agent = make_agent(settings)
+        assert isinstance(agent, ClaudeAgent)
+        agent.backoff = 0.01
+        llm.fail(529, times=1)  # one retry allowed: the request goes through
+        outcome = agent.run(TASK, box, ROOMY, threading.Event(), Recorder())
+        assert outcome.stop_reason == "done", outcome.error
+        assert seen == [1234]
+        llm.fail(529, times=2)  # a second failure is one too many
+        outcome = agent.run(TASK, box, ROOMY, threading.Event(), Recorder())
+    assert outcome.stop_reason != "done"
+    assert "529" in outcome.error or "overloaded" in outcome.error.lower()
