@@ -187,6 +187,10 @@ class SandboxConfig(Section):
     memory: Size = Field(default=parse_size("2g"), description="e.g. 2g, 512m")
     pids: int = Field(default=512, gt=0)
     network: Literal["none", "bridge"] = Field(default="none")
+    env: dict[EnvName, str] = Field(
+        default_factory=dict,
+        description="variables set in every sandbox (never a secret: a value equal to one of "
+                    "the runner's secrets is refused)")
     warm: int | None = Field(
         default=None, ge=0,
         description="sandboxes each serve process starts ahead of runs (default: one per "

@@ -58,6 +58,19 @@ def review_client(settings: Settings) -> Any:
     return make_client(api_key=key, base_url=settings.agent.base_url)
 
 
+def _check_sandbox_env(settings: Settings) -> None:
+    """``sandbox.env`` must not carry a secret into every container."""
+    from runner.sandbox import secret_env_names
+    from runner.sandbox.docker import secret_values
+
+    secrets = secret_values(secret_env_names(settings))
+    leaked = sorted(k for k, v in settings.sandbox.env.items() if v in secrets)
+    if leaked:
+        raise WiringError(f"sandbox.env {', '.join(leaked)} holds one of the runner's secrets "
+                          "(a forge token, webhook secret, API token or the LLM key); remove "
+                          "it: a secret must never enter the agent's container")
+
+
 def build(settings: Settings, *, store: Store | None = None, worker: str | None = None) -> Runner:
     """Wire the configured adapters into a runnable Controller."""
     store = store or open_store(settings)
@@ -70,6 +83,7 @@ def build(settings: Settings, *, store: Store | None = None, worker: str | None 
             identity = Identity(name=cfg.bot_user,
                                 email=f"{cfg.bot_user}@users.noreply.localhost")
             break
+    _check_sandbox_env(settings)
     gates_file = CONFIG_DIR / "gates.yml"
     continuation = (CONFIG_DIR / "prompts" / "continuation.md").read_text(encoding="utf-8")
     services = Services(

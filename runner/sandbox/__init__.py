@@ -37,7 +37,7 @@ def make_backend(settings: Settings) -> SandboxBackend:
 
 
 def spec_limits(settings: Settings) -> dict[str, object]:
-    """The SandboxSpec fields the configuration sets: image, cpus, memory, pids, network."""
+    """The SandboxSpec fields the configuration sets: image, limits, network, env."""
     cfg = settings.sandbox
     return {"image": cfg.image, "cpus": cfg.cpus, "memory": cfg.memory, "pids": cfg.pids,
-            "network": cfg.network}
+            "network": cfg.network, "env": dict(cfg.env)}

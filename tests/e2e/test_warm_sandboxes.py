@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,11 @@ import pytest
 
 from runner.model import RunState
 from runner.testing.demo import DemoWorld
+from runner.testing.llm import Reply, Request
 from tests.e2e.conftest import containers_of, worktrees_left
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
+ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 
 
 def warm_ids(docker_client: Any) -> set[str]:
@@ -55,3 +59,36 @@ def test_a_run_starts_in_a_warm_sandbox_which_is_refilled_and_drained(
         assert len(after & before) == 1
     assert warm_ids(docker_client) == set()  # removed when the runner stopped
     assert not any((tmp_path / "data" / "sandbox" / "warm").iterdir())
+
+
+def test_sandbox_env_reaches_the_agents_commands_in_a_warm_sandbox(
+        tmp_path: Path, sandbox_image: str, docker_client: Any) -> None:
+    def policy(request: Request) -> Reply:
+        if request.turn == 0:
+            return Reply.bash("echo \"index=$PIP_INDEX_URL\"")
+        return Reply.finish("checked")
+
+    settings = {"sandbox": {"warm": 1, "env": {"PIP_INDEX_URL": "http://mirror.invalid/simple"}}}
+    with DemoWorld(tmp_path, settings=settings, agent=policy) as world:
+        assert world.server is not None
+        world.wait_for(lambda: httpx.get(f"{world.server.url}/healthz", timeout=10)
+                       .json()["warm_sandboxes"] == 1, 120, "a warm sandbox")
+        issue = world.open_issue()
+        run = world.wait_finished(issue)
+        events = world.store.events(run.id, limit=1000)
+    [started] = [e for e in events if e.kind == "sandbox"]
+    assert started.data["warm"] is True
+    outputs = [e.data.get("output", "") for e in events if e.kind == "agent.tool"]
+    assert any("index=http://mirror.invalid/simple" in out for out in outputs), outputs
+
+
+def test_a_secret_in_sandbox_env_stops_the_runner_from_starting(tmp_path: Path) -> None:
+    with DemoWorld(tmp_path, start_runner=False) as world:
+        secret = world.env["DEMO_API_TOKEN"]
+        config = world.write_config(tmp_path / "orchestrator.yml",
+                                    sandbox={"env": {"LEAK": secret, "FINE": "1"}})
+        done = subprocess.run([ORCHESTRATOR, "-c", str(config), "serve"], capture_output=True,
+                              text=True, timeout=120)
+    assert done.returncode != 0
+    assert "sandbox.env LEAK holds one of the runner's secrets" in done.stderr
+    assert "Traceback" not in done.stderr and secret not in done.stderr + done.stdout
