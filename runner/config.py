@@ -242,6 +242,10 @@ class Settings(Section):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     yolo: bool = Field(default=False, description="skip quality gates everywhere (loudly)")
+    gates_config: str | None = Field(
+        default=None,
+        description="the gates.yml whose profiles the runner applies (default: "
+                    "$ORCHESTRATOR_GATES_CONFIG, else the bundled config/gates.yml)")
 
     @field_validator("repos")
     @classmethod

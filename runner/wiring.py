@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gates.model import GatesError
+from gates.profiles import ENV_CONFIG as GATES_ENV
+from gates.profiles import GatesConfig
 from gates.profiles import load_config as load_gates
 from runner.agent import make_agent
 from runner.config import Settings
@@ -58,6 +61,16 @@ def review_client(settings: Settings) -> Any:
     return make_client(api_key=key, base_url=settings.agent.base_url)
 
 
+def _gates(settings: Settings) -> GatesConfig:
+    """The gate profiles: ``gates_config``, else ``$ORCHESTRATOR_GATES_CONFIG``, else the
+    bundled file (the same order as the gates CLI, without a checkout to look in)."""
+    path = settings.gates_config or os.environ.get(GATES_ENV) or str(CONFIG_DIR / "gates.yml")
+    try:
+        return load_gates(path)
+    except GatesError as exc:
+        raise WiringError(f"gate profiles: {exc}") from None
+
+
 def _check_sandbox_env(settings: Settings) -> None:
     """``sandbox.env`` must not carry a secret into every container."""
     from runner.sandbox import secret_env_names
@@ -84,13 +97,13 @@ def build(settings: Settings, *, store: Store | None = None, worker: str | None 
                                 email=f"{cfg.bot_user}@users.noreply.localhost")
             break
     _check_sandbox_env(settings)
-    gates_file = CONFIG_DIR / "gates.yml"
+    gates = _gates(settings)
     continuation = (CONFIG_DIR / "prompts" / "continuation.md").read_text(encoding="utf-8")
     services = Services(
         settings=settings, store=store, forges=forges, tokens=tokens,
         workspaces=Workspaces(Path(settings.data_dir), identity=identity),
         sandboxes=make_backend(settings), make_agent=lambda: make_agent(settings),
-        gates=load_gates(gates_file), continuation_template=continuation,
+        gates=gates, continuation_template=continuation,
         review_client=review_client(settings),
     )
     pipeline = Pipeline(services)
