@@ -244,8 +244,9 @@ class Settings(Section):
     yolo: bool = Field(default=False, description="skip quality gates everywhere (loudly)")
     gates_config: str | None = Field(
         default=None,
-        description="the gates.yml whose profiles the runner applies (default: "
-                    "$ORCHESTRATOR_GATES_CONFIG, else the bundled config/gates.yml)")
+        description="gate profiles for repositories without .orchestrator/gates.yml on their "
+                    "base branch (default: $ORCHESTRATOR_GATES_CONFIG, else the bundled "
+                    "config/gates.yml)")
 
     @field_validator("repos")
     @classmethod

@@ -26,7 +26,9 @@ from gates.checks import command_result
 from gates.choose import YOLO_LABEL, decide_yolo
 from gates.diff import parse_unified_diff
 from gates.model import GateResult, GatesError
+from gates.profiles import REPO_CONFIG as REPO_GATES
 from gates.profiles import GatesConfig, Profile
+from gates.profiles import parse_config as parse_gates
 from gates.run import check_diff
 from gates.secrets import redact as redact_secrets
 from runner import review
@@ -101,6 +103,9 @@ class Workspace(Protocol):
 
     def fill_spare(self, repo: str, base_branch: str = ...) -> bool: ...
 
+    def base_file(self, repo: str, url: str, base_branch: str, name: str, *,
+                  token: str | None = ..., fresh_after: float | None = ...) -> str | None: ...
+
     def worktree_path(self, run_id: str) -> Path: ...
 
     def discard(self, run_id: str) -> None: ...
@@ -170,6 +175,7 @@ class _Ctx:
     repo: RepoConfig
     forge: Forge
     token: str
+    gates: GatesConfig
     profile: Profile
     skip_gates: bool
     yolo_note: str
@@ -309,11 +315,12 @@ class Pipeline:
     def _context(self, handle: RunHandle, run: Run) -> _Ctx:
         repo = self.settings.repo(run.repo)
         forge = self.s.forges[repo.forge]
-        profile = self.s.gates.profile(run.extra.get("profile", repo.gate_profile))
+        gates = self._gates_of(run)
+        profile = gates.profile(run.extra.get("profile", repo.gate_profile))
         yolo = decide_yolo(run.extra.get("labels", ()), repo_yolo=repo.yolo,
                            allow_label=repo.allow_yolo_label, global_yolo=self.settings.yolo)
         ctx = _Ctx(handle=handle, run=run, repo=repo, forge=forge,
-                   token=self.s.tokens.get(repo.forge, ""), profile=profile,
+                   token=self.s.tokens.get(repo.forge, ""), gates=gates, profile=profile,
                    skip_gates=yolo.skip_gates, yolo_note=yolo.banner(), last_active=run.state)
         ctx.status = _StatusComment(lambda body: self._write_status(ctx, body), run.id)
         return ctx
@@ -368,14 +375,15 @@ class Pipeline:
     def _acknowledge(self, ctx: _Ctx) -> None:
         run, forge = ctx.run, ctx.forge
         self.store.check_fence(run.id, ctx.fence)
+        repo_gates = self._repo_gates(ctx)
         found = run.extra.get("issue_labels")  # as the trigger saw them, when it recorded them
         if found is None:
             found = list(forge.get_issue(run.repo, run.issue).labels)
         labels = self._trusted_labels(ctx, list(found))
-        extra = {**run.extra, "labels": labels,
-                 "profile": self._profile_name(labels, ctx.repo)}
+        extra = {**run.extra, "labels": labels, **repo_gates,
+                 "profile": self._profile_name(ctx, labels)}
         self._update(ctx, extra=extra)
-        ctx.profile = self.s.gates.profile(extra["profile"])
+        ctx.profile = ctx.gates.profile(extra["profile"])
         yolo = decide_yolo(labels, repo_yolo=ctx.repo.yolo, allow_label=ctx.repo.allow_yolo_label,
                            global_yolo=self.settings.yolo)
         ctx.skip_gates, ctx.yolo_note = yolo.skip_gates, yolo.banner()
@@ -399,18 +407,44 @@ class Pipeline:
         with contextlib.suppress(ForgeError):
             forge.add_reaction(run.repo, run.issue, "eyes")
 
-    def _profile_name(self, labels: list[str], repo: RepoConfig) -> str:
+    def _repo_gates(self, ctx: _Ctx) -> dict[str, str]:
+        """The repository's own gate profiles (``.orchestrator/gates.yml`` on its base branch,
+        where the agent cannot write), when it has them: they apply to the run, and the run
+        keeps them (``extra``) so that a resumed run applies the same ones."""
+        run = ctx.run
+        name = REPO_GATES.as_posix()
+        text = self.s.workspaces.base_file(
+            run.repo, ctx.forge.clone_url(run.repo), ctx.repo.base_branch, name,
+            token=ctx.token, fresh_after=self._fresh_after(run))
+        if text is None:
+            return {}
+        source = f"{run.repo}@{ctx.repo.base_branch}:{name}"
+        try:
+            ctx.gates = parse_gates(text, source)
+        except GatesError as exc:
+            raise RunFailed(f"{exc} (fix it on {ctx.repo.base_branch}, then relabel)") from None
+        self._event(ctx, "gates_config", {"source": source})
+        return {"gates_yml": text, "gates_source": source}
+
+    def _gates_of(self, run: Run) -> GatesConfig:
+        """The gate profiles a run applies: its repository's, kept when it started, or the
+        runner's (``gates_config``)."""
+        if "gates_yml" in run.extra:
+            return parse_gates(run.extra["gates_yml"], run.extra.get("gates_source", "gates.yml"))
+        return self.s.gates
+
+    def _profile_name(self, ctx: _Ctx, labels: list[str]) -> str:
         from gates.choose import choose_profile
 
         try:
-            return choose_profile(labels, repo.gate_profile, self.s.gates.profiles).name
+            return choose_profile(labels, ctx.repo.gate_profile, ctx.gates.profiles).name
         except Exception as exc:
             raise RunFailed(str(exc)) from None
 
     def _trusted_labels(self, ctx: _Ctx, labels: list[str]) -> list[str]:
         """The issue's labels, without the privileged ones (force, YOLO, allow CI changes)
         unless someone with the required permission added them."""
-        privileged = {FORCE_LABEL, YOLO_LABEL, self.s.gates.allow_ci_changes_label}
+        privileged = {FORCE_LABEL, YOLO_LABEL, ctx.gates.allow_ci_changes_label}
         privileged = {p.lower() for p in privileged}
         if not any(label.lower() in privileged for label in labels):
             return labels
@@ -460,7 +494,8 @@ class Pipeline:
         """How fresh the mirror must be for the run's worktree. Until the run first pushes, a
         fetch begun after it was asked for will do (runs labelled together share one); after
         that, only a new fetch sees what an earlier owner of the run pushed."""
-        never_pushed = run.state in (RunState.PREPARING, RunState.RUNNING) and not run.head_sha
+        never_pushed = run.state in (RunState.QUEUED, RunState.PREPARING, RunState.RUNNING) \
+            and not run.head_sha
         return run.created_at if never_pushed and run.created_at else None
 
     def _fill_spare(self, repo: str, base_branch: str) -> None:
@@ -624,7 +659,7 @@ class Pipeline:
             return [Failure("gate", "changes", "the branch has no changes against the base "
                             "branch: nothing was done for the issue")]
         results = check_diff(parse_unified_diff(diff_text), ctx.profile,
-                             ctx.run.extra.get("labels", ()), self.s.gates)
+                             ctx.run.extra.get("labels", ()), ctx.gates)
         if not ctx.skip_gates:
             results += self._sandbox_gates(ctx)
         ctx.gate_results = results

@@ -289,6 +289,32 @@ class Workspaces:
 
     # ------------------------------------------------------------------ worktrees
 
+    def _fresh_mirror(self, mirror: Path, url: str, token: str | None,
+                      fresh_after: float | None, *, fetch: bool = True) -> None:
+        """Make the mirror if needed, and fetch unless a fetch began after ``fresh_after``
+        (default: now). Runs arriving together share one fetch: one that began after they
+        were asked for has everything they could expect."""
+        asked = time.time() if fresh_after is None else fresh_after
+        if not self._mirror_ready(mirror, url):
+            with self._locked(mirror):
+                self._ensure_mirror(mirror, url)
+        if fetch and self._last_fetch_began(mirror) < asked:
+            with self._locked(mirror, fetching=True):
+                if self._last_fetch_began(mirror) < asked:
+                    self._fetch(mirror, url, token)
+
+    def base_file(self, repo: str, url: str, base_branch: str, name: str, *,
+                  token: str | None = None, fresh_after: float | None = None) -> str | None:
+        """The text of file ``name`` on the remote's ``base_branch`` (fetched as ``prepare``
+        does), or None when the branch has no such file."""
+        _check_url(url)
+        mirror = self.mirror_path(repo)
+        self._fresh_mirror(mirror, url, token, fresh_after)
+        with self._locked(mirror, shared=True):
+            proc = self._git(["cat-file", "blob", f"refs/remotes/{REMOTE}/{base_branch}:{name}"],
+                             git_dir=mirror, check=False)
+        return proc.stdout if proc.returncode == 0 else None
+
     def worktree_path(self, run_id: str) -> Path:
         """Where run ``run_id``'s worktree is (or will be) checked out."""
         return self.worktrees / run_id
@@ -307,20 +333,13 @@ class Workspaces:
         mirror = self.mirror_path(repo)
         branch = branch_name(issue)
         path = self.worktree_path(run_id)
-        asked = time.time() if fresh_after is None else fresh_after
-        if not self._mirror_ready(mirror, url) or self._half_made(mirror, path):
+        self._fresh_mirror(mirror, url, token, fresh_after, fetch=fetch)
+        if self._half_made(mirror, path):
             with self._locked(mirror):
-                self._ensure_mirror(mirror, url)
                 if self._half_made(mirror, path):
                     # Left by a crash. The directory itself stays: a warm sandbox may
                     # already have it mounted as its /workspace.
                     self._remove_locked(mirror, path, None, keep_dir=path.is_dir())
-        if fetch and self._last_fetch_began(mirror) < asked:
-            with self._locked(mirror, fetching=True):
-                # Runs arriving together share one fetch: one that began after they were
-                # asked for has everything they could expect.
-                if self._last_fetch_began(mirror) < asked:
-                    self._fetch(mirror, url, token)
         existing = self._admin_dir(mirror, path)
         if existing is not None:
             return Worktree(run_id, repo, issue, path, branch, existing, mirror, base_branch,
