@@ -5,7 +5,20 @@
 #   docker build --build-arg BASE=registry.example/python:3.12-slim -t orchestrator-runner .
 #
 # BASE: any Debian-based image with Python >= 3.11 and its venv module (the official
-# python:3.11-slim and later are). The build needs PyPI (or a mirror via PIP_INDEX_URL).
+# python:3.11-slim and later are). Without a registry, a local image will do, e.g. the one
+# scripts/build-sandbox-image makes: --build-arg BASE=orchestrator-sandbox-base:bookworm.
+# The build needs apt (Debian's mirror) and PyPI (or a mirror via PIP_INDEX_URL).
+#
+# Behind a TLS-intercepting proxy, give the build the proxy's CA certificate(s) as PEM text:
+#
+#   docker build --build-arg EXTRA_CA_CERTS="$(cat corp-proxy-ca.pem)" -t orchestrator-runner .
+#
+# They are added to the image's trust store (update-ca-certificates) and pip is pointed at
+# it. Pass the proxy's CA, not a whole system bundle (one argument holds at most 128 KiB);
+# they are public certificates, and visible in `docker history`. Without the argument the
+# build is unchanged. If the build container has no network, add --network host. At run time
+# the runner's HTTP clients use certifi's bundle: behind the same proxy, also set
+# SSL_CERT_FILE and REQUESTS_CA_BUNDLE to /etc/ssl/certs/ca-certificates.crt.
 #
 # At run time the runner needs (compose.yaml shows all of it):
 #   - the Docker engine: mount /var/run/docker.sock and add its group (group_add), or set
@@ -28,30 +41,50 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends git ca-certificates tini \
  && rm -rf /var/lib/apt/lists/*
 
+# Extra CA certificates (PEM), e.g. a TLS-intercepting proxy's: see the top of this file.
+ARG EXTRA_CA_CERTS=""
+RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
+        printf '%s\n' "$EXTRA_CA_CERTS" >/usr/local/share/ca-certificates/extra-ca-certs.crt \
+     && update-ca-certificates \
+     && printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >/etc/pip.conf; \
+    fi
+
 # A fixed uid/gid, so the data directory's owner is the same on every machine.
 RUN groupadd --gid 10001 orchestrator \
  && useradd --uid 10001 --gid 10001 --home-dir /var/lib/orchestrator --create-home \
         --shell /usr/sbin/nologin orchestrator
 
-WORKDIR /opt/orchestrator
-COPY pyproject.toml README.md ./
-COPY runner ./runner
-COPY gates ./gates
-COPY config ./config
-# Installed in place (-e): the runner reads config/ (gates.yml, prompts) beside its package.
-RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install -e '.[redis]' \
- && /opt/venv/bin/orchestrator --help >/dev/null
+# How the container runs, set before the code goes in: with the classic builder every
+# instruction below a changed file is redone (seconds each), so these stay cached.
 ENV PATH=/opt/venv/bin:$PATH \
     ORCHESTRATOR_CONFIG=/etc/orchestrator/orchestrator.yml \
     ORCHESTRATOR_SERVER__HOST=0.0.0.0 \
     ORCHESTRATOR_SERVER__PORT=8080 \
     ORCHESTRATOR_DATA_DIR=/var/lib/orchestrator
-
-USER orchestrator
-WORKDIR /var/lib/orchestrator
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
     CMD python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"
 ENTRYPOINT ["tini", "--", "orchestrator"]
 CMD ["serve"]
+
+WORKDIR /opt/orchestrator
+# The dependencies first, from pyproject.toml alone: a change to the code reuses this layer
+# (the slow part of the build) and only reinstalls the package itself. With them the build
+# backend (hatchling, and editables for its editable installs), so that step needs no network.
+COPY pyproject.toml ./
+RUN python3 -m venv /opt/venv \
+ && python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); \
+        print(*p["build-system"]["requires"], "editables", *p["project"]["dependencies"], \
+              *p["project"]["optional-dependencies"]["redis"], sep="\n")' >/tmp/requirements.txt \
+ && /opt/venv/bin/pip install -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
+COPY README.md ./
+COPY runner ./runner
+COPY gates ./gates
+COPY config ./config
+# Installed in place (-e): the runner reads config/ (gates.yml, prompts) beside its package.
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation -e '.[redis]' \
+ && /opt/venv/bin/orchestrator --help >/dev/null
+
+USER orchestrator
+WORKDIR /var/lib/orchestrator
