@@ -377,7 +377,9 @@ class Pipeline:
         self.store.check_fence(run.id, ctx.fence)
         repo_gates = self._repo_gates(ctx)
         found = run.extra.get("issue_labels")  # as the trigger saw them, when it recorded them
-        if found is None:
+        privileged = {FORCE_LABEL, YOLO_LABEL, ctx.gates.allow_ci_changes_label}
+        if found is None or {label.lower() for label in found} & {p.lower() for p in privileged}:
+            # A privileged label may have been taken off since: read the issue as it is now.
             found = list(forge.get_issue(run.repo, run.issue).labels)
         labels = self._trusted_labels(ctx, list(found))
         extra = {**run.extra, "labels": labels, **repo_gates,

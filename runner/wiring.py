@@ -77,7 +77,8 @@ def _check_sandbox_env(settings: Settings) -> None:
     from runner.sandbox.docker import secret_values
 
     secrets = secret_values(secret_env_names(settings))
-    leaked = sorted(k for k, v in settings.sandbox.env.items() if v in secrets)
+    leaked = sorted(k for k, v in settings.sandbox.env.items()
+                    if any(s and s in v for s in secrets))
     if leaked:
         raise WiringError(f"sandbox.env {', '.join(leaked)} holds one of the runner's secrets "
                           "(a forge token, webhook secret, API token or the LLM key); remove "

@@ -5,7 +5,9 @@ Layout under the data directory::
     mirrors/<owner>/<name>.git        bare repository; origin's branches under refs/remotes/origin/
     mirrors/<owner>/<name>.git.lock   fcntl lock: exclusive to create or prune the mirror,
                                       shared to fetch, check out, commit and push
-    mirrors/<owner>/<name>.git.fetch.lock   fetches take turns here
+    mirrors/<owner>/<name>.git.fetch.lock   fetches and pushes take turns here
+    mirrors/<owner>/<name>.git.gate   a turnstile: a process waiting for the exclusive lock
+                                      holds it, so shared holders cannot starve it
     worktrees/<run_id>/               the run's working files, on branch orchestrator/issue-<n>
 
 A run's worktree may be an empty directory first (a warm sandbox's workspace, mounted
@@ -130,7 +132,7 @@ class Workspaces:
     """Mirrors and worktrees under one data directory."""
 
     def __init__(self, data_dir: str | Path, *, identity: Identity | None = None,
-                 lock_timeout: float = 600.0, git_timeout: float = 900.0) -> None:
+                 lock_timeout: float = 960.0, git_timeout: float = 900.0) -> None:
         # Resolved: git records real paths, and the admin lookup compares them.
         self.root = Path(data_dir).resolve()
         self.mirrors = self.root / "mirrors"
@@ -178,43 +180,52 @@ class Workspaces:
     @contextlib.contextmanager
     def _locked(self, mirror: Path, timeout: float | None = None, *,
                 shared: bool = False, fetching: bool = False) -> Iterator[None]:
-        """Hold the mirror's lock (an fcntl lock: released even when the process dies).
+        """Hold the mirror's lock (fcntl locks: released even when the process dies).
 
         Exclusive for what changes the mirror as a whole (its creation, a prune, the spare);
         ``shared`` for work on one run's own worktree, so runs check out side by side;
-        ``fetching`` for a fetch: shared, plus a second lock that fetches take in turn (a
-        fetch never waits for checkouts to finish, only for another fetch).
+        ``fetching`` for a fetch or a push: shared, plus a second lock they take in turn
+        (a fetch never waits for checkouts to finish, only for another fetch or push).
+        Everyone passes a turnstile first, which a process waiting for the exclusive lock
+        holds: runs arriving meanwhile queue behind it instead of starving it.
         """
-        with self._flock(mirror.with_name(mirror.name + ".lock"), timeout,
-                         shared=shared or fetching):
-            if not fetching:
+        deadline = time.monotonic() + (self.lock_timeout if timeout is None else timeout)
+        gate = self._acquire(mirror.with_name(mirror.name + ".gate"), deadline)
+        try:
+            main = self._acquire(mirror.with_name(mirror.name + ".lock"), deadline,
+                                 shared=shared or fetching)
+        finally:
+            os.close(gate)
+        try:
+            if fetching:
+                turn = self._acquire(mirror.with_name(mirror.name + ".fetch.lock"), deadline)
+                try:
+                    yield
+                finally:
+                    os.close(turn)
+            else:
                 yield
-                return
-            with self._flock(mirror.with_name(mirror.name + ".fetch.lock"), timeout):
-                yield
+        finally:
+            os.close(main)  # closing releases the lock
 
-    @contextlib.contextmanager
-    def _flock(self, lock_path: Path, timeout: float | None, *, shared: bool = False
-               ) -> Iterator[None]:
+    @staticmethod
+    def _acquire(lock_path: Path, deadline: float, *, shared: bool = False) -> int:
+        """An open descriptor holding an fcntl lock on ``lock_path``; WorkspaceError once
+        ``deadline`` (monotonic) passes."""
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        timeout = self.lock_timeout if timeout is None else timeout
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise WorkspaceError(
-                            f"{lock_path} stayed locked for {timeout:.0f}s: another "
-                            "run is fetching or changing this mirror; retry later") from None
-                    time.sleep(0.05)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise WorkspaceError(
+                        f"{lock_path} stayed locked too long: another run is fetching or "
+                        "changing this mirror; retry later") from None
+                time.sleep(0.02)
 
     def mirror_path(self, repo: str) -> Path:
         """Where ``owner/name``'s bare mirror lives."""
@@ -334,14 +345,15 @@ class Workspaces:
         branch = branch_name(issue)
         path = self.worktree_path(run_id)
         self._fresh_mirror(mirror, url, token, fresh_after, fetch=fetch)
-        if self._half_made(mirror, path):
+        if self._half_made(mirror, path, branch):
             with self._locked(mirror):
-                if self._half_made(mirror, path):
+                if self._half_made(mirror, path, branch):
                     # Left by a crash. The directory itself stays: a warm sandbox may
                     # already have it mounted as its /workspace.
                     self._remove_locked(mirror, path, None, keep_dir=path.is_dir())
         existing = self._admin_dir(mirror, path)
         if existing is not None:
+            _lock(existing)  # made before worktrees were locked
             return Worktree(run_id, repo, issue, path, branch, existing, mirror, base_branch,
                             resumed=True)
         with self._locked(mirror, shared=True):  # runs labelled together check out together
@@ -364,12 +376,13 @@ class Workspaces:
             if not self._take_spare(mirror, repo, path, branch, start):
                 # -B: a local branch left by an earlier, removed run is reset to the start.
                 # An empty directory at ``path`` (a warm sandbox's workspace) is filled.
-                self._git(["worktree", "add", "--quiet", "--lock", "--no-track", "-B", branch,
+                self._git(["worktree", "add", "--quiet", "--no-track", "-B", branch,
                            str(path), start], git_dir=mirror)
             admin = self._admin_dir(mirror, path)
             if admin is None:
                 raise WorkspaceError(f"git worktree add made {path} but the mirror {mirror} "
                                      "does not list it; remove both and retry")
+            _lock(admin)
         return Worktree(run_id, repo, issue, path, branch, admin, mirror, base_branch, resumed)
 
     # ------------------------------------------------------------------ spare worktrees
@@ -391,6 +404,8 @@ class Workspaces:
         start = f"refs/remotes/{REMOTE}/{base_branch}"
         # Never wait behind runs being prepared: when the mirror is busy, skip this refill.
         with self._locked(mirror, timeout=0):
+            for leftover in path.parent.glob(f"{path.name}.taken-*"):  # a take cut by a crash
+                shutil.rmtree(leftover, ignore_errors=True)
             if self._admin_dir(mirror, path) is not None and path.is_dir():
                 return True
             if path.exists() or self._admin_dir(mirror, path) is not None:
@@ -422,10 +437,12 @@ class Workspaces:
             for child in taken.iterdir():
                 os.rename(child, path / child.name)
             taken.rmdir()
-            self._git(["worktree", "repair", str(path)], git_dir=mirror)
+            # Git's record of where the worktree is, written here: `git worktree repair`
+            # would also "repair" other runs' .git entries, which their agents control.
+            (admin / "gitdir").write_text(f"{path.resolve() / '.git'}\n")
             self._git(["checkout", "--quiet", "--no-track", "-B", branch, start],
                       git_dir=admin, work_tree=path)
-            self._git(["worktree", "lock", str(path)], git_dir=mirror)
+            _lock(admin)
         except (WorkspaceError, OSError) as exc:
             log.warning("spare worktree of %s unusable (%s); checking out afresh", repo, exc)
             shutil.rmtree(taken, ignore_errors=True)
@@ -445,18 +462,25 @@ class Workspaces:
         return Worktree(run_id, repo, issue, path, branch_name(issue), admin, mirror,
                         base_branch, resumed=True)
 
-    def _half_made(self, mirror: Path, path: Path) -> bool:
-        """A worktree a crash interrupted: an admin entry without its directory, or files
-        without an admin entry."""
+    def _half_made(self, mirror: Path, path: Path, branch: str) -> bool:
+        """A worktree a crash interrupted: files without an admin entry, or an admin entry
+        without its directory, not yet on the run's branch, or still being made."""
         admin = self._admin_dir(mirror, path)
-        return not path.is_dir() if admin is not None else _has_entries(path)
+        if admin is None:
+            return _has_entries(path)
+        try:
+            head = (admin / "HEAD").read_text().strip()
+        except OSError:
+            return True
+        making = _read(admin / "locked") == "initializing"  # git's mark during worktree add
+        return not path.is_dir() or head != f"ref: refs/heads/{branch}" or making
 
     def _admin_dir(self, mirror: Path, path: Path) -> Path | None:
         """The worktree's git directory, found from the mirror's side, never from its .git."""
         admin_root = mirror / "worktrees"
         if not admin_root.is_dir():
             return None
-        want = (path / ".git").resolve()
+        want = path.resolve() / ".git"  # never resolve .git itself: the agent may own it
         for admin in admin_root.iterdir():
             try:
                 points_to = Path((admin / "gitdir").read_text().strip())
@@ -606,7 +630,8 @@ class Workspaces:
         sha = self.head(wt)
         ref = f"refs/heads/{wt.branch}"
         spec = f"{'+' if force else ''}{ref}:{ref}"
-        with self._locked(wt.mirror, shared=True):
+        # In turn with fetches: a fetch --prune would race the update-ref below.
+        with self._locked(wt.mirror, fetching=True):
             self._git(["push", "--quiet", "--no-verify", url, spec], git_dir=wt.mirror,
                       env=_auth_env(url, token), token=token)
             # Record what the remote now has, so a resumed run starts from it.
@@ -681,6 +706,20 @@ class Workspaces:
                 shutil.rmtree(info.path, ignore_errors=True)
             removed.append(info.run_id)
         return removed
+
+
+def _lock(admin: Path) -> None:
+    """Lock a run's worktree (what `git worktree lock` writes): a prune never drops it, even
+    when the agent deleted its .git."""
+    if _read(admin / "locked") in (None, "initializing"):
+        (admin / "locked").write_text("a run's worktree\n")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
 
 
 def _has_entries(path: Path) -> bool:

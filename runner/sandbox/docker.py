@@ -66,12 +66,14 @@ _RECORD = ('f() { echo "$$ ${20}"; }; read -r s < /proc/$$/stat; f ${s##*) } > "
            'exec "$@"')
 # After a timeout: kill every process (but init and this shell) started since the command
 # began. The agent runs one command at a time, so those are the command's.
-_SWEEP = ('read -r pid start < "$0" || exit 0; victims=; '
+# Three passes: a parent killed in one pass may have forked between the scan and the kill.
+_SWEEP = ('read -r pid start < "$0" || exit 0; '
           'g() { [ "${20}" -ge "$start" ] && victims="$victims $p"; }; '
+          'for pass in 1 2 3; do victims=; '
           'for d in /proc/[0-9]*; do p=${d#/proc/}; '
           'if [ "$p" = 1 ] || [ "$p" = $$ ]; then continue; fi; '
           'read -r s < "$d/stat" 2>/dev/null || continue; g ${s##*) }; done; '
-          'if [ -n "$victims" ]; then kill -KILL $victims 2>/dev/null; fi; rm -f "$0"')
+          '[ -n "$victims" ] || break; kill -KILL $victims 2>/dev/null; done; rm -f "$0"')
 
 
 def container_name(run_id: str) -> str:
@@ -321,7 +323,7 @@ class DockerBackend:
                 labels: dict[str, str], extra_mounts: Sequence[Mount] = ()) -> Any:
         """Create and start a locked-down container with ``workspace`` at /workspace; None
         when a container of that name exists already."""
-        leaked = [k for k, v in spec.env.items() if v in self._secrets]
+        leaked = [k for k, v in spec.env.items() if any(s in v for s in self._secrets)]
         if leaked:
             raise SandboxError(f"refusing to pass {', '.join(sorted(leaked))} into the sandbox: "
                                "it holds one of the runner's secrets")

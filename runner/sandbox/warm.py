@@ -8,7 +8,8 @@ worktree is then checked out into the directory the container already sees.
 
 A warm sandbox cannot mask the worktree's ``.git`` as a cold one does (the mask is a mount,
 and mounts are fixed before the worktree exists). Nothing depends on the mask: host-side git
-never reads ``.git`` (see ``runner.workspace``), and run worktrees are locked against pruning.
+never trusts ``.git`` (see ``runner.workspace``: it names the run's git directory itself, never
+resolves or repairs the entry), and run worktrees are locked against pruning.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -130,7 +132,7 @@ class WarmPool:
             return False
         try:
             found.container.rename(container_name(spec.run_id))
-        except docker.errors.APIError as exc:
+        except Exception as exc:  # an engine error, or the engine out of reach
             # The run has a container already (409), or the engine failed: put things back.
             log.info("cannot rename a warm sandbox for run %s: %s", spec.run_id, exc)
             with contextlib.suppress(OSError):
@@ -153,7 +155,11 @@ class WarmPool:
 
         if not self.root.is_dir():
             return
+        young = time.time() - 60  # another process may be about to create its container
         for path in self.root.iterdir():
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime > young:
+                    continue
             if f"{WARM_PREFIX}{path.name}" not in containers:
                 with contextlib.suppress(OSError):
                     path.rmdir()  # only when empty: a run's files are never here

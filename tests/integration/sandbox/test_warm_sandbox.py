@@ -3,7 +3,9 @@ checked out into the directory the container already has mounted."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +154,9 @@ def test_warm_sandboxes_of_a_dead_runner_are_orphans_and_drain_removes_ours(
     dead.owner = f"{dead.owner.split(':')[0]}:4999999:1"
     assert dead.add(spec("warm", Path("/nowhere")), 1)
     assert len(warm_containers(docker_client, pool_backend)) == 2
+    # It died a while ago (a directory younger than a minute may be another process's
+    # warm sandbox being made, and is left alone).
+    os.utime(dead._idle[0].workspace, (time.time() - 120, time.time() - 120))
 
     removed = pool_backend.remove_orphans([])
     assert [name for name in removed if name.startswith(WARM_PREFIX)] == [
