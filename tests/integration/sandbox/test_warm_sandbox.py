@@ -167,3 +167,41 @@ def test_warm_sandboxes_of_a_dead_runner_are_orphans_and_drain_removes_ours(
     pool_backend.drain_warm()
     assert warm_containers(docker_client, pool_backend) == []
     assert list((pool_backend.state_dir / "warm").iterdir()) == []
+
+
+def test_a_git_entry_the_agent_points_elsewhere_is_never_followed(
+        pool_backend: DockerBackend, workspaces: Workspaces, upstream: Upstream,
+        tmp_path: Path):
+    # The agent in a warm sandbox turns .git into a symlink to a file of the runner's (or
+    # into a loop). The next run's checkout, its own commit, the cleanup and the orphan sweep
+    # must neither write through it nor choke on it.
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    first = workspaces.prepare(new_run_id(), REPO, 1, upstream.url)  # the mirror; a spare
+    assert workspaces.fill_spare(REPO)
+    assert pool_backend.add_warm(spec("warm", Path("/nowhere")), 2)
+    assert pool_backend.add_warm(spec("warm", Path("/nowhere")), 2)
+
+    run_id = new_run_id()
+    path = workspaces.worktree_path(run_id)
+    assert pool_backend.take_warm(spec(run_id, path))
+    wt = workspaces.prepare(run_id, REPO, 5, upstream.url)  # takes the spare
+    sandbox = pool_backend.start(spec(run_id, path))
+    assert sandbox.exec(f"rm .git && ln -s {victim} .git && echo change > new.txt").ok
+
+    assert workspaces.fill_spare(REPO)  # a new spare, then another run takes it
+    other_id = new_run_id()
+    other_path = workspaces.worktree_path(other_id)
+    assert pool_backend.take_warm(spec(other_id, other_path))
+    other = workspaces.prepare(other_id, REPO, 6, upstream.url)
+    assert victim.read_text() == "precious\n"
+
+    assert workspaces.commit(wt, "agent's work") is not None
+    assert sandbox.exec("rm .git && ln -s .git .git").ok  # a loop
+    assert workspaces.open(run_id, REPO, 5) is not None  # still found, from the mirror's side
+    assert workspaces.remove_orphans([other_id, first.run_id]) == [run_id]
+    assert victim.read_text() == "precious\n"
+    assert not path.exists()
+    sandbox.remove()
+    workspaces.remove(other)
+    workspaces.remove(first)
