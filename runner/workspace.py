@@ -141,6 +141,8 @@ class Workspaces:
         self.lock_timeout = lock_timeout
         self.git_timeout = git_timeout
         self._checked: dict[Path, str] = {}  # mirror -> the origin URL it was checked to have
+        # (mirror, branch, file) -> (the mirror's fetch stamp when read, the text or None)
+        self._base_files: dict[tuple[Path, str, str], tuple[float, str | None]] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -321,10 +323,18 @@ class Workspaces:
         _check_url(url)
         mirror = self.mirror_path(repo)
         self._fresh_mirror(mirror, url, token, fresh_after)
+        key = (mirror, base_branch, name)
+        stamp = self._last_fetch_began(mirror)
+        cached = self._base_files.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]  # no fetch since: the base branch is where it was
         with self._locked(mirror, shared=True):
+            stamp = self._last_fetch_began(mirror)
             proc = self._git(["cat-file", "blob", f"refs/remotes/{REMOTE}/{base_branch}:{name}"],
                              git_dir=mirror, check=False)
-        return proc.stdout if proc.returncode == 0 else None
+        text = proc.stdout if proc.returncode == 0 else None
+        self._base_files[key] = (stamp, text)
+        return text
 
     def worktree_path(self, run_id: str) -> Path:
         """Where run ``run_id``'s worktree is (or will be) checked out."""
