@@ -316,7 +316,9 @@ class Pipeline:
         repo = self.settings.repo(run.repo)
         forge = self.s.forges[repo.forge]
         gates = self._gates_of(run)
-        profile = gates.profile(run.extra.get("profile", repo.gate_profile))
+        # Until PREPARING chooses it (the repository may define the profile it names), the
+        # default stands in; nothing runs gates before then.
+        profile = gates.profile(run.extra.get("profile", gates.default_profile))
         yolo = decide_yolo(run.extra.get("labels", ()), repo_yolo=repo.yolo,
                            allow_label=repo.allow_yolo_label, global_yolo=self.settings.yolo)
         ctx = _Ctx(handle=handle, run=run, repo=repo, forge=forge,
@@ -375,17 +377,13 @@ class Pipeline:
     def _acknowledge(self, ctx: _Ctx) -> None:
         run, forge = ctx.run, ctx.forge
         self.store.check_fence(run.id, ctx.fence)
-        repo_gates = self._repo_gates(ctx)
         found = run.extra.get("issue_labels")  # as the trigger saw them, when it recorded them
         privileged = {FORCE_LABEL, YOLO_LABEL, ctx.gates.allow_ci_changes_label}
         if found is None or {label.lower() for label in found} & {p.lower() for p in privileged}:
             # A privileged label may have been taken off since: read the issue as it is now.
             found = list(forge.get_issue(run.repo, run.issue).labels)
         labels = self._trusted_labels(ctx, list(found))
-        extra = {**run.extra, "labels": labels, **repo_gates,
-                 "profile": self._profile_name(ctx, labels)}
-        self._update(ctx, extra=extra)
-        ctx.profile = ctx.gates.profile(extra["profile"])
+        self._update(ctx, extra={**run.extra, "issue_labels": list(found), "labels": labels})
         yolo = decide_yolo(labels, repo_yolo=ctx.repo.yolo, allow_label=ctx.repo.allow_yolo_label,
                            global_yolo=self.settings.yolo)
         ctx.skip_gates, ctx.yolo_note = yolo.skip_gates, yolo.banner()
@@ -509,8 +507,27 @@ class Pipeline:
     def _prepare(self, ctx: _Ctx) -> None:
         if ctx.worktree is None:
             self._take_warm_sandbox(ctx)
+        if "profile" not in ctx.run.extra:
+            self._choose_profile(ctx)
         self._worktree(ctx)
         self._move(ctx, RunState.RUNNING)
+
+    def _choose_profile(self, ctx: _Ctx) -> None:
+        """The gate profiles the run applies (its repository's own, else the runner's) and
+        its profile among them."""
+        extra = {**ctx.run.extra, **self._repo_gates(ctx)}
+        labels = list(extra.get("labels", []))
+        allow = ctx.gates.allow_ci_changes_label.lower()
+        if allow != self.s.gates.allow_ci_changes_label.lower():
+            # The repository names its own allow-CI-changes label: like the runner's, it
+            # counts only when someone allowed to added it.
+            named = [label for label in extra.get("issue_labels", labels)
+                     if label.lower() == allow]
+            labels = [label for label in labels if label.lower() != allow]
+            labels += self._trusted_labels(ctx, named)
+        extra.update(labels=labels, profile=self._profile_name(ctx, labels))
+        self._update(ctx, extra=extra)
+        ctx.profile = ctx.gates.profile(extra["profile"])
 
     def _spec(self, run_id: str, repo: str, issue: int, worktree: Path) -> SandboxSpec:
         return SandboxSpec(run_id=run_id, repo=repo, issue=issue, worktree=worktree,
