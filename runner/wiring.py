@@ -74,11 +74,10 @@ def _gates(settings: Settings) -> GatesConfig:
 def _check_sandbox_env(settings: Settings) -> None:
     """``sandbox.env`` must not carry a secret into every container."""
     from runner.sandbox import secret_env_names
+    from runner.sandbox.base import leaked_names
     from runner.sandbox.docker import secret_values
 
-    secrets = secret_values(secret_env_names(settings))
-    leaked = sorted(k for k, v in settings.sandbox.env.items()
-                    if any(s and s in v for s in secrets))
+    leaked = leaked_names(settings.sandbox.env, secret_values(secret_env_names(settings)))
     if leaked:
         raise WiringError(f"sandbox.env {', '.join(leaked)} holds one of the runner's secrets "
                           "(a forge token, webhook secret, API token or the LLM key); remove "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -11,6 +11,12 @@ WORKSPACE = "/workspace"  # where the worktree appears inside a sandbox
 # Set in every sandbox: no __pycache__ written into the worktree, where it would be committed
 # and where a stale .pyc (same size, same second) can hide an edit from the tests.
 BASE_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def leaked_names(env: Mapping[str, str], secrets: Iterable[str]) -> list[str]:
+    """The names in ``env`` whose value holds one of ``secrets`` (sorted)."""
+    found = [s for s in secrets if s]
+    return sorted(name for name, value in env.items() if any(s in value for s in found))
 
 
 class SandboxError(Exception):

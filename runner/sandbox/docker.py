@@ -35,6 +35,7 @@ from runner.sandbox.base import (
     OutputCallback,
     SandboxError,
     SandboxSpec,
+    leaked_names,
 )
 
 if TYPE_CHECKING:
@@ -323,9 +324,9 @@ class DockerBackend:
                 labels: dict[str, str], extra_mounts: Sequence[Mount] = ()) -> Any:
         """Create and start a locked-down container with ``workspace`` at /workspace; None
         when a container of that name exists already."""
-        leaked = [k for k, v in spec.env.items() if any(s in v for s in self._secrets)]
+        leaked = leaked_names(spec.env, self._secrets)
         if leaked:
-            raise SandboxError(f"refusing to pass {', '.join(sorted(leaked))} into the sandbox: "
+            raise SandboxError(f"refusing to pass {', '.join(leaked)} into the sandbox: "
                                "it holds one of the runner's secrets")
         self._require_image(spec.image)
         tmpfs_opts = "rw,nosuid,nodev"
