@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 IN_CI = bool(os.environ.get("CI"))
+ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")  # the installed command
 
 
 def missing(what: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,27 +30,24 @@ from runner.sandbox.docker import WARM_PREFIX
 from runner.testing.demo import MAINTAINER, REPO, DemoWorld
 from tests.bench.common import median, percentile, report
 from tests.conftest import free_port, wait_for_port
+from tests.e2e.conftest import Serve as ServeProcess
 
-ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 TICKS = os.sysconf("SC_CLK_TCK")
 TARGETS = {"completed_all": True, "dispatch_p95_s": 3.0, "runner_rss_mb": 300.0}
 
 
-class Serve:
+class Serve(ServeProcess):
     """One `orchestrator serve` process, whose memory and CPU the benchmark reads."""
 
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        env = {**os.environ, "ORCHESTRATOR_SERVER__PORT": str(port)}
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen([ORCHESTRATOR, "-c", str(config), "serve"],
-                                         stdout=out, stderr=subprocess.STDOUT, env=env)
-        self.log = log
-        wait_for_port(port, timeout=60)
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def rss_mb(self) -> float:
         """Resident memory now, in MiB (0 once the process has gone)."""
         try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) / 1024
         except OSError:
@@ -60,17 +56,9 @@ class Serve:
 
     def cpu_s(self) -> tuple[float, float]:
         """(own user+system CPU seconds, of waited-for children such as git)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
         return (utime + stime) / TICKS, (cutime + cstime) / TICKS
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 class PeakMemory:
@@ -143,7 +131,7 @@ def phase(n: int, workdir: Path, *, redis_url: str | None, processes: int) -> di
         # Webhooks reach the first process; the others learn of work through the store.
         world.forge.add_webhook(REPO, f"http://127.0.0.1:{ports[0]}/webhooks/github",
                                 world.secret)
-        serves = [Serve(config, port, workdir / f"serve-{i}.log")
+        serves = [Serve(config, port, workdir / f"serve-{i}.log").start()
                   for i, port in enumerate(ports)]
         try:
             warm = world.open_issue(title="warm-up")  # the mirror clone, image in cache
@@ -198,7 +186,7 @@ def wait_warm(serves: list[Serve], want: int, timeout: float = 300.0) -> float:
     """Wait until the serve processes keep ``want`` warm sandboxes; their memory in MiB
     (outside the runner processes, so reported on its own)."""
     client = docker.from_env()
-    pids = {str(s.proc.pid) for s in serves}
+    pids = {str(s.pid) for s in serves}
     deadline = time.monotonic() + timeout
     while True:
         warm = [c for c in client.api.containers(filters={"label": "orchestrator.warm"})

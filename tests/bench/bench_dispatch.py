@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import sys
 
-from tests.bench.common import median, percentile, report
+from tests.bench.common import report, spread
 from tests.bench.lifecycle import measure
 
 
 def main(argv: list[str]) -> int:
     n = int(argv[0]) if argv else 20
     samples = measure(n, kill=False).dispatch_s
-    report("dispatch", n, {"p50_s": median(samples), "p95_s": percentile(samples, 95),
-                           "min_s": min(samples), "max_s": max(samples), "target_p50_s": 1.0},
+    report("dispatch", n, {**spread(samples), "target_p50_s": 1.0},
            title=f"label webhook -> first tool call in the container (n={n})")
     return 0
 

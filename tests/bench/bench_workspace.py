@@ -96,29 +96,23 @@ def main() -> None:
         cold_s: list[float] = []
         prepare_s: list[float] = []
         clone_s: list[float] = []
-        for i in range(args.samples):
-            # Without a spare: git checks out every file while the run waits.
+
+        def timed_prepare(run_id: str, issue: int, fetch: bool, into: list[float]) -> None:
             quiet_disk()
             t0 = time.perf_counter()
-            wt = spaces.prepare(f"r-be{i:04d}c", REPO, 30_000 + i, url, fetch=False)
-            cold_s.append(time.perf_counter() - t0)
+            wt = spaces.prepare(run_id, REPO, issue, url, fetch=fetch)
+            into.append(time.perf_counter() - t0)
             spaces.remove(wt)
 
+        for i in range(args.samples):
+            # Without a spare: git checks out every file while the run waits.
+            timed_prepare(f"r-be{i:04d}c", 30_000 + i, False, cold_s)
             # As the runner does it: a spare was checked out in the background after the
             # previous run started; the new run takes it (a rename and a branch switch).
             spaces.fill_spare(REPO, "main")
-            quiet_disk()
-            t0 = time.perf_counter()
-            wt = spaces.prepare(f"r-be{i:04d}a", REPO, 10_000 + i, url, fetch=False)
-            worktree_s.append(time.perf_counter() - t0)
-            spaces.remove(wt)
+            timed_prepare(f"r-be{i:04d}a", 10_000 + i, False, worktree_s)
             spaces.fill_spare(REPO, "main")
-
-            quiet_disk()
-            t0 = time.perf_counter()
-            wt = spaces.prepare(f"r-be{i:04d}b", REPO, 20_000 + i, url, fetch=True)
-            prepare_s.append(time.perf_counter() - t0)
-            spaces.remove(wt)
+            timed_prepare(f"r-be{i:04d}b", 20_000 + i, True, prepare_s)
 
             target = root / f"clone{i}"
             quiet_disk()

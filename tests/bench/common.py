@@ -31,6 +31,12 @@ def median(samples: list[float]) -> float:
     return statistics.median(samples)
 
 
+def spread(samples: list[float]) -> dict[str, float]:
+    """p50, p95, min and max of ``samples`` (seconds), as the benchmarks report them."""
+    return {"p50_s": median(samples), "p95_s": percentile(samples, 95), "min_s": min(samples),
+            "max_s": max(samples)}
+
+
 def machine() -> dict[str, Any]:
     memory = 0
     try:

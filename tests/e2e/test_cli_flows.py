@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from runner.model import RunState
 from runner.testing.demo import MAINTAINER, REPO, DemoWorld
+from tests.conftest import ORCHESTRATOR
 from tests.e2e.conftest import pulls_from
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 
 
 def test_demo_prints_the_pull_request_and_both_outcomes(tmp_path: Path,

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,58 +9,16 @@ import pytest
 from runner.model import RunState
 from runner.testing.demo import MAINTAINER, REPO, DemoWorld, fixing_agent, slow_agent
 from runner.testing.llm import Reply, Request
-from tests.conftest import free_port, wait_for_port
-from tests.e2e.conftest import containers_of, pulls_from, status_comments, worktrees_left
+from tests.e2e.conftest import (
+    Serve,
+    containers_of,
+    pulls_from,
+    start_serve,
+    status_comments,
+    worktrees_left,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
-
-
-class Serve:
-    """One `orchestrator serve` process on its own port."""
-
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        self.config, self.port, self.log = config, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Serve:
-        env = {**os.environ, "ORCHESTRATOR_SERVER__PORT": str(self.port)}
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([ORCHESTRATOR, "-c", str(self.config), "serve"],
-                                         stdout=out, stderr=subprocess.STDOUT, env=env)
-        wait_for_port(self.port, timeout=60)
-        return self
-
-    @property
-    def worker(self) -> str:
-        import socket
-
-        assert self.proc is not None
-        return f"{socket.gethostname()}:{self.proc.pid}"
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Serve]]:
-    started: list[Serve] = []
-    yield started
-    for serve in started:
-        serve.stop()
 
 
 def test_kill9_mid_run_then_restart_ends_cleanly(tmp_path: Path, sandbox_image: str,
@@ -77,22 +30,15 @@ def test_kill9_mid_run_then_restart_ends_cleanly(tmp_path: Path, sandbox_image: 
         return slow(request) if mode["slow"] else fixing(request)
 
     with DemoWorld(tmp_path, agent=agent, start_runner=False) as world:
-        config = world.write_config(tmp_path / "orchestrator.yml")
-        port = free_port()
-        world.forge.add_webhook(REPO, f"http://127.0.0.1:{port}/webhooks/github", world.secret)
-        first = Serve(config, port, tmp_path / "serve.log").start()
-        processes.append(first)
+        first = start_serve(world, tmp_path, processes)
         issue = world.open_issue()
         run = world.wait_state(issue, RunState.RUNNING, timeout=60)
         world.wait_for(lambda: containers_of(docker_client, run.id), 60, "the run's container")
         first.kill9()
         mode["slow"] = False
-        second = Serve(config, port, tmp_path / "serve.log").start()
+        second = first.restart()
         processes.append(second)
-        try:
-            run = world.wait_finished(issue, timeout=180)
-        except TimeoutError as exc:
-            raise AssertionError(f"{exc}\n{second.output()}") from None
+        run = second.finish(world, issue, timeout=180)
         assert run.state is RunState.SUCCEEDED, run.reason
         assert len(pulls_from(world.forge, f"orchestrator/issue-{issue}")) == 1
         assert len(status_comments(world.forge, issue)) == 1
@@ -108,13 +54,9 @@ def test_two_processes_on_redis_share_work_and_kills(tmp_path: Path, sandbox_ima
     with DemoWorld(tmp_path, agent=slow_agent(90), start_runner=False,
                    settings={"store": {"redis": redis_url},
                              "limits": {"max_concurrent": 1}}) as world:
-        config = world.write_config(tmp_path / "orchestrator.yml")
-        port_a, port_b = free_port(), free_port()
         # Webhooks reach A only; B learns of kills through Redis.
-        world.forge.add_webhook(REPO, f"http://127.0.0.1:{port_a}/webhooks/github", world.secret)
-        a = Serve(config, port_a, tmp_path / "a.log").start()
-        b = Serve(config, port_b, tmp_path / "b.log").start()
-        processes += [a, b]
+        a = start_serve(world, tmp_path, processes, "a")
+        b = start_serve(world, tmp_path, processes, "b", webhooks=False)
         issues = [world.open_issue(title=f"bug {i}") for i in range(2)]
         runs = [world.wait_state(i, RunState.RUNNING, timeout=90) for i in issues]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,10 @@ import pytest
 from runner.model import RunState
 from runner.testing.demo import DemoWorld
 from runner.testing.llm import Reply, Request
+from tests.conftest import ORCHESTRATOR
 from tests.e2e.conftest import containers_of, worktrees_left
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 
 
 def warm_ids(docker_client: Any) -> set[str]:

@@ -17,16 +17,18 @@ from runner.model import Run
 from runner.testing.demo import REPO, DemoWorld
 from tests.conftest import RedisServer
 from tests.e2e.conftest import (
+    Serve,
     containers_of,
+    processes,
     pulls_from,
     sandbox_image,
+    start_serve,
     status_comments,
     worktrees_left,
 )
-from tests.e2e.test_processes import Serve
 
 __all__ = ["RedisServer", "Serve", "assert_clean", "events_of", "processes",
-           "sandbox_image"]
+           "sandbox_image", "start_serve"]
 
 
 def events_of(world: DemoWorld, run: Run) -> list[Any]:
@@ -42,15 +44,6 @@ def assert_clean(world: DemoWorld, docker_client: Any, run: Run, data_dir: Path)
     assert len(pulls_from(world.forge, run.branch)) <= 1, "duplicate pull request"
     assert len(status_comments(world.forge, run.issue)) <= 1, "duplicate status comment"
     assert len(world.store.list_runs(repo=REPO, limit=1000)) >= 1
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Serve]]:
-    """`serve` processes a test started; stopped (SIGTERM) at the end whatever happened."""
-    started: list[Serve] = []
-    yield started
-    for serve in started:
-        serve.stop()
 
 
 @pytest.fixture

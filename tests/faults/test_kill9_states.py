@@ -29,8 +29,7 @@ from runner.testing.demo import (
     slow_agent,
 )
 from runner.testing.llm import Reply, Request
-from tests.conftest import free_port
-from tests.faults.conftest import Serve, assert_clean, events_of
+from tests.faults.conftest import Serve, assert_clean, events_of, start_serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -106,12 +105,8 @@ def test_kill9_in_each_state_then_restart_finishes_the_run(
     held = hold(state)
     with DemoWorld(tmp_path, agent=held.agent, reviewer=held.reviewer,
                    start_runner=False) as world:
-        config = world.write_config(tmp_path / "orchestrator.yml")
-        port = free_port()
-        world.forge.add_webhook(REPO, f"http://127.0.0.1:{port}/webhooks/github", world.secret)
         held.arm(world, tmp_path)
-        first = Serve(config, port, tmp_path / "serve.log").start()
-        processes.append(first)
+        first = start_serve(world, tmp_path, processes)
         issue = world.open_issue()
         if state is RunState.PUSHING:
             # Once the agent works, the forge's API goes down: the push goes through (git),
@@ -126,12 +121,9 @@ def test_kill9_in_each_state_then_restart_finishes_the_run(
                            60, "the branch pushed")
         first.kill9()
         held.release(world)
-        second = Serve(config, port, tmp_path / "serve.log").start()
+        second = first.restart()
         processes.append(second)
-        try:
-            run = world.wait_finished(issue, timeout=240)
-        except TimeoutError as exc:
-            raise AssertionError(f"{exc}\n{second.output()}") from None
+        run = second.finish(world, issue, timeout=240)
         assert run.state is RunState.SUCCEEDED, run.reason
         assert run.pr_number is not None
         assert_clean(world, docker_client, run, tmp_path / "data")

@@ -5,7 +5,6 @@ a run the other process owns (the bus subscription comes back too)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,13 @@ from typing import Any
 import pytest
 
 from runner.model import RunState
-from runner.testing.demo import BUG, MAINTAINER, REPO, TEST_COMMAND, DemoWorld, slow_agent
+from runner.testing.demo import BUG, MAINTAINER, TEST_COMMAND, DemoWorld, slow_agent
 from runner.testing.llm import Reply, Request, Script
-from tests.conftest import RedisServer, free_port
-from tests.faults.conftest import Serve, assert_clean
+from tests.conftest import ORCHESTRATOR, RedisServer
+from tests.faults.conftest import Serve, assert_clean, start_serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 DOWN_S = 8.0  # longer than the 5-s lease: every lease lapses while Redis is away
 
 
@@ -46,13 +44,9 @@ def test_redis_restart_mid_run(tmp_path: Path, sandbox_image: str, docker_client
     with DemoWorld(tmp_path, agent=agent, start_runner=False,
                    settings={"store": {"redis": persistent_redis.url},
                              "limits": {"max_concurrent": 1}}) as world:
-        config = world.write_config(tmp_path / "orchestrator.yml")
-        port_a, port_b = free_port(), free_port()
         # Webhooks reach A only: B hears of the kill through Redis.
-        world.forge.add_webhook(REPO, f"http://127.0.0.1:{port_a}/webhooks/github", world.secret)
-        a = Serve(config, port_a, tmp_path / "a.log").start()
-        b = Serve(config, port_b, tmp_path / "b.log").start()
-        processes += [a, b]
+        a = start_serve(world, tmp_path, processes, "a")
+        b = start_serve(world, tmp_path, processes, "b", webhooks=False)
         resumed = world.open_issue(title="resume me")
         killed = world.open_issue(title="kill me")
         runs = {i: world.wait_state(i, RunState.RUNNING, timeout=90) for i in (resumed, killed)}
@@ -68,7 +62,7 @@ def test_redis_restart_mid_run(tmp_path: Path, sandbox_image: str, docker_client
                            "the run to kill claimed again")
             # `orchestrator kill` only writes to Redis: the kill reaches the owner, whichever
             # process it is, through the bus alone.
-            subprocess.run([ORCHESTRATOR, "-c", str(config), "kill", runs[killed].id,
+            subprocess.run([ORCHESTRATOR, "-c", str(a.config), "kill", runs[killed].id,
                             "--reason", "after the restart", "--actor", MAINTAINER],
                            check=True, capture_output=True)
             stopped = world.wait_finished(killed, timeout=60)
