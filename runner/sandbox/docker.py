@@ -387,14 +387,17 @@ class DockerBackend:
         runner process is gone; return their names."""
         live = set(live_run_ids)
         removed: list[str] = []
+        kept: set[str] = set()
         for container in self._own_containers():
             run_id = _run_of(container)
             if run_id in live or (run_id is None and _owner_alive(container)):
+                kept.add(container.name)
                 continue
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
             removed.append(container.name)
-        self.warm.remove_orphan_dirs({c.name for c in self._own_containers()})
+        # (A warm sandbox made since the listing has a directory too young to be touched.)
+        self.warm.remove_orphan_dirs(kept)
         return removed
 
     # ------------------------------------------------------------------ warm sandboxes
