@@ -233,7 +233,7 @@ class Controller:
         log.debug("%s: %s", key, action)
         if isinstance(action, Start):
             assert view is not None
-            self._start(repo, number, action, list(view.issue.labels))
+            self._start(repo, number, action)
         elif isinstance(action, Cancel):
             self._cancel(action)
         elif isinstance(action, RejectKill):
@@ -275,13 +275,11 @@ class Controller:
         self._permissions[(repo, user)] = (time.monotonic() + _PERMISSION_TTL, permission)
         return permission
 
-    def _start(self, repo: str, number: int, action: Start, labels: list[str]) -> None:
-        # The labels as the trigger found them: the run need not read the issue again.
+    def _start(self, repo: str, number: int, action: Start) -> None:
         run, created = self.store.create_run(
             repo, number, trigger_actor=action.actor, issue_title=action.title,
             issue_body=action.body, issue_hash=action.text_hash, branch=branch_name(number),
-            extra={"trigger_at": action.trigger_at, "trigger_count": action.trigger_count,
-                   "issue_labels": labels})
+            extra={"trigger_at": action.trigger_at, "trigger_count": action.trigger_count})
         if created:
             log.info("run %s queued for %s#%s (labelled by %s)", run.id, repo, number,
                      action.actor)

@@ -377,11 +377,9 @@ class Pipeline:
     def _acknowledge(self, ctx: _Ctx) -> None:
         run, forge = ctx.run, ctx.forge
         self.store.check_fence(run.id, ctx.fence)
-        found = run.extra.get("issue_labels")  # as the trigger saw them, when it recorded them
-        privileged = {FORCE_LABEL, YOLO_LABEL, ctx.gates.allow_ci_changes_label}
-        if found is None or {label.lower() for label in found} & {p.lower() for p in privileged}:
-            # A privileged label may have been taken off since: read the issue as it is now.
-            found = list(forge.get_issue(run.repo, run.issue).labels)
+        # Read now, not taken from the trigger: the trigger read the issue before its label
+        # events, so a label changed between the two reads (force added, say) would be missed.
+        found = list(forge.get_issue(run.repo, run.issue).labels)
         labels = self._trusted_labels(ctx, list(found))
         self._update(ctx, extra={**run.extra, "issue_labels": list(found), "labels": labels})
         yolo = decide_yolo(labels, repo_yolo=ctx.repo.yolo, allow_label=ctx.repo.allow_yolo_label,

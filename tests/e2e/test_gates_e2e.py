@@ -147,3 +147,27 @@ def test_an_oversized_issue_is_refused_and_force_overrides(tmp_path: Path,
                        60, "a third run")
         third = world.wait_finished(issue)
         assert third.state is RunState.SUCCEEDED, third.reason
+
+
+def test_a_label_added_after_the_trigger_looked_counts(tmp_path: Path,
+                                                       sandbox_image: str) -> None:
+    # The trigger reads the issue, then its label events: a force label added between that
+    # read and the run's start must still count (it did not, when runs kept the trigger's
+    # labels, and a forced run failed as too large about one time in twenty).
+    with DemoWorld(tmp_path, start_runner=False) as world:
+        issue = world.open_issue(body=LARGE)
+        from runner.wiring import build
+        from runner.config import Settings
+
+        runner = build(Settings.model_validate(world.settings_dict()), worker="early")
+        try:
+            runner.controller.reconcile(f"{REPO}#{issue}")  # queues the run, starts nothing
+        finally:
+            runner.controller.stop()
+        first = world.store.latest_run(REPO, issue)
+        assert first is not None and first.state is RunState.QUEUED
+        world.forge.label(REPO, issue, FORCE_LABEL, as_user=MAINTAINER)
+        world.start_runner_process()
+        run = world.wait_finished(issue)
+        assert run.id == first.id
+        assert run.state is RunState.SUCCEEDED, run.reason
