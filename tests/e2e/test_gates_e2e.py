@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from runner.config import Settings
 from runner.model import RunState
 from runner.sizing import FORCE_LABEL, TOO_LARGE_LABEL
 from runner.testing.demo import BUG, MAINTAINER, READER, REPO, DemoWorld, fixing_agent
 from runner.testing.llm import Reply, Request
+from runner.wiring import build
 from tests.e2e.conftest import pulls_from
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -156,9 +158,6 @@ def test_a_label_added_after_the_trigger_looked_counts(tmp_path: Path,
     # labels, and a forced run failed as too large about one time in twenty).
     with DemoWorld(tmp_path, start_runner=False) as world:
         issue = world.open_issue(body=LARGE)
-        from runner.wiring import build
-        from runner.config import Settings
-
         runner = build(Settings.model_validate(world.settings_dict()), worker="early")
         try:
             runner.controller.reconcile(f"{REPO}#{issue}")  # queues the run, starts nothing
