@@ -106,6 +106,22 @@ class ForgeConfig(Section):
     throttle: bool = Field(
         default=False, description="github: pace requests (0.25 s apart, writes 1 s apart), "
         "for installations near GitHub's secondary rate limits; slows dispatch")
+    timeout: Duration = Field(default=30.0, gt=0, description="one API request, e.g. 30s")
+    retries: int = Field(
+        default=4, ge=0, le=20,
+        description="extra attempts at a request answered 429 or 5xx, backing off")
+    git_url: str | None = Field(
+        default=None, description="root of the repositories' https clone URLs when it is not "
+        "the web root of base_url, e.g. https://git.example.com")
+
+    @field_validator("git_url")
+    @classmethod
+    def _git_url_is_http(cls, url: str | None) -> str | None:
+        # The token goes with git over https (an http.extraheader); ssh would need a key.
+        if url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+            raise ValueError(f"{url!r} is not an https URL (e.g. https://git.example.com): "
+                             "the runner pushes with its token over https")
+        return url
 
 
 class RepoConfig(Section):
@@ -226,6 +242,9 @@ class ReviewConfig(Section):
     enabled: bool = True
     model: str = Field(default="claude-sonnet-4-6")
     threshold: float = Field(default=0.9, ge=0, le=1)
+    max_diff_chars: int = Field(
+        default=200_000, ge=1000,
+        description="a longer diff is cut to this many characters and the reviewer told so")
 
 
 class Settings(Section):

@@ -804,7 +804,8 @@ class Pipeline:
             review.ReviewInput(issue_title=run.issue_title, issue_body=run.issue_body,
                                diff=diff_text, gate_results=tuple(ctx.gate_results),
                                repo=run.repo, issue_number=run.issue),
-            client=self.s.review_client, model=self.settings.review.model, threshold=threshold)
+            client=self.s.review_client, model=self.settings.review.model, threshold=threshold,
+            max_diff_chars=self.settings.review.max_diff_chars)
         self._event(ctx, "review", {"verdict": rv.verdict, "confidence": rv.output.confidence,
                                     "summary": rv.output.summary[:2000],
                                     "findings": [f.model_dump() for f in rv.findings],

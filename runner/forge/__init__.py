@@ -25,15 +25,18 @@ def make_forge(settings: Settings, name: str, *, environ: Mapping[str, str] | No
     if not token:
         raise ForgeAuthError(f"forges.{name}.token_env: environment variable "
                              f"{config.token_env} is not set (export {config.token_env}=...)")
+    retry = retry or RetryPolicy(retries=config.retries)
     if config.kind == "github":
         from runner.forge.github import GitHubForge
 
         return GitHubForge(token, base_url=config.base_url, token_env=config.token_env,
-                           bot_user=config.bot_user, retry=retry, throttle=throttle)
+                           bot_user=config.bot_user, retry=retry, throttle=throttle,
+                           timeout=config.timeout, git_url=config.git_url)
     from runner.forge.forgejo import ForgejoForge
 
     return ForgejoForge(token, base_url=config.base_url, token_env=config.token_env,
-                        bot_user=config.bot_user, retry=retry)
+                        bot_user=config.bot_user, retry=retry, timeout=config.timeout,
+                        git_url=config.git_url)
 
 
 __all__ = ["Forge", "make_forge"]

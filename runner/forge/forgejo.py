@@ -146,8 +146,10 @@ class ForgejoForge:
 
     def __init__(self, token: str, *, base_url: str, token_env: str = "FORGEJO_TOKEN",
                  bot_user: str | None = None, retry: RetryPolicy | None = None,
-                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None,
+                 git_url: str | None = None) -> None:
         self.base_url = base_url.rstrip("/").removesuffix("/api/v1")
+        self.git_url = (git_url or self.base_url).rstrip("/")
         self.token_env = token_env
         self.bot_user = bot_user
         self.retry = retry or RetryPolicy()
@@ -432,8 +434,8 @@ class ForgejoForge:
     # ------------------------------------------------------------ git
 
     def clone_url(self, repo: str) -> str:
-        """``https://forgejo.example/owner/name.git``."""
-        return f"{self.base_url}/{repo}.git"
+        """``https://forgejo.example/owner/name.git`` (or under ``git_url`` when one is given)."""
+        return f"{self.git_url}/{repo}.git"
 
     def push_credentials(self) -> PushCredentials:
         """Basic auth with the bot's login and its token as the password."""

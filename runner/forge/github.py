@@ -71,8 +71,9 @@ class GitHubForge:
     def __init__(self, token: str, *, base_url: str = "https://api.github.com",
                  token_env: str = "GITHUB_TOKEN", bot_user: str | None = None,
                  retry: RetryPolicy | None = None, throttle: bool = True,
-                 timeout: int = 30) -> None:
+                 timeout: float = 30, git_url: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.git_url = (git_url or web_root(self.base_url)).rstrip("/")
         self.token_env = token_env
         self.bot_user = bot_user
         self.retry = retry or RetryPolicy()
@@ -85,7 +86,7 @@ class GitHubForge:
                 # Every method: our writes are idempotent (find-or-create, upsert by marker).
                 allowed_methods=None, raise_on_status=False, respect_retry_after_header=True,
                 secondary_rate_wait=self.retry.max_wait, max_rate_limit_wait=self.retry.max_wait)
-        self.gh = Github(auth=Auth.Token(token), base_url=self.base_url, timeout=timeout,
+        self.gh = Github(auth=Auth.Token(token), base_url=self.base_url, timeout=int(timeout),
                          retry=urllib_retry, lazy=True,
                          seconds_between_requests=0.25 if throttle else None,
                          seconds_between_writes=1.0 if throttle else None)
@@ -356,8 +357,9 @@ class GitHubForge:
     # ------------------------------------------------------------ git
 
     def clone_url(self, repo: str) -> str:
-        """``https://github.com/owner/name.git`` (or the Enterprise/emulator equivalent)."""
-        return f"{web_root(self.base_url)}/{repo}.git"
+        """``https://github.com/owner/name.git`` (or the Enterprise/emulator equivalent, or
+        under ``git_url`` when one is given)."""
+        return f"{self.git_url}/{repo}.git"
 
     def push_credentials(self) -> PushCredentials:
         """Basic auth as ``x-access-token``, which GitHub accepts for every token kind."""

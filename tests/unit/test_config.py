@@ -92,6 +92,8 @@ def test_good_file_passes(tmp_path: Path) -> None:
      "environment ORCHESTRATOR_SANDBOX__CPUS: sandbox.cpus: 'lots' is not a number"),
     ("threshold above 1", GOOD + "review:\n  threshold: 1.5\n", {},
      "orchestrator.yml:9: review.threshold: 1.5 is out of range (must be <= 1"),
+    ("ssh git_url", GOOD.replace("kind: github", "kind: github\n    git_url: git@host:acme"), {},
+     "orchestrator.yml:4: forges.gh.git_url: 'git@host:acme' is not an https URL"),
 ])
 def test_bad_configuration_is_one_line_with_exit_2(tmp_path: Path, name: str, text: str,
                                                    env: dict[str, str], expected: str) -> None:
@@ -160,3 +162,4 @@ def test_durations_parse(n: int) -> None:
     assert config.parse_duration(f"{n}m") == n * 60
     assert config.parse_duration(f"{n}s") == n
     assert config.parse_duration(n) == n
+

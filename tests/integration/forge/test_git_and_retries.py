@@ -113,3 +113,27 @@ def test_ci_hook_runs_the_command_on_the_pushed_sha_and_reports(emu: ForgeEmulat
     ctx = forge.ci_state("maintainer/app", passing).context("ci/tests")
     assert ctx is not None and ctx.state == "success"
     assert "all good" in httpx.get(ctx.url).text
+
+
+def test_the_forge_settings_shape_the_adapter(emu: ForgeEmulator, tmp_path: Path) -> None:
+    """`retries`, `timeout` and `git_url` under forges.<name> reach the adapter."""
+    from runner.config import Settings
+    from runner.forge import make_forge
+
+    # Another spelling of the same host, as a separate git host would be.
+    git_url = emu.url.replace("127.0.0.1", "localhost")
+    settings = Settings.model_validate({"forges": {"emu": {
+        "kind": emu.flavour, "base_url": emu.base_url, "token_env": "EMU_TOKEN",
+        "retries": 0, "timeout": "5s", "git_url": git_url + "/"}}})
+    forge = make_forge(settings, "emu", environ={"EMU_TOKEN": emu.state.user("bot").token})
+    url = forge.clone_url("maintainer/app")
+    assert url == f"{git_url}/maintainer/app.git"
+    cloned = _git("clone", "--quiet", url, str(tmp_path / "work"))
+    assert cloned.returncode == 0, cloned.stderr
+    assert (tmp_path / "work" / "README.md").read_text() == "hi\n"
+
+    number = emu.open_issue("maintainer/app", "t", as_user="maintainer")
+    emu.fail_next(1, status=502)
+    with pytest.raises(ForgeError, match="502"):  # retries: 0, so the one 502 is final
+        forge.get_issue("maintainer/app", number)
+    assert [x.status for x in emu.exchanges].count(502) == 1
