@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The runner itself (`orchestrator serve`): not the agents' sandbox (config/sandbox/Dockerfile).
 #
 #   docker build -t orchestrator-runner .                              # FROM python:3.11-slim
