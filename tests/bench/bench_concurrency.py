@@ -167,6 +167,16 @@ def phase(n: int, workdir: Path, *, redis_url: str | None, processes: int) -> di
         if spans:
             stages[f"stage_{name}_p50_s"] = round(median(spans), 3)
         previous = name
+    # The slowest run's steps: where the tail goes, which the medians above do not show.
+    slowest_issue = max((i for i, m in marks.items() if "first_tool_call" in m),
+                        key=lambda i: marks[i]["first_tool_call"] - labelled[i])
+    slow, previous = {}, None
+    for name, _ in MILESTONES:
+        mark = marks[slowest_issue]
+        if name in mark:
+            slow[name] = round(mark[name] - (mark[previous] if previous else
+                                             labelled[slowest_issue]), 3)
+            previous = name
     own = sum(a[0] - b[0] for a, b in zip(cpu_after, cpu_before, strict=True))
     children = sum(a[1] - b[1] for a, b in zip(cpu_after, cpu_before, strict=True))
     failed = [f"#{r.issue} {r.state}: {r.reason}" for r in finished
@@ -179,7 +189,8 @@ def phase(n: int, workdir: Path, *, redis_url: str | None, processes: int) -> di
             round(memory.peak / n, 2), "runner_cpu_s_per_run": round((own + children) / n, 3),
             "runner_cpu_own_s_per_run": round(own / n, 3), "wall_s": round(wall, 1),
             "warm_sandboxes_mb": round(warm_mb, 1),
-            "processes": processes, "slots_per_process": slots, **stages}
+            "processes": processes, "slots_per_process": slots, **stages,
+            "slowest_stages_s": slow}
 
 
 def wait_warm(serves: list[Serve], want: int, timeout: float = 300.0) -> float:
