@@ -40,7 +40,7 @@ _PERMISSION_TTL = 30.0
 # issue is still observed and planned by one thread at a time; several issues labelled together
 # no longer wait in line behind each other's forge requests (one thread made the 20th of 20
 # wait for the 19 before it: ~2 s of the dispatch time under load).
-RECONCILERS = 4
+RECONCILERS = 8
 
 
 def issue_key(repo: str, issue: int) -> str:

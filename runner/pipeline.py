@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -377,9 +378,13 @@ class Pipeline:
     def _acknowledge(self, ctx: _Ctx) -> None:
         run, forge = ctx.run, ctx.forge
         self.store.check_fence(run.id, ctx.fence)
-        # Read now, not taken from the trigger: the trigger read the issue before its label
-        # events, so a label changed between the two reads (force added, say) would be missed.
-        found = list(forge.get_issue(run.repo, run.issue).labels)
+        # The comments (for sizing) are read while the labels are: one round trip, not two.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"comments-{run.id}") as pool:
+            reading = pool.submit(self._writer_comments, ctx)
+            # Read now, not taken from the trigger: the trigger read the issue before its label
+            # events, so a label changed between the two reads (force added) would be missed.
+            found = list(forge.get_issue(run.repo, run.issue).labels)
+            comments = reading.result()
         labels = self._trusted_labels(ctx, list(found))
         self._update(ctx, extra={**run.extra, "issue_labels": list(found), "labels": labels})
         yolo = decide_yolo(labels, repo_yolo=ctx.repo.yolo, allow_label=ctx.repo.allow_yolo_label,
@@ -389,7 +394,6 @@ class Pipeline:
             self._event(ctx, "yolo", {"reason": yolo.reason, "note": "quality gates disabled"})
         threading.Thread(target=self._react, args=(forge, run), daemon=True,
                          name=f"react-{run.id}").start()
-        comments = self._writer_comments(ctx)
         sizing = size_issue(run.issue_body, [text for _, text in comments],
                             self.settings.agent.context_window, labels=labels)
         self._event(ctx, "sizing", {"reason": sizing.reason, "tokens": sizing.estimate.tokens})
