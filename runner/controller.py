@@ -232,7 +232,6 @@ class Controller:
         action = plan(view, run, self.rules)
         log.debug("%s: %s", key, action)
         if isinstance(action, Start):
-            assert view is not None
             self._start(repo, number, action)
         elif isinstance(action, Cancel):
             self._cancel(action)

@@ -385,8 +385,8 @@ class Pipeline:
             # events, so a label changed between the two reads (force added) would be missed.
             found = list(forge.get_issue(run.repo, run.issue).labels)
             comments = reading.result()
-        labels = self._trusted_labels(ctx, list(found))
-        self._update(ctx, extra={**run.extra, "issue_labels": list(found), "labels": labels})
+        labels = self._trusted_labels(ctx, found)
+        self._update(ctx, extra={**run.extra, "issue_labels": found, "labels": labels})
         yolo = decide_yolo(labels, repo_yolo=ctx.repo.yolo, allow_label=ctx.repo.allow_yolo_label,
                            global_yolo=self.settings.yolo)
         ctx.skip_gates, ctx.yolo_note = yolo.skip_gates, yolo.banner()

@@ -478,9 +478,8 @@ class Workspaces:
         admin = self._admin_dir(mirror, path)
         if admin is None:
             return _has_entries(path)
-        try:
-            head = (admin / "HEAD").read_text().strip()
-        except OSError:
+        head = _read(admin / "HEAD")
+        if head is None:
             return True
         making = _read(admin / "locked") == "initializing"  # git's mark during worktree add
         return not path.is_dir() or head != f"ref: refs/heads/{branch}" or making

@@ -57,7 +57,6 @@ RETRY_ERROR_TYPES = frozenset({"overloaded_error", "rate_limit_error", "api_erro
 MAX_RETRY_WAIT = 60.0
 
 
-
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
     """One TLS context for every run's client: making one loads the CA bundle, some 50 ms of

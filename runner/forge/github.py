@@ -9,6 +9,7 @@ for a second between writes) and off when ``throttle=False`` (tests).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -86,7 +87,9 @@ class GitHubForge:
                 # Every method: our writes are idempotent (find-or-create, upsert by marker).
                 allowed_methods=None, raise_on_status=False, respect_retry_after_header=True,
                 secondary_rate_wait=self.retry.max_wait, max_rate_limit_wait=self.retry.max_wait)
-        self.gh = Github(auth=Auth.Token(token), base_url=self.base_url, timeout=int(timeout),
+        # PyGithub takes whole seconds only: round up (0.5 s as 0 would fail every request).
+        self.gh = Github(auth=Auth.Token(token), base_url=self.base_url,
+                         timeout=math.ceil(timeout),
                          retry=urllib_retry, lazy=True,
                          seconds_between_requests=0.25 if throttle else None,
                          seconds_between_writes=1.0 if throttle else None)
