@@ -8,6 +8,7 @@ Layout under the data directory::
     mirrors/<owner>/<name>.git.fetch.lock   fetches and pushes take turns here
     mirrors/<owner>/<name>.git.gate   a turnstile: a process waiting for the exclusive lock
                                       holds it, so shared holders cannot starve it
+    mirrors/<owner>/<name>.git.add.lock   worktree entries are made one at a time here
     worktrees/<run_id>/               the run's working files, on branch orchestrator/issue-<n>
 
 A run's worktree may be an empty directory first (a warm sandbox's workspace, mounted
@@ -210,6 +211,18 @@ class Workspaces:
         finally:
             os.close(main)  # closing releases the lock
 
+    @contextlib.contextmanager
+    def _adding(self, mirror: Path) -> Iterator[None]:
+        """Make worktree entries one at a time. Git reads every entry of the mirror when it
+        makes one or switches a worktree's branch, and fails on one another git is half-way
+        through writing ("failed to read .../commondir")."""
+        fd = self._acquire(mirror.with_name(mirror.name + ".add.lock"),
+                           time.monotonic() + self.lock_timeout)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
     @staticmethod
     def _acquire(lock_path: Path, deadline: float, *, shared: bool = False) -> int:
         """An open descriptor holding an fcntl lock on ``lock_path``; WorkspaceError once
@@ -383,15 +396,20 @@ class Workspaces:
                     f"{repo} has no branch {base_branch!r} at {url}; set base_branch for this "
                     "repository in orchestrator.yml")
             self.worktrees.mkdir(parents=True, exist_ok=True)
-            if not self._take_spare(mirror, repo, path, branch, start):
+            took_spare = self._take_spare(mirror, repo, path, branch, start)
+            if not took_spare:
                 # -B: a local branch left by an earlier, removed run is reset to the start.
                 # An empty directory at ``path`` (a warm sandbox's workspace) is filled.
-                self._git(["worktree", "add", "--quiet", "--no-track", "-B", branch,
-                           str(path), start], git_dir=mirror)
+                # Only the entry is made in turn; the files are checked out side by side.
+                with self._adding(mirror):
+                    self._git(["worktree", "add", "--quiet", "--no-checkout", "--no-track",
+                               "-B", branch, str(path), start], git_dir=mirror)
             admin = self._admin_dir(mirror, path)
             if admin is None:
                 raise WorkspaceError(f"git worktree add made {path} but the mirror {mirror} "
                                      "does not list it; remove both and retry")
+            if not took_spare:
+                self._git(["reset", "--hard", "--quiet"], git_dir=admin, work_tree=path)
             _lock(admin)
         return Worktree(run_id, repo, issue, path, branch, admin, mirror, base_branch, resumed)
 
@@ -450,8 +468,9 @@ class Workspaces:
             # Git's record of where the worktree is, written here: `git worktree repair`
             # would also "repair" other runs' .git entries, which their agents control.
             (admin / "gitdir").write_text(f"{path.resolve() / '.git'}\n")
-            self._git(["checkout", "--quiet", "--no-track", "-B", branch, start],
-                      git_dir=admin, work_tree=path)
+            with self._adding(mirror):  # -B reads every worktree entry: see _adding
+                self._git(["checkout", "--quiet", "--no-track", "-B", branch, start],
+                          git_dir=admin, work_tree=path)
             _lock(admin)
         except (WorkspaceError, OSError) as exc:
             log.warning("spare worktree of %s unusable (%s); checking out afresh", repo, exc)
@@ -482,7 +501,10 @@ class Workspaces:
         if head is None:
             return True
         making = _read(admin / "locked") == "initializing"  # git's mark during worktree add
-        return not path.is_dir() or head != f"ref: refs/heads/{branch}" or making
+        # Made with --no-checkout and not yet checked out: no index yet.
+        unfilled = not (admin / "index").exists()
+        return (not path.is_dir() or head != f"ref: refs/heads/{branch}" or making
+                or unfilled)
 
     def _admin_dir(self, mirror: Path, path: Path) -> Path | None:
         """The worktree's git directory, found from the mirror's side, never from its .git."""
