@@ -326,7 +326,7 @@ def serve_cmd(ctx: Context, host: str | None, port: int | None, verbose: bool) -
     from runner.server import serve_in_thread
 
     _setup_logging(verbose)
-    runner = _build(ctx)
+    runner = _build(ctx, serving=True)
     settings = runner.settings
     server = serve_in_thread(runner, host or settings.server.host,
                              settings.server.port if port is None else port)

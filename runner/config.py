@@ -138,6 +138,10 @@ class RepoConfig(Section):
     allow_yolo_label: bool = Field(
         default=False, description="let the label orchestrator:yolo turn gates off per issue"
     )
+    priority: int = Field(
+        default=5, ge=1, le=10,
+        description="1 (last) to 10 (first): the order runs waiting for a worker slot are "
+                    "claimed in; a writer's orchestrator:priority-<n> label overrides it")
 
 
 class LabelsConfig(Section):
@@ -235,6 +239,14 @@ class LimitsConfig(Section):
     poll_interval: Duration = Field(default=parse_duration("60s"))
     lease_ttl: Duration = Field(default=parse_duration("30s"))
     ci_timeout: Duration = Field(default=parse_duration("30m"))
+    ci_poll_interval: Duration = Field(
+        default=parse_duration("10s"),
+        description="first wait between looks at a run's CI when no webhook wakes it; it "
+                    "doubles after each look, up to ci_poll_max")
+    ci_poll_max: Duration = Field(
+        default=parse_duration("5m"),
+        description="longest wait between looks at a run's CI; with webhooks, the only look "
+                    "besides the one a CI event asks for")
     trigger_permission: Permission = Field(default="write")
 
 

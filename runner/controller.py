@@ -10,8 +10,12 @@ Two halves share the store. Reconcile decides; workers do.
                             Start: a queued run in the store -------+
                             Cancel: a kill request on the bus ------+
                                                                     v
-    worker slots: claim(run) under a lease -> pipeline.drive(run) -> release
+    worker slots: claim(run) under a lease -> steps.drive(run) -> release, or park it waiting
+    CI and PR events: the run they concern (head SHA or branch) -> wake it: claimable now
     bus listener: kill for a run this process owns -> stop its agent and container now
+
+A run that waits (for CI) is owned by nobody: whichever process sees its event or its time
+first claims its next step (``runner.run.driver``).
 """
 
 from __future__ import annotations
@@ -21,15 +25,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from runner.config import Settings
 from runner.forge.base import Forge, ForgeError, NotFound, Permission
-from runner.model import ACTIVE, KillRequest, Lease, Run, branch_name
+from runner.model import ACTIVE, KillRequest, Lease, Run, RunDetails, branch_name
 from runner.plan import Action, Cancel, IssueView, Nothing, RejectKill, Start, plan
-from runner.policy import Rules, kill_command, task_text
+from runner.policy import is_priority_label, kill_command, task_text
+from runner.run.handle import RunHandle
+from runner.run.readers import rules_for
 from runner.store.base import LeaseLost, RunFinished, Store, StoreError
 from runner.workqueue import WorkQueue
 
@@ -47,57 +52,16 @@ def issue_key(repo: str, issue: int) -> str:
     return f"{repo}#{issue}"
 
 
-def rules_for(settings: Settings) -> Rules:
-    """The policy the configuration sets: label names and the permission to act."""
-    return Rules(trigger_label=settings.labels.trigger, kill_label=settings.labels.kill,
-                 required_permission=settings.limits.trigger_permission)
-
-
 def parse_key(key: str) -> tuple[str, int]:
     repo, _, number = key.rpartition("#")
     return repo, int(number)
 
 
-@dataclass
-class RunHandle:
-    """What this process holds for a run it owns: its lease and the means to stop it."""
-
-    run_id: str
-    lease: Lease
-    cancel: threading.Event = field(default_factory=threading.Event)
-    kill: KillRequest | None = None
-    lease_lost: bool = False
-    _on_kill: list[Callable[[], None]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def on_kill(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (e.g. stop the container) as soon as a kill arrives."""
-        with self._lock:
-            fire = self.cancel.is_set()
-            if not fire:
-                self._on_kill.append(callback)
-        if fire:
-            callback()
-
-    def trigger(self, kill: KillRequest | None) -> None:
-        with self._lock:
-            if kill is not None and self.kill is None:
-                self.kill = kill
-            if self.cancel.is_set():
-                return
-            self.cancel.set()
-            callbacks, self._on_kill = self._on_kill, []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:  # a failed stop must not keep the others from running
-                log.exception("kill callback for %s failed", self.run_id)
-
-
 class RunDriver(Protocol):
-    """Drives one claimed run through its steps (``pipeline.Pipeline``)."""
+    """Takes one claimed run through its steps (``runner.run.driver.Steps``)."""
 
-    def drive(self, handle: RunHandle) -> None: ...
+    def drive(self, handle: RunHandle) -> bool:
+        """Work until the run waits (True), ends or is left to another owner (False)."""
 
     def cancel_unowned(self, run: Run, actor: str, reason: str, lease: Lease) -> None:
         """Cancel a run nobody is working on, and clean up what it left."""
@@ -182,6 +146,20 @@ class Controller:
         """Look at an issue again soon (a webhook, a poll, the API)."""
         self.queue.add(issue_key(repo, issue))
 
+    def wake_runs(self, repo: str, *, sha: str | None = None, branch: str | None = None,
+                  pull: int | None = None) -> list[str]:
+        """A CI or pull-request event: wake the active runs it concerns, found by head SHA,
+        branch or PR number (never by taking a PR number for an issue). Their ids."""
+        woken = []
+        for run in self.store.list_runs(states=ACTIVE, repo=repo, limit=100000):
+            if (sha and run.head_sha == sha) or (branch and run.branch == branch) or \
+                    (pull is not None and run.pr_number == pull):
+                self.store.wake(run.id)
+                woken.append(run.id)
+        if woken:
+            self._notify_workers()
+        return woken
+
     # ------------------------------------------------------------ feeders
 
     def start_up(self) -> None:
@@ -190,6 +168,10 @@ class Controller:
             log.info("run %s lost its owner; it will be resumed", run_id)
         live = [r.id for r in self.store.list_runs(states=ACTIVE, limit=100000)]
         self.driver.remove_orphans(live)
+        # Events that came while no process listened are lost: waiting runs look again now.
+        for run in self.store.list_runs(states=ACTIVE, limit=100000):
+            if run.waiting:
+                self.store.wake(run.id)
         self.resync()
 
     def resync(self) -> None:
@@ -252,7 +234,8 @@ class Controller:
         if not active and (issue.state != "open" or not issue.has_label(wanted[0])):
             return IssueView(issue=issue)  # nothing to start: spare the other requests
         events = tuple(e for e in forge.label_events(repo, number)
-                       if e.label.lower() in {w.lower() for w in wanted})
+                       if e.label.lower() in {w.lower() for w in wanted}
+                       or (not active and is_priority_label(e.label)))
         comments: tuple[Any, ...] = ()
         if active and run is not None:
             since = datetime.fromtimestamp(int(run.created_at), tz=UTC)  # forges: seconds
@@ -275,10 +258,12 @@ class Controller:
         return permission
 
     def _start(self, repo: str, number: int, action: Start) -> None:
+        priority = action.priority or self.settings.repo(repo).priority
         run, created = self.store.create_run(
             repo, number, trigger_actor=action.actor, issue_title=action.title,
             issue_body=action.body, issue_hash=action.text_hash, branch=branch_name(number),
-            extra={"trigger_at": action.trigger_at, "trigger_count": action.trigger_count})
+            priority=priority, details=RunDetails(trigger_at=action.trigger_at,
+                                                  trigger_count=action.trigger_count))
         if created:
             log.info("run %s queued for %s#%s (labelled by %s)", run.id, repo, number,
                      action.actor)
@@ -305,8 +290,9 @@ class Controller:
         return self.settings.limits.lease_ttl
 
     def _notify_workers(self) -> None:
+        """One idle slot looks for work: a claim per new or woken run, not a herd of them."""
         with self._wake:
-            self._wake.notify_all()
+            self._wake.notify()
 
     def _work_loop(self) -> None:
         while not self.stopping.is_set():
@@ -322,7 +308,8 @@ class Controller:
                 continue
             self._work_on(lease)
 
-    def _work_on(self, lease: Lease) -> None:
+    def _work_on(self, lease: Lease) -> bool:
+        """Take the run's steps under ``lease``; True when it now waits."""
         handle = RunHandle(run_id=lease.run_id, lease=lease)
         with self._handles_lock:
             self.handles[lease.run_id] = handle
@@ -335,9 +322,9 @@ class Controller:
         beat = threading.Thread(target=self._heartbeat, args=(handle,), daemon=True,
                                 name=f"orchestrator-lease-{lease.run_id}")
         beat.start()
-        crashed = False
+        crashed = waiting = False
         try:
-            self.driver.drive(handle)
+            waiting = self.driver.drive(handle)
         except LeaseLost:
             log.warning("run %s: lease lost; another process owns it now", lease.run_id)
         except Exception as exc:
@@ -347,14 +334,16 @@ class Controller:
         finally:
             with self._handles_lock:
                 self.handles.pop(lease.run_id, None)
-            if not crashed:  # after a crash the lease lapses by itself: a backoff for free
+            if not crashed and not waiting:  # after a crash the lease lapses by itself
                 with contextlib.suppress(StoreError):
                     self.store.release(handle.lease)
-            try:
-                run = self.store.get_run(lease.run_id)
-                self.enqueue(run.repo, run.issue)  # the issue may want something else now
-            except StoreError:
-                pass
+            if not waiting:  # a waiting run's issue is looked at when its event comes
+                try:
+                    run = self.store.get_run(lease.run_id)
+                    self.enqueue(run.repo, run.issue)  # the issue may want something else now
+                except StoreError:
+                    pass
+        return waiting
 
     def _heartbeat(self, handle: RunHandle) -> None:
         period = max(self._ttl / 3, 0.2)
@@ -414,8 +403,11 @@ class Controller:
             kill = KillRequest(run_id=message["run"], actor=message.get("actor", ""),
                                reason=message.get("reason", ""), at=time.time())
             self._deliver_kill(kill)
-        elif kind in ("wake", "resume"):
+        elif kind == "wake":
             self._notify_workers()
+        elif kind == "resume":
+            with self._wake:
+                self._wake.notify_all()
 
     def _deliver_kill(self, kill: KillRequest) -> None:
         with self._handles_lock:
@@ -443,10 +435,19 @@ class Controller:
         bus listener running so kills from elsewhere reach it. False if someone else holds it."""
         if not any(t.name == "orchestrator-bus" for t in self._threads):
             self._spawn("bus", self._listen)
-        lease = self.store.claim_run(run_id, self.worker_id, self._ttl)
-        if lease is None:
-            return False
-        self._work_on(lease)
+        while not self.stopping.is_set():
+            lease = self.store.claim_run(run_id, self.worker_id, self._ttl)
+            if lease is None:
+                return False
+            if not self._work_on(lease):
+                return True
+            # No other process takes the next step here: wait for its time or a wake.
+            while not self.stopping.is_set():
+                run = self.store.get_run(run_id)
+                if run.terminal or run.wake_at <= time.time():
+                    break
+                with self._wake:
+                    self._wake.wait(min(1.0, run.wake_at - time.time()))
         return True
 
     def handle_one(self, repo: str, issue: int, *, trigger_event: bool | None,

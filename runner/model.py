@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -103,6 +103,43 @@ class Event:
                    seq=int(raw.get("seq", 0)))
 
 
+PRIORITY_DEFAULT = 5  # 1 (last) to 10 (first): the order in which waiting runs are claimed
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    """What a run keeps between its steps, beside the fields every run has."""
+
+    trigger_at: str = ""  # ISO time of the label event that triggered the run
+    trigger_count: int = 0  # how many times the trigger label had been added by then
+    issue_labels: tuple[str, ...] = ()  # the issue's labels when the run started
+    labels: tuple[str, ...] = ()  # those of them the run trusts (privileged ones by writers)
+    profile: str = ""  # the gate profile, chosen while preparing
+    gates_yml: str = ""  # the repository's own gate profiles, kept for a resumed run
+    gates_source: str = ""
+    feedback: str = ""  # the next instruction for the agent (failures of the last iteration)
+    attempts: int = 0  # environmental failures so far
+    outage_since: float = 0.0  # when the forge started answering "try again later"
+    rejected_kills: tuple[int, ...] = ()  # /kill comments answered as not allowed
+    ci_deadline: float = 0.0  # epoch seconds by which CI must finish on the head
+    ci_looks: int = 0  # how many times CI was read on this head (sets the poll backoff)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | RunDetails | None) -> RunDetails:
+        if isinstance(raw, RunDetails):
+            return raw
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in (raw or {}).items():
+            if key not in known:
+                continue  # written by another version of the runner
+            values[key] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+
 @dataclass(frozen=True)
 class Run:
     """One attempt to turn one issue into a green pull request."""
@@ -127,7 +164,12 @@ class Run:
     tokens_out: int = 0
     reason: str = ""  # why it ended, for terminal runs
     killed_by: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    priority: int = PRIORITY_DEFAULT
+    # Claimable from this epoch time on (0: now). A waiting run sets it to its next look;
+    # an event that concerns the run sets it back to 0 and counts in ``wakes``.
+    wake_at: float = 0.0
+    wakes: int = 0
+    details: RunDetails = field(default_factory=RunDetails)
 
     @property
     def key(self) -> str:
@@ -152,9 +194,15 @@ class Run:
                       data={"from": str(self.state), "to": str(target), "reason": reason})
         return replace(self, **changes), event
 
+    @property
+    def waiting(self) -> bool:
+        """True while the run waits for an event or its next look, owned by no process."""
+        return not self.terminal and self.wake_at > 0
+
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
         raw["state"] = str(self.state)
+        raw["details"] = self.details.to_dict()
         return raw
 
     @classmethod
@@ -162,6 +210,8 @@ class Run:
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in raw.items() if k in known}
         values["state"] = RunState(values.get("state", "queued"))
+        # Records written before ``details`` had a free-form ``extra``.
+        values["details"] = RunDetails.from_dict(raw.get("details", raw.get("extra")))
         return cls(**values)
 
 

@@ -15,6 +15,7 @@ from runner.policy import (
     Rules,
     authorised,
     kill_comments,
+    label_priority,
     latest_addition,
     latest_removal,
     task_text,
@@ -46,6 +47,7 @@ class Start:
     text_hash: str
     trigger_at: str  # ISO time of the label event that triggered, so it starts one run only
     trigger_count: int = 1  # how many times the label had been added by then
+    priority: int | None = None  # from a writer's orchestrator:priority-<n> label
 
 
 @dataclass(frozen=True)
@@ -92,14 +94,15 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
     # and added again within one second still starts a new run.
     added = sum(1 for e in view.label_events if e.action == "added"
                 and e.label.lower() == rules.trigger_label.lower())
-    if run is not None and (run.extra.get("trigger_count", 0) >= added
-                            if "trigger_count" in run.extra
-                            else run.extra.get("trigger_at") == trigger.at.isoformat()):
+    if run is not None and (run.details.trigger_count >= added if run.details.trigger_count
+                            else run.details.trigger_at == trigger.at.isoformat()):
         return Nothing(f"run {run.id} already {run.state} for this label; "
                        "remove and add the label to try again")
     title, body, digest = task_text(issue.title, issue.body)
+    priority = label_priority(issue.labels, view.label_events, view.permissions,
+                              rules.required_permission)
     return Start(actor=trigger.actor, title=title, body=body, text_hash=digest,
-                 trigger_at=trigger.at.isoformat(), trigger_count=added)
+                 trigger_at=trigger.at.isoformat(), trigger_count=added, priority=priority)
 
 
 def _plan_active(view: IssueView | None, run: Run, rules: Rules) -> Action:
@@ -118,7 +121,7 @@ def _plan_active(view: IssueView | None, run: Run, rules: Rules) -> Action:
     for kill in kills:
         if kill.authorised:
             return Cancel(run.id, kill.comment.author, kill.reason or "/kill")
-    answered = set(run.extra.get("rejected_kills", ()))
+    answered = set(run.details.rejected_kills)
     for kill in kills:
         if kill.comment.id not in answered:
             return RejectKill(run.id, kill.comment.id, kill.comment.author)

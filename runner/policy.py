@@ -130,3 +130,29 @@ def comments_for_agent(comments: Iterable[Comment], permissions: Mapping[str, st
         if text:
             out.append((comment.author, text))
     return out
+
+
+PRIORITY_PREFIX = "orchestrator:priority-"
+
+
+def is_priority_label(label: str) -> bool:
+    """True for the labels that set a run's priority (``orchestrator:priority-<n>``)."""
+    return label.lower().startswith(PRIORITY_PREFIX)
+
+
+def label_priority(labels: Iterable[str], events: Iterable[LabelEvent],
+                   permissions: Mapping[str, str], required: str) -> int | None:
+    """The highest priority (1 to 10) among ``orchestrator:priority-<n>`` labels that a user
+    with ``required`` permission added last; None when there is none."""
+    events = tuple(events)
+    found: list[int] = []
+    for label in labels:
+        if not is_priority_label(label):
+            continue
+        number = label[len(PRIORITY_PREFIX):]
+        if not number.isdigit() or not 1 <= int(number) <= 10:
+            continue
+        added = latest_addition(events, label)
+        if added is not None and authorised(permissions.get(added.actor), required):
+            found.append(int(number))
+    return max(found, default=None)

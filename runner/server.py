@@ -95,15 +95,22 @@ class Api:
             if result.status != 401:
                 break
         event = result.event
-        if event is not None and event.number is not None:
+        if event is not None and (event.number is not None or event.kind == "ci"):
             try:
                 self.settings.repo(event.repo)
             except KeyError:
                 self.metrics.webhook_delivery(kind, "unconfigured")
                 return JSONResponse({"ignored": f"{event.repo} is not configured"},
                                     status_code=202)
-            self.metrics.webhook_accepted(event.repo, event.number)
-            self.runner.controller.enqueue(event.repo, event.number)
+            if event.kind in ("ci", "pull"):
+                # Concerns a run (by head SHA, branch or PR), never an issue of that number.
+                await run_in_threadpool(self.runner.controller.wake_runs, event.repo,
+                                        sha=event.sha, branch=event.branch,
+                                        pull=event.number if event.kind == "pull" else None)
+            else:
+                assert event.number is not None
+                self.metrics.webhook_accepted(event.repo, event.number)
+                self.runner.controller.enqueue(event.repo, event.number)
         self.metrics.webhook_delivery(kind, _delivery_result(result.status, event is not None))
         return JSONResponse({"message": result.message}, status_code=result.status)
 

@@ -195,7 +195,7 @@ class Pages:
             found.append(dashboard.Check("store", False, str(exc)))
         backend = self.settings.sandbox.backend
         try:
-            self.runner.pipeline.s.sandboxes.ping()
+            self.runner.steps.services.sandboxes.ping()
             found.append(dashboard.Check(f"sandbox ({backend})", True, "ready"))
         except Exception as exc:  # any engine failure is shown, not raised
             found.append(dashboard.Check(f"sandbox ({backend})", False, str(exc)))

@@ -1,4 +1,4 @@
-"""Assembles the adapters the configuration names into a Controller and its Pipeline.
+"""Assembles the adapters the configuration names into a Controller and its run steps.
 
 ``cli.py`` calls ``build``; tests and the demo call it too, with the emulators' URLs in the
 settings, so every path through the product is wired the same way.
@@ -22,9 +22,11 @@ from runner.controller import Controller
 from runner.forge import make_forge
 from runner.forge.base import Forge
 from runner.paths import CONFIG_DIR
-from runner.pipeline import Pipeline, Services
 from runner.review import make_client
+from runner.run.context import Services
+from runner.run.driver import Steps
 from runner.sandbox import make_backend
+from runner.sandbox.refill import WarmRefill
 from runner.store import open_store
 from runner.store.base import Store
 from runner.workspace import Identity, Workspaces
@@ -41,7 +43,7 @@ class Runner:
     settings: Settings
     store: Store
     forges: dict[str, Forge]
-    pipeline: Pipeline
+    steps: Steps
     controller: Controller
 
 
@@ -84,8 +86,11 @@ def _check_sandbox_env(settings: Settings) -> None:
                           "it: a secret must never enter the agent's container")
 
 
-def build(settings: Settings, *, store: Store | None = None, worker: str | None = None) -> Runner:
-    """Wire the configured adapters into a runnable Controller."""
+def build(settings: Settings, *, store: Store | None = None, worker: str | None = None,
+          serving: bool = False) -> Runner:
+    """Wire the configured adapters into a runnable Controller. ``serving``: this process
+    receives the forges' webhooks (``serve``), so a CI event wakes a waiting run and polling
+    is only the fallback for the forges with a webhook secret."""
     store = store or open_store(settings)
     forges = {name: make_forge(settings, name, throttle=cfg.throttle)
               for name, cfg in settings.forges.items()}
@@ -99,13 +104,20 @@ def build(settings: Settings, *, store: Store | None = None, worker: str | None 
     _check_sandbox_env(settings)
     gates = _gates(settings)
     continuation = (CONFIG_DIR / "prompts" / "continuation.md").read_text(encoding="utf-8")
+    webhooks = frozenset(name for name, cfg in settings.forges.items()
+                         if serving and cfg.webhook_secret_env
+                         and os.environ.get(cfg.webhook_secret_env))
     services = Services(
         settings=settings, store=store, forges=forges, tokens=tokens,
         workspaces=Workspaces(Path(settings.data_dir), identity=identity),
         sandboxes=make_backend(settings), make_agent=lambda: make_agent(settings),
         gates=gates, continuation_template=continuation,
-        review_client=review_client(settings),
+        review_client=review_client(settings), webhooks=webhooks,
     )
-    pipeline = Pipeline(services)
-    controller = Controller(settings, store, forges, pipeline, worker_id=worker or worker_id())
-    return Runner(settings, store, forges, pipeline, controller)
+    warm = settings.sandbox.warm
+    services.warm = WarmRefill(
+        services.sandboxes, services.spec("warm", "", 0, Path(settings.data_dir)),
+        settings.limits.max_concurrent if warm is None else warm)
+    steps = Steps(services)
+    controller = Controller(settings, store, forges, steps, worker_id=worker or worker_id())
+    return Runner(settings, store, forges, steps, controller)

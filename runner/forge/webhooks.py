@@ -41,6 +41,7 @@ class ForgeEvent:
     comment_body: str | None = None
     label: str | None = None  # GitHub says which label; Forgejo's label_updated does not
     sha: str | None = None  # for CI events and pushes to a PR
+    branch: str | None = None  # the head branch, for CI and pull-request events
 
 
 @dataclass(frozen=True)
@@ -184,17 +185,25 @@ def _github(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
     if name in ("pull_request", "pull_request_review"):
         pull = p["pull_request"]
         return ForgeEvent(kind="pull", repo=_repo(p), number=int(pull["number"]),
-                          sha=str(pull["head"]["sha"]), **common)  # type: ignore[arg-type]
+                          sha=str(pull["head"]["sha"]), branch=_ref(pull["head"]),
+                          **common)  # type: ignore[arg-type]
     if name == "status":
         return ForgeEvent(kind="ci", repo=_repo(p), sha=str(p["sha"]),
                           **common)  # type: ignore[arg-type]
-    if name in ("check_run", "check_suite"):
+    if name in ("check_run", "check_suite", "workflow_run"):
         item = p[name]
         pulls = item.get("pull_requests") or []
         number = int(pulls[0]["number"]) if pulls else None
+        branch = item.get("head_branch") or (item.get("check_suite") or {}).get("head_branch")
         return ForgeEvent(kind="ci", repo=_repo(p), sha=str(item["head_sha"]), number=number,
+                          branch=str(branch) if branch else None,
                           **common)  # type: ignore[arg-type]
     return None
+
+
+def _ref(head: dict[str, Any]) -> str | None:
+    ref = head.get("ref")
+    return str(ref) if ref else None
 
 
 def _forgejo(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
@@ -213,8 +222,9 @@ def _forgejo(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
                           **common)  # type: ignore[arg-type]
     if name in ("pull_request", "pull_request_review"):
         pull = p["pull_request"]
+        head = pull.get("head") or {}
         return ForgeEvent(kind="pull", repo=_repo(p), number=int(pull["number"]),
-                          sha=str((pull.get("head") or {}).get("sha") or "") or None,
+                          sha=str(head.get("sha") or "") or None, branch=_ref(head),
                           **common)  # type: ignore[arg-type]
     if name == "status":
         return ForgeEvent(kind="ci", repo=_repo(p), sha=str(p["sha"]),

@@ -34,10 +34,3 @@ def make_backend(settings: Settings) -> SandboxBackend:
     return DockerBackend(state_dir=Path(settings.data_dir) / "sandbox",
                          image=settings.sandbox.image,
                          secrets=secret_values(secret_env_names(settings)))
-
-
-def spec_limits(settings: Settings) -> dict[str, object]:
-    """The SandboxSpec fields the configuration sets: image, limits, network, env."""
-    cfg = settings.sandbox
-    return {"image": cfg.image, "cpus": cfg.cpus, "memory": cfg.memory, "pids": cfg.pids,
-            "network": cfg.network, "env": dict(cfg.env)}

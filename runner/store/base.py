@@ -107,11 +107,22 @@ class Store(Protocol):
 
     # leases
     def claim(self, worker: str, ttl: float, *, repo_limit: int | None = None) -> Lease | None:
-        """Lease the oldest unleased active run to ``worker``; None when there is none or
-        dispatch is paused. ``repo_limit`` caps leased runs per repository."""
+        """Lease the next unleased active run that is not waiting to ``worker``: highest
+        priority first, then oldest; None when there is none or dispatch is paused.
+        ``repo_limit`` caps leased runs per repository."""
 
     def claim_run(self, run_id: str, worker: str, ttl: float) -> Lease | None:
         """Lease one given run, if it is active and nobody holds it."""
+
+    def park(self, run_id: str, until: float, *, fence: int, wakes: int) -> bool:
+        """Give up the lease of a run that now waits: nobody claims it before ``until`` unless
+        it is woken. ``wakes`` is the run's wake count its owner saw when it claimed: if a
+        wake came since, the run is claimable at once and False is returned. LeaseLost if
+        ``fence`` is not current."""
+
+    def wake(self, run_id: str) -> Run:
+        """An event concerns the run: claimable now if it waits, and counted, so that an
+        owner about to park it sees the event. Publishes a ``wake`` on the bus."""
 
     def renew(self, lease: Lease, ttl: float) -> Lease:
         """Extend a lease; LeaseLost if it is no longer current."""

@@ -11,6 +11,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import redis
@@ -302,23 +303,61 @@ class RedisStore:
             for run_id, lease in zip(ids, leases, strict=True):
                 if lease and run_id in runs:
                     held[runs[run_id].repo] = held.get(runs[run_id].repo, 0) + 1
-            for run_id, lease in zip(ids, leases, strict=True):
-                run = runs.get(run_id)
-                if lease or run is None or run.terminal:
-                    continue
+            now = time.time()
+            ready = sorted((run for run_id, lease in zip(ids, leases, strict=True)
+                            if not lease and (run := runs.get(run_id)) is not None
+                            and not run.terminal and run.wake_at <= now),
+                           key=lambda run: (-run.priority, run.created_at))
+            for run in ready:
                 if repo_limit is not None and held.get(run.repo, 0) >= repo_limit:
                     continue
-                won = self._try_claim(run_id, worker, ttl)
+                won = self._try_claim(run.id, worker, ttl)
                 if won is not None:
+                    if run.wake_at:  # claimed: it works now, whatever it waited for
+                        self._set_wake(run.id, lambda current: replace(current, wake_at=0.0))
                     return won
             return None
         except redis.ConnectionError as exc:
             raise StoreUnavailable(f"Redis at {self.url} does not answer: {exc}") from None
 
+    def _set_wake(self, run_id: str, change: Callable[[Run], Run],
+                  fence: int | None = None) -> Run:
+        def body(pipe: Any) -> Run:
+            run = self._load(pipe, run_id)
+            if fence is not None:
+                self._check_fence(pipe, run_id, fence)
+            new = change(run)
+            pipe.multi()
+            if not run.terminal:
+                self._write_run(pipe, new)
+            if fence is not None:
+                pipe.delete(self._k("lease", run_id))
+            return new
+
+        return self._atomic([self._k("run", run_id), self._k("lease", run_id)], body)
+
+    def park(self, run_id: str, until: float, *, fence: int, wakes: int) -> bool:
+        parked = self._set_wake(
+            run_id, lambda run: replace(run, updated_at=time.time(), wake_at=(
+                until if run.wakes == wakes else time.time())), fence=fence)
+        if parked.wakes != wakes:
+            self.r.publish(self._k("bus"), json.dumps({"kind": "wake", "run": run_id}))
+        return parked.wakes == wakes
+
+    def wake(self, run_id: str) -> Run:
+        run = self._set_wake(run_id, lambda run: replace(
+            run, wake_at=0.0, wakes=run.wakes + 1))
+        self.r.publish(self._k("bus"), json.dumps({"kind": "wake", "run": run_id}))
+        return run
+
     def claim_run(self, run_id: str, worker: str, ttl: float) -> Lease | None:
-        if self._load(self.r, run_id).terminal:
+        run = self._load(self.r, run_id)
+        if run.terminal:
             return None
-        return self._try_claim(run_id, worker, ttl)
+        won = self._try_claim(run_id, worker, ttl)
+        if won is not None and run.wake_at:  # claimed: it works now, whatever it waited for
+            self._set_wake(run_id, lambda current: replace(current, wake_at=0.0))
+        return won
 
     def renew(self, lease: Lease, ttl: float) -> Lease:
         expires = time.time() + ttl

@@ -12,10 +12,20 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from runner.model import ACTIVE, MUTABLE_FIELDS, Event, KillRequest, Lease, Run, RunState
+from runner.model import (
+    ACTIVE,
+    MUTABLE_FIELDS,
+    PRIORITY_DEFAULT,
+    Event,
+    KillRequest,
+    Lease,
+    Run,
+    RunState,
+)
 from runner.store.base import (
     BusMessage,
     LeaseLost,
@@ -254,8 +264,10 @@ class SqliteStore:
             rows = db.execute(
                 f"SELECT r.id, r.repo FROM runs r LEFT JOIN leases l "
                 f"ON l.run_id = r.id AND l.expires_at > ? "
-                f"WHERE r.state IN {_ACTIVE_SQL} AND l.run_id IS NULL ORDER BY r.created_at",
-                (now,)).fetchall()
+                f"WHERE r.state IN {_ACTIVE_SQL} AND l.run_id IS NULL "
+                f"AND COALESCE(json_extract(r.data, '$.wake_at'), 0) <= ? "
+                f"ORDER BY COALESCE(json_extract(r.data, '$.priority'), {PRIORITY_DEFAULT}) DESC, "
+                f"r.created_at", (now, now)).fetchall()
             for run_id, repo in rows:
                 if repo_limit is not None:
                     (held,) = db.execute(
@@ -263,8 +275,34 @@ class SqliteStore:
                         "WHERE r.repo=? AND l.expires_at > ?", (repo, now)).fetchone()
                     if held >= repo_limit:
                         continue
-                return self._grant(db, run_id, worker, ttl)
+                lease = self._grant(db, run_id, worker, ttl)
+                run = self._load(db, run_id)
+                if run.wake_at:  # claimed: it works now, whatever it waited for
+                    self._save(db, replace(run, wake_at=0.0))
+                return lease
             return None
+
+    def park(self, run_id: str, until: float, *, fence: int, wakes: int) -> bool:
+        with self._tx() as db:
+            run = self._load(db, run_id)
+            self._check_fence(db, run_id, fence)
+            woken = run.wakes != wakes
+            self._save(db, replace(run, wake_at=time.time() if woken else until,
+                                   updated_at=time.time()))
+            db.execute("DELETE FROM leases WHERE run_id=? AND token=?", (run_id, fence))
+            if woken:
+                self._publish(db, {"kind": "wake", "run": run_id})
+            return not woken
+
+    def wake(self, run_id: str) -> Run:
+        with self._tx() as db:
+            run = self._load(db, run_id)
+            if run.terminal:
+                return run
+            run = replace(run, wake_at=0.0 if run.wake_at else run.wake_at, wakes=run.wakes + 1)
+            self._save(db, run)
+            self._publish(db, {"kind": "wake", "run": run_id})
+            return run
 
     def claim_run(self, run_id: str, worker: str, ttl: float) -> Lease | None:
         with self._tx() as db:
@@ -273,6 +311,8 @@ class SqliteStore:
                               (run_id, time.time())).fetchone()
             if run.terminal or held:
                 return None
+            if run.wake_at:  # claimed: it works now, whatever it waited for
+                self._save(db, replace(run, wake_at=0.0))
             return self._grant(db, run_id, worker, ttl)
 
     def renew(self, lease: Lease, ttl: float) -> Lease:

@@ -157,7 +157,7 @@ class DemoWorld:
         from runner.wiring import build
 
         settings = Settings.model_validate(self.settings_dict())
-        self.runner = build(settings, worker="demo-runner")
+        self.runner = build(settings, worker="demo-runner", serving=True)
         self.server = serve_in_thread(self.runner, "127.0.0.1", 0)
         self.forge.add_webhook(REPO, f"{self.server.url}/webhooks/{self.flavour}", self.secret)
         self._loop = threading.Thread(target=self.runner.controller.run,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from runner.model import RunState
-from runner.pipeline import MAX_ATTEMPTS
+from runner.run.driver import MAX_ATTEMPTS
 from runner.testing.demo import DemoWorld
 from tests.conftest import missing
 from tests.faults.conftest import assert_clean, events_of

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runner.model import RunState
-from runner.pipeline import MAX_ATTEMPTS
+from runner.run.driver import MAX_ATTEMPTS
 from runner.testing.demo import DemoWorld
 from tests.faults.conftest import assert_clean, events_of
 

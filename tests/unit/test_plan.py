@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from runner.forge.base import Comment, Issue, LabelEvent
-from runner.model import Run, RunState
+from runner.model import Run, RunDetails, RunState
 from runner.plan import Cancel, IssueView, Nothing, RejectKill, Start, plan
 from runner.policy import Rules, comments_for_agent, kill_command, strip_hidden, task_text
 
@@ -37,7 +37,7 @@ def view(iss: Issue, *events: LabelEvent, comments: tuple[Comment, ...] = ()) ->
 def active_run(state: RunState = RunState.RUNNING) -> Run:
     return Run(id="r-0123456789ab", repo="acme/w", issue=7, state=state,
                created_at=(T0 + timedelta(minutes=1)).timestamp(),
-               extra={"trigger_at": T0.isoformat()})
+               details=RunDetails(trigger_at=T0.isoformat()))
 
 
 def test_writer_label_starts_a_run_with_sanitised_text() -> None:
@@ -84,7 +84,7 @@ def test_a_finished_run_is_not_restarted_until_the_label_is_added_again() -> Non
 
 def test_relabel_within_the_same_second_starts_again() -> None:
     done = replace(active_run(), state=RunState.FAILED,
-                   extra={"trigger_at": T0.isoformat(), "trigger_count": 1})
+                   details=RunDetails(trigger_at=T0.isoformat(), trigger_count=1))
     same_second = view(issue("orchestrator"), added("orchestrator", "alice"),
                        added("orchestrator", "alice"))
     action = plan(same_second, done, RULES)
@@ -115,7 +115,8 @@ def test_kill_comment_from_a_reader_is_rejected_once() -> None:
     v = view(issue("orchestrator"), added("orchestrator", "alice"),
              comments=(comment("mallory", "/kill", cid=99),))
     assert plan(v, active_run(), RULES) == RejectKill("r-0123456789ab", 99, "mallory")
-    answered = replace(active_run(), extra={"trigger_at": T0.isoformat(), "rejected_kills": [99]})
+    answered = replace(active_run(), details=RunDetails(trigger_at=T0.isoformat(),
+                                                   rejected_kills=(99,)))
     assert isinstance(plan(v, answered, RULES), Nothing)
 
 

@@ -35,16 +35,16 @@ def custom_gates(tmp_path: Path) -> Path:
 
 def test_the_bundled_profiles_by_default(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("ORCHESTRATOR_GATES_CONFIG", raising=False)
-    gates = build(settings(tmp_path)).pipeline.s.gates
+    gates = build(settings(tmp_path)).steps.services.gates
     assert "standard" in gates.profiles and "tiny" not in gates.profiles
 
 
 def test_gates_config_and_the_environment_name_the_file(tmp_path: Path, monkeypatch) -> None:
     path = custom_gates(tmp_path)
-    gates = build(settings(tmp_path, gates_config=str(path))).pipeline.s.gates
+    gates = build(settings(tmp_path, gates_config=str(path))).steps.services.gates
     assert gates.profile("tiny").fast_commands()["lint"].run == "echo tiny-lint"
     monkeypatch.setenv("ORCHESTRATOR_GATES_CONFIG", str(path))
-    assert "tiny" in build(settings(tmp_path)).pipeline.s.gates.profiles
+    assert "tiny" in build(settings(tmp_path)).steps.services.gates.profiles
 
 
 def test_a_missing_gates_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,0 +1,214 @@
+"""What a step works with: the adapters (``Services``) and one claimed run (``RunContext``).
+
+A context lives as long as one claim: from the moment a worker slot takes the run until the
+run waits, ends or is left to another owner. Nothing in it survives a wait except what it
+wrote to the store (the run and its ``details``) and to disk (the worktree).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from gates.model import GateResult
+from gates.profiles import GatesConfig, Profile
+from gates.secrets import redact as redact_secrets
+from runner.agent.base import Agent
+from runner.config import RepoConfig, Settings
+from runner.forge.base import Forge
+from runner.model import Run, RunDetails, RunState
+from runner.run.handle import RunHandle
+from runner.run.status import StatusWriter
+from runner.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
+from runner.sandbox.refill import WarmRefill
+from runner.store.base import Store
+
+log = logging.getLogger("orchestrator.run")
+
+
+class Cancelled(Exception):
+    """The run's cancel event fired (a kill, or the lease was lost): stop at once."""
+
+
+class RunFailed(Exception):
+    """The run cannot go on; the message is the reason shown on the issue."""
+
+
+class Workspace(Protocol):
+    """What the steps need of ``workspace.Workspaces``."""
+
+    def prepare(self, run_id: str, repo: str, issue: int, url: str, *, base_branch: str = ...,
+                token: str | None = ..., fetch: bool = ..., fresh_after: float | None = ...
+                ) -> Any: ...
+
+    def commit(self, wt: Any, message: str | None = ...) -> str | None: ...
+
+    def head(self, wt: Any) -> str: ...
+
+    def diff(self, wt: Any) -> str: ...
+
+    def conflicts(self, wt: Any, *, url: str | None = ..., token: str | None = ...
+                  ) -> list[str]: ...
+
+    def push(self, wt: Any, url: str, *, token: str | None = ..., force: bool = ...) -> str: ...
+
+    def reset_to(self, wt: Any, sha: str) -> None: ...
+
+    def open(self, run_id: str, repo: str, issue: int, *, base_branch: str = ...) -> Any: ...
+
+    def remove(self, wt: Any) -> None: ...
+
+    def remove_orphans(self, live_run_ids: Iterable[str]) -> list[str]: ...
+
+    def fill_spare(self, repo: str, base_branch: str = ...) -> bool: ...
+
+    def base_file(self, repo: str, url: str, base_branch: str, name: str, *,
+                  token: str | None = ..., fresh_after: float | None = ...) -> str | None: ...
+
+    def worktree_path(self, run_id: str) -> Path: ...
+
+    def discard(self, run_id: str) -> None: ...
+
+
+@dataclass
+class Services:
+    """The adapters the steps work through, wired by ``wiring.py`` from the configuration."""
+
+    settings: Settings
+    store: Store
+    forges: dict[str, Forge]
+    tokens: dict[str, str]  # forge name -> token (never logged, never in a container)
+    workspaces: Workspace
+    sandboxes: SandboxBackend
+    make_agent: Callable[[], Agent]
+    gates: GatesConfig
+    continuation_template: str
+    review_client: Any = None  # an anthropic client for the reviewer; None: no AI review
+    links: Callable[[Run], str] = field(default=lambda run: "")
+    # The forges that deliver webhooks to this runner: a waiting run of theirs looks at the
+    # forge only as a fallback, on the longest backoff.
+    webhooks: frozenset[str] = frozenset()
+    warm: WarmRefill | None = None
+
+    def spec(self, run_id: str, repo: str, issue: int, worktree: Path) -> SandboxSpec:
+        """The sandbox a run gets, with the configured limits."""
+        cfg = self.settings.sandbox
+        return SandboxSpec(run_id=run_id, repo=repo, issue=issue, worktree=worktree,
+                           image=cfg.image, cpus=cfg.cpus, memory=cfg.memory, pids=cfg.pids,
+                           network=cfg.network, env=dict(cfg.env))
+
+
+@dataclass
+class RunContext:
+    """One claimed run and what its steps carry between them while the claim lasts."""
+
+    services: Services
+    handle: RunHandle
+    run: Run
+    repo: RepoConfig
+    forge: Forge
+    token: str
+    gates: GatesConfig
+    profile: Profile
+    skip_gates: bool
+    yolo_note: str
+    status: StatusWriter
+    worktree: Any = None
+    sandbox: Sandbox | None = None
+    warm: bool = False  # the run took a sandbox started ahead of it
+    gate_results: list[GateResult] = field(default_factory=list)
+    last_active: RunState = RunState.QUEUED  # for the checklist of a run that ended early
+    comments: tuple[int, list[tuple[str, str]]] | None = None  # (iteration, writers' comments)
+
+    @property
+    def store(self) -> Store:
+        return self.services.store
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def fence(self) -> int:
+        return self.handle.lease.token
+
+    @property
+    def details(self) -> RunDetails:
+        return self.run.details
+
+    # ------------------------------------------------------------ cancel
+
+    def check_cancel(self) -> None:
+        """Cancelled if a kill arrived or the lease was lost: call before every forge write."""
+        if self.handle.cancel.is_set():
+            raise Cancelled()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, unless a kill comes first."""
+        if self.handle.cancel.wait(seconds):
+            raise Cancelled()
+
+    def before_write(self) -> None:
+        """Before a forge write: no kill, and this process still owns the run (fencing)."""
+        self.check_cancel()
+        self.store.check_fence(self.run.id, self.fence)
+
+    # ------------------------------------------------------------ the record
+
+    def move(self, target: RunState, reason: str = "", actor: str = "runner") -> None:
+        """The run's next state, audited; the status comment follows."""
+        self.check_cancel()
+        self.run = self.store.transition(self.run.id, self.run.state, target, actor=actor,
+                                         reason=reason, fence=self.fence)
+        if not target.terminal:
+            self.last_active = target
+            self.show_status()
+
+    def update(self, **fields: Any) -> None:
+        self.run = self.store.update_run(self.run.id, fence=self.fence, **fields)
+
+    def note(self, **changes: Any) -> None:
+        """Change the run's ``details``."""
+        self.update(details=replace(self.run.details, **changes))
+
+    def event(self, kind: str, data: dict[str, Any] | None = None, actor: str = "runner") -> None:
+        self.store.append_event(self.run.id, kind, redacted(data or {}), actor=actor)
+
+    def show_status(self) -> None:
+        """The status comment, rendered from the run as it is now (written in the background)."""
+        from runner.run.status import render
+
+        self.status.update(render(self.run, last_active=self.last_active,
+                                  max_iterations=self.settings.limits.max_iterations,
+                                  skip_gates=self.skip_gates, yolo_note=self.yolo_note,
+                                  link=self.services.links(self.run)))
+
+    # ------------------------------------------------------------ what the run holds
+
+    def find_sandbox(self) -> Sandbox | None:
+        from runner.sandbox.base import SandboxError
+
+        try:
+            return self.services.sandboxes.find(self.run.id)
+        except SandboxError:
+            return None
+
+    def stop_sandbox(self) -> None:
+        sandbox = self.sandbox or self.services.sandboxes.find(self.run.id)
+        if sandbox is not None:
+            sandbox.stop(grace=1.0)
+
+
+def redacted(value: Any) -> Any:
+    """Audit data with every credential-looking string hidden: what the agent types or
+    prints may hold a secret it planted or found, and the audit log is shown on dashboards."""
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, dict):
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redacted(v) for v in value]
+    return value
