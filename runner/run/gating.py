@@ -1,10 +1,10 @@
 """GATING: the forge's CI on the exact head SHA. A run waiting for CI holds nothing.
 
-The first look at a new head happens at once without webhooks, or when a CI event wakes the
-run with them; until CI is done the run waits (owned by no process) for the next event or
-the next look on a backoff (``limits.ci_poll_interval`` doubling to ``ci_poll_max``; with
-webhooks, only ``ci_poll_max`` as a fallback). The deadline is kept with the run, so it
-holds across restarts and owners.
+The first look at a new head comes after ``limits.ci_poll_interval`` without webhooks, or
+when a CI event wakes the run with them. Until CI is done the run waits, owned by no process,
+for the next event or the next look on a backoff (``ci_poll_interval`` doubling to
+``ci_poll_max``; with webhooks, only ``ci_poll_max`` as a fallback). The deadline is kept with
+the run, so it holds across restarts and owners.
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ def step(ctx: RunContext) -> Outcome:
     now = time.time()
     webhooks = ctx.repo.forge in ctx.services.webhooks
     if not run.details.ci_deadline:
+        # CI has only just started on a new head: the first look waits for its event or the
+        # first poll (a CI event that came meanwhile makes the run claimable at once).
         ctx.note(ci_deadline=now + limits.ci_timeout, ci_looks=0)
-        if webhooks:
-            return Wait(now + limits.ci_poll_max, "waiting for a CI event")
+        first = limits.ci_poll_max if webhooks else limits.ci_poll_interval
+        return Wait(now + first, f"waiting for CI on {run.head_sha[:12]}")
     deadline = ctx.details.ci_deadline
     required = list(ctx.repo.required_contexts or ctx.profile.ci_contexts)
     ci = ctx.forge.ci_state(run.repo, run.head_sha)

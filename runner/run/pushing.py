@@ -19,13 +19,15 @@ def step(ctx: RunContext) -> Outcome:
                         f"{', '.join(conflicts)}; resolve them by hand or relabel to retry")
     ctx.before_write()  # a stalled old owner, or a killed run, must not push
     sha = ctx.services.workspaces.push(wt, url, token=ctx.token, force=True)
+    # Recorded at once: a CI event for the new head finds the run by it from now on.
+    ctx.update(head_sha=sha)
+    ctx.note(ci_deadline=0.0, ci_looks=0)  # a new head: its CI is waited for afresh
     ctx.event("pushed", {"branch": run.branch, "sha": sha})
     ctx.before_write()
     pull = forge.find_or_create_pull(run.repo, run.branch, ctx.repo.base_branch,
                                      title=run.issue_title or f"Fix #{run.issue}",
                                      body=pr_body(ctx), draft=True)
-    ctx.update(head_sha=sha, pr_number=pull.number, pr_url=pull.url)
-    ctx.note(ci_deadline=0.0, ci_looks=0)  # a new head: its CI is waited for afresh
+    ctx.update(pr_number=pull.number, pr_url=pull.url)
     ctx.event("pull_request", {"number": pull.number, "url": pull.url})
     ctx.move(RunState.GATING)
     return GoOn()

@@ -109,6 +109,7 @@ class CIJob:
     log_path: Path
     state: str = "pending"
     done: threading.Event = field(default_factory=threading.Event)
+    finished_at: float = 0.0  # epoch seconds when its final status was posted
 
 
 class ForgeEmulator:
@@ -556,6 +557,7 @@ class ForgeEmulator:
                 else:
                     self.state.set_status(repo, sha, self.ci_user, job.state, ci.context,
                                           "CI passed" if ok else "CI failed", log_url)
+                job.finished_at = time.time()
             finally:
                 job.done.set()
                 self._busy_add(-1)

@@ -143,6 +143,56 @@ def test_claim_oldest_first_and_only_once(store: Store) -> None:
     assert store.claim("w3", ttl=30) is None
 
 
+def test_higher_priority_is_claimed_first_then_the_oldest(store: Store) -> None:
+    store.create_run("acme/w", 1)
+    urgent, _ = store.create_run("acme/w", 2, priority=9)
+    store.create_run("acme/w", 3, priority=9)
+    lease = store.claim("w", ttl=30)
+    assert lease is not None and lease.run_id == urgent.id
+
+
+def test_a_parked_run_is_claimed_only_when_due_or_woken(store: Store) -> None:
+    run, _ = store.create_run("acme/w", 1)
+    lease = store.claim("w1", ttl=30)
+    assert lease is not None
+    assert store.park(run.id, time.time() + 60, fence=lease.token, wakes=run.wakes)
+    parked = store.get_run(run.id)
+    assert parked.waiting and store.current_lease(run.id) is None
+    assert store.claim("w2", ttl=30) is None  # waiting: nobody owns it, nobody claims it
+    store.wake(run.id)
+    again = store.claim("w2", ttl=30)
+    assert again is not None and again.run_id == run.id and again.token > lease.token
+    assert not store.get_run(run.id).waiting
+    # Its time comes without any wake.
+    assert store.park(run.id, time.time() + 0.2, fence=again.token,
+                      wakes=store.get_run(run.id).wakes)
+    assert store.claim("w3", ttl=30) is None
+    time.sleep(0.3)
+    assert store.claim("w3", ttl=30) is not None
+
+
+def test_a_wake_while_the_run_works_is_not_lost_when_it_parks(store: Store) -> None:
+    run, _ = store.create_run("acme/w", 1)
+    lease = store.claim("w1", ttl=30)
+    assert lease is not None
+    seen = store.get_run(run.id).wakes
+    store.wake(run.id)  # a CI event while the owner was still reading CI
+    assert not store.park(run.id, time.time() + 600, fence=lease.token, wakes=seen)
+    assert store.claim("w2", ttl=30) is not None  # claimable at once, not in ten minutes
+
+
+def test_a_stale_owner_cannot_park_the_run(store: Store) -> None:
+    run, _ = store.create_run("acme/w", 1)
+    lease = store.claim("w1", ttl=30)
+    assert lease is not None
+    store.release(lease)
+    newer = store.claim("w2", ttl=30)
+    assert newer is not None
+    with pytest.raises(LeaseLost):
+        store.park(run.id, time.time() + 60, fence=lease.token, wakes=0)
+    assert store.current_lease(run.id) is not None  # the new owner keeps it
+
+
 def test_repo_limit(store: Store) -> None:
     store.create_run("acme/a", 1)
     store.create_run("acme/a", 2)
