@@ -8,6 +8,17 @@ import time
 from collections import deque
 
 
+def issue_key(repo: str, issue: int) -> str:
+    """The queue's key of an issue: ``owner/name#12``."""
+    return f"{repo}#{issue}"
+
+
+def parse_key(key: str) -> tuple[str, int]:
+    """The repository and issue number of a key."""
+    repo, _, number = key.rpartition("#")
+    return repo, int(number)
+
+
 class WorkQueue:
     """Keys like ``owner/name#12`` waiting for the controller to look at them again."""
 

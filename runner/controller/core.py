@@ -1,26 +1,7 @@
-"""The controller: the one main loop of ``orchestrator serve``.
-
-Two halves share the store. Reconcile decides; workers do.
-
-    webhook / poll / start-up
-          |
-          v
-    queue(key) -> lock(key) -> observe (forge + store) -> plan -> execute -> requeue or forget
-                                                                    |
-                            Start: a queued run in the store -------+
-                            Cancel: a kill request on the bus ------+
-                                                                    v
-    worker slots: claim(run) under a lease -> steps.drive(run) -> release, or park it waiting
-    CI and PR events: the run they concern (head SHA or branch) -> wake it: claimable now
-    bus listener: kill for a run this process owns -> stop its agent and container now
-
-A run that waits (for CI) is owned by nobody: whichever process sees its event or its time
-first claims its next step (``runner.run.driver``).
-"""
+"""The controller: reconcile issues toward what the forge asks for; slots work on runs."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -29,14 +10,17 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from runner.config import Settings
+from runner.controller.bus import BusListener
+from runner.controller.ci_job import handle_one
+from runner.controller.slots import Slots
 from runner.forge.base import Forge, ForgeError, NotFound, Permission
-from runner.model import ACTIVE, KillRequest, Lease, Run, RunDetails, branch_name
+from runner.model import ACTIVE, Lease, Run, RunDetails, branch_name
 from runner.plan import Action, Cancel, IssueView, Nothing, RejectKill, Start, plan
 from runner.policy import is_priority_label, kill_command, task_text
 from runner.run.handle import RunHandle
 from runner.run.readers import rules_for
-from runner.store.base import LeaseLost, RunFinished, Store, StoreError
-from runner.workqueue import WorkQueue
+from runner.store.base import RunFinished, Store, StoreError
+from runner.workqueue import WorkQueue, issue_key, parse_key
 
 log = logging.getLogger("orchestrator.controller")
 
@@ -46,15 +30,6 @@ _PERMISSION_TTL = 30.0
 # no longer wait in line behind each other's forge requests (one thread made the 20th of 20
 # wait for the 19 before it: ~2 s of the dispatch time under load; four, still up to 1.4 s).
 RECONCILERS = 8
-
-
-def issue_key(repo: str, issue: int) -> str:
-    return f"{repo}#{issue}"
-
-
-def parse_key(key: str) -> tuple[str, int]:
-    repo, _, number = key.rpartition("#")
-    return repo, int(number)
 
 
 class RunDriver(Protocol):
@@ -89,9 +64,8 @@ class Controller:
         self.worker_id = worker_id
         self.queue = WorkQueue()
         self.stopping = threading.Event()
-        self.handles: dict[str, RunHandle] = {}
-        self._handles_lock = threading.Lock()
-        self._wake = threading.Condition()
+        self.slots = Slots(self)
+        self.bus = BusListener(self)
         self._permissions: dict[tuple[str, str], tuple[float, Permission]] = {}
         self._threads: list[threading.Thread] = []
         self.rules = rules_for(settings)
@@ -103,13 +77,13 @@ class Controller:
         """Start the worker slots, the bus listener and the poller; reconcile (in RECONCILERS
         threads, this one included) until stopped."""
         self.start_up()
-        self._spawn("bus", self._listen)
-        self._spawn("poller", self._poll_loop)
-        self._spawn("warm", lambda: self.driver.keep_warm(self.stopping))
+        self.spawn("bus", self.bus.listen)
+        self.spawn("poller", self._poll_loop)
+        self.spawn("warm", lambda: self.driver.keep_warm(self.stopping))
         for slot in range(self.settings.limits.max_concurrent):
-            self._spawn(f"slot-{slot}", self._work_loop)
+            self.spawn(f"slot-{slot}", self.slots.work_loop)
         for n in range(1, RECONCILERS):
-            self._spawn(f"reconcile-{n}", self._reconcile_loop)
+            self.spawn(f"reconcile-{n}", self._reconcile_loop)
         self._reconcile_loop()
 
     def _reconcile_loop(self) -> None:
@@ -132,12 +106,12 @@ class Controller:
         """Stop taking work. Runs in flight stay resumable: their leases simply expire."""
         self.stopping.set()
         self.queue.close()
-        with self._wake:
-            self._wake.notify_all()
+        self.slots.notify_all()
         for thread in self._threads:
             thread.join(timeout)
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+    def spawn(self, name: str, target: Callable[[], None]) -> None:
+        """Run ``target`` in a daemon thread that ``stop`` waits for."""
         thread = threading.Thread(target=target, name=f"orchestrator-{name}", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -157,7 +131,7 @@ class Controller:
                 self.store.wake(run.id)
                 woken.append(run.id)
         if woken:
-            self._notify_workers()
+            self.slots.notify()
         return woken
 
     # ------------------------------------------------------------ feeders
@@ -267,7 +241,7 @@ class Controller:
         if created:
             log.info("run %s queued for %s#%s (labelled by %s)", run.id, repo, number,
                      action.actor)
-        self._notify_workers()
+        self.slots.notify()
 
     def _cancel(self, action: Cancel) -> None:
         kill = self.store.kill_request(action.run_id)
@@ -277,144 +251,12 @@ class Controller:
                                                reason=action.reason)
             except RunFinished:
                 return
-        self._deliver_kill(kill)
-        lease = self.store.claim_run(action.run_id, self.worker_id, self._ttl)
+        self.slots.deliver_kill(kill)
+        lease = self.store.claim_run(action.run_id, self.worker_id,
+                                     self.settings.limits.lease_ttl)
         if lease is not None:  # nobody owns it: cancel it here and now
             run = self.store.get_run(action.run_id)
             self.driver.cancel_unowned(run, action.actor, action.reason, lease)
-
-    # ------------------------------------------------------------ workers
-
-    @property
-    def _ttl(self) -> float:
-        return self.settings.limits.lease_ttl
-
-    def _notify_workers(self) -> None:
-        """One idle slot looks for work: a claim per new or woken run, not a herd of them."""
-        with self._wake:
-            self._wake.notify()
-
-    def _work_loop(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                lease = self.store.claim(self.worker_id, self._ttl,
-                                         repo_limit=self.settings.limits.per_repo)
-            except StoreError as exc:
-                log.warning("cannot claim work: %s", exc)
-                lease = None
-            if lease is None:
-                with self._wake:
-                    self._wake.wait(1.0)
-                continue
-            self._work_on(lease)
-
-    def _work_on(self, lease: Lease) -> bool:
-        """Take the run's steps under ``lease``; True when it now waits."""
-        handle = RunHandle(run_id=lease.run_id, lease=lease)
-        with self._handles_lock:
-            self.handles[lease.run_id] = handle
-        try:
-            kill = self.store.kill_request(lease.run_id)
-        except StoreError:  # the store is away: drive() meets it too, and the lease lapses
-            kill = None
-        if kill is not None:
-            handle.trigger(kill)
-        beat = threading.Thread(target=self._heartbeat, args=(handle,), daemon=True,
-                                name=f"orchestrator-lease-{lease.run_id}")
-        beat.start()
-        crashed = waiting = False
-        try:
-            waiting = self.driver.drive(handle)
-        except LeaseLost:
-            log.warning("run %s: lease lost; another process owns it now", lease.run_id)
-        except Exception as exc:
-            crashed = True
-            log.warning("run %s stopped on an error (%s: %s); it is retried when its lease "
-                        "lapses", lease.run_id, type(exc).__name__, exc)
-        finally:
-            with self._handles_lock:
-                self.handles.pop(lease.run_id, None)
-            if not crashed and not waiting:  # after a crash the lease lapses by itself
-                with contextlib.suppress(StoreError):
-                    self.store.release(handle.lease)
-            if not waiting:  # a waiting run's issue is looked at when its event comes
-                try:
-                    run = self.store.get_run(lease.run_id)
-                    self.enqueue(run.repo, run.issue)  # the issue may want something else now
-                except StoreError:
-                    pass
-        return waiting
-
-    def _heartbeat(self, handle: RunHandle) -> None:
-        period = max(self._ttl / 3, 0.2)
-        while not self.stopping.wait(period):
-            with self._handles_lock:
-                if self.handles.get(handle.run_id) is not handle:
-                    return
-            try:
-                handle.lease = self.store.renew(handle.lease, self._ttl)
-            except LeaseLost:
-                handle.lease_lost = True
-                handle.trigger(None)
-                return
-            except StoreError as exc:
-                log.warning("run %s: cannot renew lease: %s", handle.run_id, exc)
-
-    # ------------------------------------------------------------ the bus
-
-    def _listen(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                sub = self.store.subscribe()
-            except StoreError as exc:
-                log.warning("cannot subscribe to the store: %s; retrying", exc)
-                self.stopping.wait(1.0)
-                continue
-            # Kills published while we were not subscribed (start-up, or the store was
-            # away) are in the store: check our runs now that nothing more can be missed.
-            # (This ran after a broken subscription, while the store was still away, and its
-            # error ended this thread: no kill reached this process again.)
-            try:
-                for run_id in list(self.handles):
-                    kill = self.store.kill_request(run_id)
-                    if kill is not None:
-                        self._deliver_kill(kill)
-            except StoreError as exc:
-                log.warning("cannot read kill requests: %s; resubscribing", exc)
-                with contextlib.suppress(Exception):
-                    sub.close()
-                self.stopping.wait(1.0)
-                continue
-            try:
-                while not self.stopping.is_set():
-                    message = sub.get(timeout=0.5)
-                    if message is not None:
-                        self._on_message(message)
-            except Exception as exc:
-                log.warning("bus subscription broke (%s); resubscribing", exc)
-            finally:
-                with contextlib.suppress(Exception):
-                    sub.close()
-            self.stopping.wait(0.5)  # the store may still be away: do not spin
-
-    def _on_message(self, message: dict[str, Any]) -> None:
-        kind = message.get("kind")
-        if kind == "kill":
-            kill = KillRequest(run_id=message["run"], actor=message.get("actor", ""),
-                               reason=message.get("reason", ""), at=time.time())
-            self._deliver_kill(kill)
-        elif kind == "wake":
-            self._notify_workers()
-        elif kind == "resume":
-            with self._wake:
-                self._wake.notify_all()
-
-    def _deliver_kill(self, kill: KillRequest) -> None:
-        with self._handles_lock:
-            handle = self.handles.get(kill.run_id)
-        if handle is not None:
-            log.info("run %s: kill by %s (%s)", kill.run_id, kill.actor, kill.reason)
-            handle.trigger(kill)
 
     def dispatch(self, repo: str, issue: int, actor: str) -> Run:
         """Start a run without a label (the API, for other control planes); the existing
@@ -425,77 +267,31 @@ class Controller:
         run, _ = self.store.create_run(repo, issue, trigger_actor=actor, issue_title=title,
                                        issue_body=body, issue_hash=digest,
                                        branch=branch_name(issue))
-        self._notify_workers()
+        self.slots.notify()
         return run
 
     # ------------------------------------------------------------ one run in the foreground
 
     def drive_in_foreground(self, run_id: str) -> bool:
-        """Claim one run and work on it in this thread (``run``, ``handle-event``), with the
-        bus listener running so kills from elsewhere reach it. False if someone else holds it."""
+        """Claim one run and work on it in this thread (``run``, ``handle-event``) to its end,
+        with the bus listener running so kills from elsewhere reach it. False if someone else
+        holds it."""
         if not any(t.name == "orchestrator-bus" for t in self._threads):
-            self._spawn("bus", self._listen)
-        while not self.stopping.is_set():
-            lease = self.store.claim_run(run_id, self.worker_id, self._ttl)
-            if lease is None:
-                return False
-            if not self._work_on(lease):
-                return True
-            # No other process takes the next step here: wait for its time or a wake.
-            while not self.stopping.is_set():
-                run = self.store.get_run(run_id)
-                if run.terminal or run.wake_at <= time.time():
-                    break
-                with self._wake:
-                    self._wake.wait(min(1.0, run.wake_at - time.time()))
-        return True
+            self.spawn("bus", self.bus.listen)
+        return self.slots.drive_in_foreground(run_id)
 
     def handle_one(self, repo: str, issue: int, *, trigger_event: bool | None,
                    kill_check: float = 5.0) -> str:
-        """Handle one forge event in a CI job: look at the issue once; if that starts a run,
-        work on it here to the end, looking at the issue again every ``kill_check`` seconds
-        so a kill label, a ``/kill`` or an unlabel stops it.
-
-        Each job may have a store of its own, so only the event that added the trigger label
-        (``trigger_event``; None: read the issue's timeline to tell) may start a run: any
-        other event (a comment, another label) would otherwise start a second one.
-        """
-        key = issue_key(repo, issue)
-        if trigger_event is None:  # Forgejo's label_updated does not say which label
-            forge = self.forges[self.settings.repo(repo).forge]
-            events = forge.label_events(repo, issue)
-            trigger_event = bool(events) and events[-1].action == "added" and \
-                events[-1].label.lower() == self.rules.trigger_label.lower()
-        if not trigger_event:
-            if self.store.active_run(repo, issue) is not None:  # a store shared with others
-                return f"{key}: {self.reconcile(key)}"
-            return (f"{key}: this event starts nothing; the job working on the issue checks "
-                    f"it for kill signals every {kill_check:g}s")
-        action = self.reconcile(key)
-        run = self.store.active_run(repo, issue)
-        if run is None or not isinstance(action, Start):
-            return f"{key}: {action}"
-
-        def watch() -> None:
-            while not self.stopping.wait(kill_check):
-                with contextlib.suppress(ForgeError, StoreError):
-                    self.reconcile(key)
-
-        self._spawn("kill-check", watch)
-        try:
-            self.drive_in_foreground(run.id)
-        finally:
-            self.stopping.set()
-        final = self.store.get_run(run.id)
-        return f"{key}: run {final.id} {final.state} {final.reason} {final.pr_url}".strip()
+        """One forge event in a CI job (see ``runner.controller.ci_job``)."""
+        return handle_one(self, repo, issue, trigger_event=trigger_event,
+                          kill_check=kill_check)
 
     # ------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
         """Queue depth, slots in use, warm sandboxes, paused or not: for the health page and
         /healthz."""
-        with self._handles_lock:
-            owned = sorted(self.handles)
+        owned = self.slots.owned()
         return {"worker": self.worker_id, "queue": len(self.queue), "slots_in_use": len(owned),
                 "slots": self.settings.limits.max_concurrent, "runs": owned,
                 "paused": self.store.paused(), "last_poll": self.last_poll,
