@@ -45,6 +45,9 @@ class RunDriver(Protocol):
 
     def remove_orphans(self, live_run_ids: Iterable[str]) -> None: ...
 
+    def remove_ended(self) -> list[str]:
+        """Worktrees and containers here of runs the store knows as ended."""
+
     def keep_warm(self, stopping: threading.Event) -> None:
         """Keep sandboxes started ahead of runs until ``stopping`` is set."""
 
@@ -171,6 +174,11 @@ class Controller:
                 self.resync()
             except (ForgeError, StoreError) as exc:
                 log.warning("resync failed: %s", exc)
+            try:
+                for run_id in self.driver.remove_ended():
+                    log.info("removed what ended run %s left on this machine", run_id)
+            except Exception as exc:  # the next resync tries again
+                log.warning("cannot remove what ended runs left: %s", exc)
 
     # ------------------------------------------------------------ reconcile
 

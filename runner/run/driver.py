@@ -37,7 +37,7 @@ from runner.run.outcome import Outcome, Wait
 from runner.run.status import STATUS_MARKER, StatusWriter
 from runner.run.workdir import release_sandbox
 from runner.sandbox.base import SandboxError
-from runner.store.base import LeaseLost, StaleState, StoreUnavailable
+from runner.store.base import LeaseLost, RunNotFound, StaleState, StoreUnavailable
 
 log = logging.getLogger("orchestrator.run")
 
@@ -156,6 +156,35 @@ class Steps:
                 log.info("removed orphan sandbox %s", name)
         for path in self.services.workspaces.remove_orphans(live):
             log.info("removed orphan worktree %s", path)
+
+    def remove_ended(self) -> list[str]:
+        """Worktrees and containers on this machine of runs that have ended elsewhere (a run
+        whose last steps another process took) or whose cleanup a crash cut short. Only runs
+        the store knows as ended are touched, so this is safe beside runs starting now."""
+        removed = []
+        for info in self.services.workspaces.list_worktrees():
+            try:
+                run = self.store.get_run(info.run_id)
+            except RunNotFound:
+                continue  # not a run of this store
+            if not run.terminal:
+                continue
+            try:
+                base = self.settings.repo(run.repo).base_branch
+            except KeyError:
+                base = "main"
+            with contextlib.suppress(SandboxError):
+                box = self.services.sandboxes.find(run.id)
+                if box is not None:
+                    box.remove()
+            worktree = self.services.workspaces.open(run.id, run.repo, run.issue,
+                                                     base_branch=base)
+            if worktree is not None:
+                self.services.workspaces.remove(worktree)
+            else:
+                self.services.workspaces.discard(run.id)
+            removed.append(run.id)
+        return removed
 
     def keep_warm(self, stopping: threading.Event) -> None:
         """Keep sandboxes started ahead of runs until ``stopping`` is set."""
