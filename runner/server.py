@@ -104,9 +104,14 @@ class Api:
                                     status_code=202)
             if event.kind in ("ci", "pull"):
                 # Concerns a run (by head SHA, branch or PR), never an issue of that number.
-                await run_in_threadpool(self.runner.controller.wake_runs, event.repo,
-                                        sha=event.sha, branch=event.branch,
-                                        pull=event.number if event.kind == "pull" else None)
+                # Only news can move a waiting run: a CI job that finished, a PR closed or
+                # reopened by someone (the runner's own opening or push says nothing new).
+                if (event.finished if event.kind == "ci"
+                        else event.action in ("closed", "reopened")):
+                    await run_in_threadpool(
+                        self.runner.controller.wake_runs, event.repo, sha=event.sha,
+                        branch=event.branch,
+                        pull=event.number if event.kind == "pull" else None)
             else:
                 assert event.number is not None
                 self.metrics.webhook_accepted(event.repo, event.number)

@@ -42,6 +42,9 @@ class ForgeEvent:
     label: str | None = None  # GitHub says which label; Forgejo's label_updated does not
     sha: str | None = None  # for CI events and pushes to a PR
     branch: str | None = None  # the head branch, for CI and pull-request events
+    # For CI events: True when it says something finished (a final status, a completed check
+    # run, suite or workflow run); a CI job starting moves no run forward.
+    finished: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ def _github(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
                           **common)  # type: ignore[arg-type]
     if name == "status":
         return ForgeEvent(kind="ci", repo=_repo(p), sha=str(p["sha"]),
+                          finished=p.get("state") != "pending",
                           **common)  # type: ignore[arg-type]
     if name in ("check_run", "check_suite", "workflow_run"):
         item = p[name]
@@ -197,6 +201,7 @@ def _github(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
         branch = item.get("head_branch") or (item.get("check_suite") or {}).get("head_branch")
         return ForgeEvent(kind="ci", repo=_repo(p), sha=str(item["head_sha"]), number=number,
                           branch=str(branch) if branch else None,
+                          finished=action == "completed",
                           **common)  # type: ignore[arg-type]
     return None
 
@@ -228,5 +233,6 @@ def _forgejo(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
                           **common)  # type: ignore[arg-type]
     if name == "status":
         return ForgeEvent(kind="ci", repo=_repo(p), sha=str(p["sha"]),
+                          finished=p.get("state") != "pending",
                           **common)  # type: ignore[arg-type]
     return None

@@ -72,7 +72,6 @@ def measure(n: int, *, polling: bool) -> dict[str, Any]:
                                      context=CI_CONTEXT)
             world.forge.observers.append(seen)
             data_dir = Path(world.settings_dict()["data_dir"])
-            baseline_threads = threading.active_count()
             issues = [world.open_issue(title=f"waiting {i}", label=False) for i in range(n)]
             for issue in issues:
                 world.forge.label(REPO, issue, "orchestrator", as_user=MAINTAINER)
@@ -90,7 +89,10 @@ def measure(n: int, *, polling: bool) -> dict[str, Any]:
                                               for r in waiting),
                             "worktrees": sum((data_dir / "worktrees" / r.id).exists()
                                              for r in waiting),
-                            "threads": threading.active_count() - baseline_threads}
+                            # the runner's threads named after a waiting run (its lease
+                            # heartbeat, status writer, agent): the emulators share the process
+                            "threads": sum(1 for t in threading.enumerate()
+                                           if any(r.id in t.name for r in waiting))}
                 time.sleep(0.5)
             runs = [world.wait_finished(issue, timeout=60) for issue in issues]
             finished_at: dict[str, float] = {}
@@ -102,11 +104,12 @@ def measure(n: int, *, polling: bool) -> dict[str, Any]:
             for run in runs:
                 for entered, left in _gating_windows(world, run.id):
                     intervals.append((entered, left))
-                    heads = {path.split("/commits/")[1].split("/")[0]
-                             for at, path in requests if entered <= at <= left}
-                    done = min((finished_at[sha] for sha in heads if sha in finished_at),
-                               default=None)
-                    in_gating = [at for at, _ in requests if entered <= at <= left]
+                    head = max(((e.at, e.data["sha"]) for e in world.store.events(
+                        run.id, limit=10_000) if e.kind == "pushed" and e.at <= entered),
+                        default=(0.0, ""))[1]
+                    done = finished_at.get(head)
+                    in_gating = [at for at, path in requests if entered <= at <= left
+                                 and f"/commits/{head}" in path]
                     all_requests += len(in_gating)
                     if done is None:
                         continue
