@@ -323,6 +323,7 @@ class Workspaces:
     def _fetch(self, mirror: Path, url: str, token: str | None,
                cancel: Cancel | None = None) -> None:
         began = time.time()
+        _clear_stale_ref_locks(mirror)
         # The stamp is written only after a whole fetch: an interrupted one counts for nothing.
         self._git(["fetch", "--prune", "--no-tags", "--quiet", REMOTE],
                   git_dir=mirror, env=_auth_env(url, token), token=token, cancel=cancel)
@@ -621,6 +622,9 @@ class Workspaces:
             # Nested repositories would become submodule pointers (or fail the add when
             # they have no commit): leave them out, by literal path.
             excludes = [f":(exclude,literal){p}" for p in nested]
+            # Left by an add or commit killed outright: only the run's owner writes this
+            # index, one step at a time, so a lock found here is stale.
+            (wt.git_dir / "index.lock").unlink(missing_ok=True)
             # An interrupted add or commit leaves at most a staged index: the files are as the
             # agent left them, and the next commit stages them again.
             self._wt_git(wt, ["add", "--all", "--", ".", *excludes], cancel=cancel)
@@ -788,6 +792,19 @@ def _lock(admin: Path) -> None:
     when the agent deleted its .git."""
     if _read(admin / "locked") in (None, "initializing"):
         (admin / "locked").write_text("a run's worktree\n")
+
+
+def _clear_stale_ref_locks(mirror: Path) -> None:
+    """Delete the ref lock files a fetch left when it was killed outright (SIGKILL, or the
+    runner's own kill -9); git would refuse every later fetch ("File exists"). Called with
+    the fetch turn held, when no other fetch runs: only a fetch writes origin's refs, and
+    only its --prune (or a branch -D, under the exclusive lock) takes packed-refs.lock."""
+    remotes = mirror / "refs" / "remotes"
+    stale = [*remotes.rglob("*.lock")] if remotes.is_dir() else []
+    for lock in [mirror / "packed-refs.lock", *stale]:
+        if lock.is_file():
+            log.warning("removing %s, left by a git fetch that was killed", lock)
+            lock.unlink(missing_ok=True)
 
 
 def _read(path: Path) -> str | None:

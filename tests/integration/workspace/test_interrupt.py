@@ -102,6 +102,20 @@ def test_a_cancel_stops_a_slow_fetch_and_the_mirror_stays_usable(
     assert not wt.resumed
 
 
+def test_ref_locks_of_a_fetch_killed_outright_do_not_wedge_the_mirror(
+        forge: ForgeEmulator, tmp_path: Path) -> None:
+    spaces = Workspaces(tmp_path / "data")
+    url = forge.clone_url(REPO)
+    mirror = spaces.sync_mirror(REPO, url)
+    # What a SIGKILLed fetch (or a kill -9 of the runner) leaves: git's own lock files.
+    (mirror / "packed-refs.lock").write_text("")
+    (mirror / "refs" / "remotes" / "origin" / "main.lock").write_text("")
+    moved = forge.push_branch(REPO, "main", {"app.py": "x = 9\n"}, as_user="maintainer")
+    wt = spaces.prepare("r-6", REPO, 12, url)
+    assert spaces.head(wt) == moved
+    assert (wt.path / "app.py").read_text() == "x = 9\n"
+
+
 def test_a_cancel_stops_a_slow_push_and_nothing_reaches_the_forge(
         forge: ForgeEmulator, tmp_path: Path) -> None:
     spaces = Workspaces(tmp_path / "data")
@@ -164,6 +178,7 @@ def test_a_cancelled_run_commits_nothing(forge: ForgeEmulator, tmp_path: Path) -
     with pytest.raises(Interrupted):
         spaces.commit(wt, "Change x", cancel=cancel)
     assert spaces.head(wt) == before
+    (wt.git_dir / "index.lock").write_text("")  # as an add killed outright leaves it
     assert spaces.commit(wt, "Change x") not in (None, before)  # without a kill it commits
 
 
