@@ -179,9 +179,10 @@ class AgentConfig(Section):
     max_cost_usd: float = Field(default=5.0, gt=0)
     context_window: int = Field(default=200_000, gt=0)
     max_output_tokens: int = Field(default=8192, gt=0, description="per model reply")
-    max_retries: int = Field(
-        default=5, ge=0,
-        description="a model request answered 429/529/5xx is retried this often, backing off")
+    outage_timeout: Duration = Field(
+        default=parse_duration("15m"),
+        description="how long a model provider answering 429/529/5xx (or unreachable) is "
+                    "waited out, backing off, before the run fails; e.g. 15m")
     command: str | None = Field(
         default=None, description="kind command: template run in the container, {prompt_file}"
     )
@@ -190,6 +191,14 @@ class AgentConfig(Section):
         description="env vars given to a command agent; this puts those secrets in the container",
     )
     prices: dict[str, Price] = Field(default_factory=_default_prices)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retries_became_a_time(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_retries" in data:
+            raise ValueError("max_retries is gone: a model provider's outage is now waited out "
+                             "for a time, agent.outage_timeout (e.g. '15m'); remove max_retries")
+        return data
 
     @model_validator(mode="after")
     def _command_needs_template(self) -> AgentConfig:

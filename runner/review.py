@@ -5,21 +5,28 @@ anchored to lines, validated (the model is asked again once when its reply is no
 A review approves only when the model says approve *and* its confidence reaches the
 threshold. The pure helpers at the end turn a review into PR review line comments, a commit
 status and the agent's next instruction; posting them is the pipeline's job.
+
+The model is called through ``runner.provider``, as the agent calls it: a kill closes the
+request in flight (``Interrupted``), and an outage of the provider is waited out for the
+endpoint's bound, each wait reported to ``on_wait`` (``Unavailable`` after it).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner.continuation import Failure, GateLike, failures_from_gates, render_continuation
 from runner.paths import CONFIG_DIR
+
+if TYPE_CHECKING:  # the SDK is imported when a review is asked for: the helpers need none
+    from runner.provider import Cancel, Endpoint, OutageWait
 
 PROMPTS_DIR = CONFIG_DIR / "prompts"
 STATUS_CONTEXT = "orchestrator/ai-review"
@@ -31,6 +38,16 @@ Severity = Literal["blocker", "major", "minor", "nit"]
 
 class ReviewError(Exception):
     """The reviewer could not produce a valid review (bad replies, API failure)."""
+
+
+class Interrupted(ReviewError):
+    """The run's cancel event was set: the reviewer's model call was abandoned (its
+    connection closed). Nothing was reviewed; catch it before ``ReviewError``."""
+
+
+class Unavailable(ReviewError):
+    """The model provider kept failing (429/529/5xx, unreachable) for the whole outage
+    bound; the message says what it answered and for how long."""
 
 
 def load_prompt(name: str, directory: str | Path | None = None) -> str:
@@ -136,12 +153,15 @@ class Review:
 
 
 def make_client(*, api_key: str, base_url: str | None = None, timeout: float = 300.0,
-                max_retries: int = 2) -> Any:
-    """An anthropic SDK client for the reviewer (the key stays in the runner process)."""
-    from anthropic import Anthropic  # imported here: the pure helpers below need no SDK
+                outage_timeout: float = 900.0, backoff_base: float = 1.0,
+                backoff_cap: float = 60.0) -> Endpoint:
+    """The reviewer's model endpoint (the key stays in the runner process): requests time
+    out after ``timeout`` s; an outage is waited out for ``outage_timeout`` s, backing off
+    from ``backoff_base`` to ``backoff_cap`` seconds between attempts."""
+    from runner.provider import Backoff, Endpoint
 
-    return Anthropic(api_key=api_key, base_url=base_url, timeout=timeout,
-                     max_retries=max_retries)
+    return Endpoint(api_key, base_url, timeout,
+                    Backoff(outage_timeout, backoff_base, backoff_cap))
 
 
 def _gates_text(results: Iterable[Any]) -> str:
@@ -186,40 +206,55 @@ def _add_usage(total: dict[str, int], response: Any) -> None:
             total[name] = total.get(name, 0) + value
 
 
-def review(inp: ReviewInput, *, client: Any, model: str,
+def review(inp: ReviewInput, *, client: Endpoint, model: str,
            threshold: float = DEFAULT_THRESHOLD, system_prompt: str | None = None,
-           max_tokens: int = 4096, max_diff_chars: int = MAX_DIFF_CHARS) -> Review:
+           max_tokens: int = 4096, max_diff_chars: int = MAX_DIFF_CHARS,
+           cancel: Cancel | None = None,
+           on_wait: Callable[[OutageWait], None] | None = None) -> Review:
     """Ask the reviewer model for a review; retry once with the reason if the reply is invalid.
 
-    ``client`` is an ``anthropic.Anthropic`` (see make_client). Raises ReviewError when the
-    API fails or both replies are invalid.
+    ``client`` is the endpoint ``make_client`` gives. ``cancel`` (the run's cancel event)
+    abandons the call within a fraction of a second: ``Interrupted``. ``on_wait`` hears of
+    each wait while the provider is out (for a ``model_unavailable`` audit event);
+    ``Unavailable`` once the outage outlasts the endpoint's bound. ReviewError when the API
+    refuses the request or both replies are invalid.
     """
+    import anthropic
+
+    from runner import provider
+
     system = system_prompt if system_prompt is not None else load_prompt("reviewer")
     messages: list[dict[str, Any]] = [
         {"role": "user", "content": build_user_message(inp, max_diff_chars)}]
     usage: dict[str, int] = {}
     problem = ""
-    for attempt in (1, 2):
-        try:
-            response = client.messages.create(model=model, max_tokens=max_tokens,
-                                              system=system, messages=messages)
-        except Exception as exc:  # the SDK's errors all derive from anthropic.APIError
-            raise ReviewError(f"the reviewer model call failed: {type(exc).__name__}: "
-                              f"{str(exc)[:300]}") from exc
-        _add_usage(usage, response)
-        text = _text(response)
-        try:
-            output = parse_output(text)
-        except ValueError as exc:
-            problem = str(exc)
-            messages += [
-                {"role": "assistant", "content": text or "(empty reply)"},
-                {"role": "user", "content": f"That reply is not valid: {problem}. Answer again "
-                 "with only the JSON object described in your instructions."},
-            ]
-            continue
-        return Review(output=output, threshold=threshold, model=model, attempts=attempt,
-                      usage=usage)
+    with provider.Session(client, cancel=cancel, on_wait=on_wait) as session:
+        for attempt in (1, 2):
+            try:
+                response = session.create({"model": model, "max_tokens": max_tokens,
+                                           "system": system, "messages": messages},
+                                          stream=False)
+            except provider.Cancelled as exc:
+                raise Interrupted(f"the review was stopped: {exc}") from None
+            except provider.Unavailable as exc:
+                raise Unavailable(f"the AI review could not be made: {exc}") from exc
+            except anthropic.APIError as exc:
+                raise ReviewError(f"the reviewer model call failed: {type(exc).__name__}: "
+                                  f"{str(exc)[:300]}") from exc
+            _add_usage(usage, response)
+            text = _text(response)
+            try:
+                output = parse_output(text)
+            except ValueError as exc:
+                problem = str(exc)
+                messages += [
+                    {"role": "assistant", "content": text or "(empty reply)"},
+                    {"role": "user", "content": f"That reply is not valid: {problem}. Answer again "
+                     "with only the JSON object described in your instructions."},
+                ]
+                continue
+            return Review(output=output, threshold=threshold, model=model, attempts=attempt,
+                          usage=usage)
     raise ReviewError(f"the reviewer gave no valid review in 2 attempts: {problem}")
 
 

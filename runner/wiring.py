@@ -60,7 +60,8 @@ def review_client(settings: Settings) -> Any:
     if not key:
         raise WiringError(f"the AI review needs ${settings.agent.api_key_env} (or set "
                           "review.enabled: false)")
-    return make_client(api_key=key, base_url=settings.agent.base_url)
+    return make_client(api_key=key, base_url=settings.agent.base_url,
+                       outage_timeout=settings.agent.outage_timeout)
 
 
 def _gates(settings: Settings) -> GatesConfig:

@@ -41,7 +41,9 @@ from urllib.parse import urlsplit
 
 import git
 
+from runner import process
 from runner.model import branch_name
+from runner.process import Cancel
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,14 @@ SAFE_CONFIG = (
 
 class WorkspaceError(Exception):
     """A git operation on a mirror or worktree failed; the message says what to do."""
+
+
+class Interrupted(WorkspaceError):
+    """The run's cancel event stopped a git command (or a wait for the mirror's lock).
+
+    The git process group was stopped and every lock released; a worktree left half-made
+    is made again by the next ``prepare``, a fetch left half-done is redone by the next one.
+    """
 
 
 @dataclass(frozen=True)
@@ -149,9 +159,10 @@ class Workspaces:
 
     def _git(self, args: Iterable[str], *, git_dir: Path | None = None,
              work_tree: Path | None = None, env: dict[str, str] | None = None,
-             token: str | None = None, check: bool = True,
-             ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-        """Run git with an explicit repository and the safe flags; WorkspaceError on failure."""
+             token: str | None = None, check: bool = True, ok_codes: tuple[int, ...] = (0,),
+             cancel: Cancel | None = None) -> subprocess.CompletedProcess[str]:
+        """Run git with an explicit repository and the safe flags; WorkspaceError on failure,
+        Interrupted when ``cancel`` is set while it runs (its process group is stopped)."""
         full_env = _base_env()
         if git_dir is not None:
             full_env["GIT_DIR"] = str(git_dir)
@@ -163,9 +174,10 @@ class Workspaces:
             argv += ["-c", item]
         argv += list(args)
         try:
-            proc = subprocess.run(argv, env=full_env, capture_output=True, text=True,
-                                  cwd=str(work_tree or git_dir or self.root),
-                                  timeout=self.git_timeout, stdin=subprocess.DEVNULL)
+            proc = process.run(argv, env=full_env, cwd=str(work_tree or git_dir or self.root),
+                               timeout=self.git_timeout, cancel=cancel)
+        except process.ProcessInterrupted:
+            raise Interrupted(f"git {_shown(args)} was stopped: the run was cancelled") from None
         except FileNotFoundError:
             raise WorkspaceError("git is not installed (apt-get install git)") from None
         except subprocess.TimeoutExpired:
@@ -182,7 +194,8 @@ class Workspaces:
 
     @contextlib.contextmanager
     def _locked(self, mirror: Path, timeout: float | None = None, *,
-                shared: bool = False, fetching: bool = False) -> Iterator[None]:
+                shared: bool = False, fetching: bool = False,
+                cancel: Cancel | None = None) -> Iterator[None]:
         """Hold the mirror's lock (fcntl locks: released even when the process dies).
 
         Exclusive for what changes the mirror as a whole (its creation, a prune, the spare);
@@ -193,15 +206,16 @@ class Workspaces:
         holds: runs arriving meanwhile queue behind it instead of starving it.
         """
         deadline = time.monotonic() + (self.lock_timeout if timeout is None else timeout)
-        gate = self._acquire(mirror.with_name(mirror.name + ".gate"), deadline)
+        gate = self._acquire(mirror.with_name(mirror.name + ".gate"), deadline, cancel=cancel)
         try:
             main = self._acquire(mirror.with_name(mirror.name + ".lock"), deadline,
-                                 shared=shared or fetching)
+                                 shared=shared or fetching, cancel=cancel)
         finally:
             os.close(gate)
         try:
             if fetching:
-                turn = self._acquire(mirror.with_name(mirror.name + ".fetch.lock"), deadline)
+                turn = self._acquire(mirror.with_name(mirror.name + ".fetch.lock"),
+                                     deadline, cancel=cancel)
                 try:
                     yield
                 finally:
@@ -212,21 +226,22 @@ class Workspaces:
             os.close(main)  # closing releases the lock
 
     @contextlib.contextmanager
-    def _adding(self, mirror: Path) -> Iterator[None]:
+    def _adding(self, mirror: Path, cancel: Cancel | None = None) -> Iterator[None]:
         """Make worktree entries one at a time. Git reads every entry of the mirror when it
         makes one or switches a worktree's branch, and fails on one another git is half-way
         through writing ("failed to read .../commondir")."""
         fd = self._acquire(mirror.with_name(mirror.name + ".add.lock"),
-                           time.monotonic() + self.lock_timeout)
+                           time.monotonic() + self.lock_timeout, cancel=cancel)
         try:
             yield
         finally:
             os.close(fd)
 
     @staticmethod
-    def _acquire(lock_path: Path, deadline: float, *, shared: bool = False) -> int:
+    def _acquire(lock_path: Path, deadline: float, *, shared: bool = False,
+                 cancel: Cancel | None = None) -> int:
         """An open descriptor holding an fcntl lock on ``lock_path``; WorkspaceError once
-        ``deadline`` (monotonic) passes."""
+        ``deadline`` (monotonic) passes, Interrupted when ``cancel`` is set meanwhile."""
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
@@ -235,6 +250,10 @@ class Workspaces:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 return fd
             except BlockingIOError:
+                if cancel is not None and cancel.is_set():
+                    os.close(fd)
+                    raise Interrupted(f"stopped waiting for {lock_path}: the run was "
+                                      "cancelled") from None
                 if time.monotonic() > deadline:
                     os.close(fd)
                     raise WorkspaceError(
@@ -251,13 +270,15 @@ class Workspaces:
 
     # ------------------------------------------------------------------ mirrors
 
-    def sync_mirror(self, repo: str, url: str, *, token: str | None = None) -> Path:
-        """Create the mirror if needed and fetch every branch of ``url`` (with --prune)."""
+    def sync_mirror(self, repo: str, url: str, *, token: str | None = None,
+                    cancel: Cancel | None = None) -> Path:
+        """Create the mirror if needed and fetch every branch of ``url`` (with --prune).
+        Interrupted when ``cancel`` is set meanwhile (as for every method taking it)."""
         _check_url(url)
         mirror = self.mirror_path(repo)
-        with self._locked(mirror):
+        with self._locked(mirror, cancel=cancel):
             self._ensure_mirror(mirror, url)
-            self._fetch(mirror, url, token)
+            self._fetch(mirror, url, token, cancel)
         return mirror
 
     def _ensure_mirror(self, mirror: Path, url: str) -> None:
@@ -299,10 +320,13 @@ class Workspaces:
         finally:
             repo.close()
 
-    def _fetch(self, mirror: Path, url: str, token: str | None) -> None:
+    def _fetch(self, mirror: Path, url: str, token: str | None,
+               cancel: Cancel | None = None) -> None:
         began = time.time()
+        _clear_stale_ref_locks(mirror)
+        # The stamp is written only after a whole fetch: an interrupted one counts for nothing.
         self._git(["fetch", "--prune", "--no-tags", "--quiet", REMOTE],
-                  git_dir=mirror, env=_auth_env(url, token), token=token)
+                  git_dir=mirror, env=_auth_env(url, token), token=token, cancel=cancel)
         (mirror / FETCH_STAMP).write_text(repr(began))
 
     @staticmethod
@@ -316,35 +340,37 @@ class Workspaces:
     # ------------------------------------------------------------------ worktrees
 
     def _fresh_mirror(self, mirror: Path, url: str, token: str | None,
-                      fresh_after: float | None, *, fetch: bool = True) -> None:
+                      fresh_after: float | None, *, fetch: bool = True,
+                      cancel: Cancel | None = None) -> None:
         """Make the mirror if needed, and fetch unless a fetch began after ``fresh_after``
         (default: now). Runs arriving together share one fetch: one that began after they
         were asked for has everything they could expect."""
         asked = time.time() if fresh_after is None else fresh_after
         if not self._mirror_ready(mirror, url):
-            with self._locked(mirror):
+            with self._locked(mirror, cancel=cancel):
                 self._ensure_mirror(mirror, url)
         if fetch and self._last_fetch_began(mirror) < asked:
-            with self._locked(mirror, fetching=True):
+            with self._locked(mirror, fetching=True, cancel=cancel):
                 if self._last_fetch_began(mirror) < asked:
-                    self._fetch(mirror, url, token)
+                    self._fetch(mirror, url, token, cancel)
 
     def base_file(self, repo: str, url: str, base_branch: str, name: str, *,
-                  token: str | None = None, fresh_after: float | None = None) -> str | None:
+                  token: str | None = None, fresh_after: float | None = None,
+                  cancel: Cancel | None = None) -> str | None:
         """The text of file ``name`` on the remote's ``base_branch`` (fetched as ``prepare``
         does), or None when the branch has no such file."""
         _check_url(url)
         mirror = self.mirror_path(repo)
-        self._fresh_mirror(mirror, url, token, fresh_after)
+        self._fresh_mirror(mirror, url, token, fresh_after, cancel=cancel)
         key = (mirror, base_branch, name)
         stamp = self._last_fetch_began(mirror)
         cached = self._base_files.get(key)
         if cached is not None and cached[0] == stamp:
             return cached[1]  # no fetch since: the base branch is where it was
-        with self._locked(mirror, shared=True):
+        with self._locked(mirror, shared=True, cancel=cancel):
             stamp = self._last_fetch_began(mirror)
             proc = self._git(["cat-file", "blob", f"refs/remotes/{REMOTE}/{base_branch}:{name}"],
-                             git_dir=mirror, check=False)
+                             git_dir=mirror, check=False, cancel=cancel)
         text = proc.stdout if proc.returncode == 0 else None
         self._base_files[key] = (stamp, text)
         return text
@@ -355,21 +381,24 @@ class Workspaces:
 
     def prepare(self, run_id: str, repo: str, issue: int, url: str, *,
                 base_branch: str = "main", token: str | None = None,
-                fetch: bool = True, fresh_after: float | None = None) -> Worktree:
+                fetch: bool = True, fresh_after: float | None = None,
+                cancel: Cancel | None = None) -> Worktree:
         """Fetch the mirror and give the run its worktree on ``orchestrator/issue-<n>``.
 
         The branch starts from the remote's branch of the same name when it exists (a run
         resumed after a crash or a new owner), else from ``base_branch``. A fetch that began
         after ``fresh_after`` (epoch seconds, e.g. when the run was asked for; default: now)
         is fresh enough. Calling it again for the same run returns the worktree it has.
+        A ``cancel`` stops the fetch or checkout in flight (Interrupted); a worktree it
+        leaves half-made is made again by the next call.
         """
         _check_url(url)
         mirror = self.mirror_path(repo)
         branch = branch_name(issue)
         path = self.worktree_path(run_id)
-        self._fresh_mirror(mirror, url, token, fresh_after, fetch=fetch)
+        self._fresh_mirror(mirror, url, token, fresh_after, fetch=fetch, cancel=cancel)
         if self._half_made(mirror, path, branch):
-            with self._locked(mirror):
+            with self._locked(mirror, cancel=cancel):
                 if self._half_made(mirror, path, branch):
                     # Left by a crash. The directory itself stays: a warm sandbox may
                     # already have it mounted as its /workspace.
@@ -379,7 +408,8 @@ class Workspaces:
             _lock(existing)  # made before worktrees were locked
             return Worktree(run_id, repo, issue, path, branch, existing, mirror, base_branch,
                             resumed=True)
-        with self._locked(mirror, shared=True):  # runs labelled together check out together
+        # Runs labelled together check out together.
+        with self._locked(mirror, shared=True, cancel=cancel):
             holder = self._branch_holder(mirror, branch)
             if holder is not None:
                 raise WorkspaceError(
@@ -396,20 +426,21 @@ class Workspaces:
                     f"{repo} has no branch {base_branch!r} at {url}; set base_branch for this "
                     "repository in orchestrator.yml")
             self.worktrees.mkdir(parents=True, exist_ok=True)
-            took_spare = self._take_spare(mirror, repo, path, branch, start)
+            took_spare = self._take_spare(mirror, repo, path, branch, start, cancel)
             if not took_spare:
                 # -B: a local branch left by an earlier, removed run is reset to the start.
                 # An empty directory at ``path`` (a warm sandbox's workspace) is filled.
                 # Only the entry is made in turn; the files are checked out side by side.
-                with self._adding(mirror):
+                with self._adding(mirror, cancel):
                     self._git(["worktree", "add", "--quiet", "--no-checkout", "--no-track",
-                               "-B", branch, str(path), start], git_dir=mirror)
+                               "-B", branch, str(path), start], git_dir=mirror, cancel=cancel)
             admin = self._admin_dir(mirror, path)
             if admin is None:
                 raise WorkspaceError(f"git worktree add made {path} but the mirror {mirror} "
                                      "does not list it; remove both and retry")
             if not took_spare:
-                self._git(["reset", "--hard", "--quiet"], git_dir=admin, work_tree=path)
+                self._git(["reset", "--hard", "--quiet"], git_dir=admin, work_tree=path,
+                          cancel=cancel)
             _lock(admin)
         return Worktree(run_id, repo, issue, path, branch, admin, mirror, base_branch, resumed)
 
@@ -445,7 +476,8 @@ class Workspaces:
                       git_dir=mirror)
         return True
 
-    def _take_spare(self, mirror: Path, repo: str, path: Path, branch: str, start: str) -> bool:
+    def _take_spare(self, mirror: Path, repo: str, path: Path, branch: str, start: str,
+                    cancel: Cancel | None = None) -> bool:
         """Move the spare's files (if one is ready) into ``path`` on ``branch`` at ``start``;
         only files that differ between the spare's commit and ``start`` are rewritten. Runs
         under the shared lock: the rename that takes the spare lets one run alone have it."""
@@ -468,10 +500,14 @@ class Workspaces:
             # Git's record of where the worktree is, written here: `git worktree repair`
             # would also "repair" other runs' .git entries, which their agents control.
             (admin / "gitdir").write_text(f"{path.resolve() / '.git'}\n")
-            with self._adding(mirror):  # -B reads every worktree entry: see _adding
+            with self._adding(mirror, cancel):  # -B reads every worktree entry: see _adding
                 self._git(["checkout", "--quiet", "--no-track", "-B", branch, start],
-                          git_dir=admin, work_tree=path)
+                          git_dir=admin, work_tree=path, cancel=cancel)
             _lock(admin)
+        except Interrupted:
+            # A kill, not a broken spare: the half-switched entry is the run's now, and the
+            # next prepare finds it half-made (not on the run's branch) and makes it again.
+            raise
         except (WorkspaceError, OSError) as exc:
             log.warning("spare worktree of %s unusable (%s); checking out afresh", repo, exc)
             shutil.rmtree(taken, ignore_errors=True)
@@ -561,7 +597,8 @@ class Workspaces:
                 ) -> subprocess.CompletedProcess[str]:
         return self._git(args, git_dir=wt.git_dir, work_tree=wt.path, **kw)  # type: ignore[arg-type]
 
-    def commit(self, wt: Worktree, message: str | None = None) -> str | None:
+    def commit(self, wt: Worktree, message: str | None = None, *,
+               cancel: Cancel | None = None) -> str | None:
         """Commit every change in the worktree as the bot; the new SHA, or None if clean.
 
         The message always references the issue. Nested repositories the agent created are
@@ -578,25 +615,31 @@ class Workspaces:
             "GIT_COMMITTER_NAME": self.identity.name,
             "GIT_COMMITTER_EMAIL": self.identity.email,
         }
-        with self._locked(wt.mirror, shared=True):
+        with self._locked(wt.mirror, shared=True, cancel=cancel):
             nested = _nested_repos(wt.path)
             if nested:
                 log.warning("run %s: not committing nested repositories %s", wt.run_id, nested)
             # Nested repositories would become submodule pointers (or fail the add when
             # they have no commit): leave them out, by literal path.
             excludes = [f":(exclude,literal){p}" for p in nested]
-            self._wt_git(wt, ["add", "--all", "--", ".", *excludes])
-            self._unstage_nested_repos(wt)
-            staged = self._wt_git(wt, ["diff", "--cached", "--quiet"], check=False)
+            # Left by an add or commit killed outright: only the run's owner writes this
+            # index, one step at a time, so a lock found here is stale.
+            (wt.git_dir / "index.lock").unlink(missing_ok=True)
+            # An interrupted add or commit leaves at most a staged index: the files are as the
+            # agent left them, and the next commit stages them again.
+            self._wt_git(wt, ["add", "--all", "--", ".", *excludes], cancel=cancel)
+            self._unstage_nested_repos(wt, cancel)
+            staged = self._wt_git(wt, ["diff", "--cached", "--quiet"], check=False,
+                                  cancel=cancel)
             if staged.returncode == 0:
                 return None
             self._wt_git(wt, ["commit", "--quiet", "--no-verify", "--no-gpg-sign",
-                              "-m", text], env=env)
+                              "-m", text], env=env, cancel=cancel)
             return self.head(wt)
 
-    def _unstage_nested_repos(self, wt: Worktree) -> None:
+    def _unstage_nested_repos(self, wt: Worktree, cancel: Cancel | None = None) -> None:
         out = self._wt_git(wt, ["diff", "--cached", "--raw", "-z", "--no-renames",
-                                  "--ignore-submodules=none"]).stdout
+                                  "--ignore-submodules=none"], cancel=cancel).stdout
         fields = out.split("\0")
         gitlinks: list[str] = []
         for meta, path in zip(fields[0::2], fields[1::2], strict=False):
@@ -626,14 +669,15 @@ class Workspaces:
                         git_dir=wt.mirror).stdout
         return [p for p in out.split("\0") if p]
 
-    def diff(self, wt: Worktree) -> str:
+    def diff(self, wt: Worktree, *, cancel: Cancel | None = None) -> str:
         """The branch's committed diff against the base branch (for pre-push checks)."""
         base = f"refs/remotes/{REMOTE}/{wt.base_branch}"
         return self._git(["diff", "--no-ext-diff", "--no-textconv",
-                          f"{base}...refs/heads/{wt.branch}"], git_dir=wt.mirror).stdout
+                          f"{base}...refs/heads/{wt.branch}"], git_dir=wt.mirror,
+                         cancel=cancel).stdout
 
-    def conflicts(self, wt: Worktree, *, url: str | None = None, token: str | None = None
-                  ) -> list[str]:
+    def conflicts(self, wt: Worktree, *, url: str | None = None, token: str | None = None,
+                  cancel: Cancel | None = None) -> list[str]:
         """Paths that conflict between the run's branch and the latest base branch.
 
         Fetches first when ``url`` is given. An empty list means the branch merges cleanly.
@@ -641,13 +685,13 @@ class Workspaces:
         _require_merge_tree()
         if url is not None:
             _check_url(url)
-            with self._locked(wt.mirror, fetching=True):
-                self._fetch(wt.mirror, url, token)
-        with self._locked(wt.mirror, shared=True):
+            with self._locked(wt.mirror, fetching=True, cancel=cancel):
+                self._fetch(wt.mirror, url, token, cancel)
+        with self._locked(wt.mirror, shared=True, cancel=cancel):
             proc = self._git(["merge-tree", "--write-tree", "--name-only", "--no-messages",
                               "-z", f"refs/remotes/{REMOTE}/{wt.base_branch}",
                               f"refs/heads/{wt.branch}"],
-                             git_dir=wt.mirror, ok_codes=(0, 1))
+                             git_dir=wt.mirror, ok_codes=(0, 1), cancel=cancel)
         if proc.returncode == 0:
             return []
         # -z output: the tree id, then one NUL-terminated path per conflicted file.
@@ -655,16 +699,20 @@ class Workspaces:
         return sorted(set(paths))
 
     def push(self, wt: Worktree, url: str, *, token: str | None = None,
-             force: bool = False) -> str:
-        """Push the run's branch to ``url`` as the bot; the pushed SHA."""
+             force: bool = False, cancel: Cancel | None = None) -> str:
+        """Push the run's branch to ``url`` as the bot; the pushed SHA.
+
+        Interrupted when ``cancel`` stops the push: the remote may or may not have the
+        branch then (git's own push is atomic per ref), and the mirror's record of it is
+        left as it was, so a later push or resume reads the remote again."""
         _check_url(url)
         sha = self.head(wt)
         ref = f"refs/heads/{wt.branch}"
         spec = f"{'+' if force else ''}{ref}:{ref}"
         # In turn with fetches: a fetch --prune would race the update-ref below.
-        with self._locked(wt.mirror, fetching=True):
+        with self._locked(wt.mirror, fetching=True, cancel=cancel):
             self._git(["push", "--quiet", "--no-verify", url, spec], git_dir=wt.mirror,
-                      env=_auth_env(url, token), token=token)
+                      env=_auth_env(url, token), token=token, cancel=cancel)
             # Record what the remote now has, so a resumed run starts from it.
             self._git(["update-ref", f"refs/remotes/{REMOTE}/{wt.branch}", sha],
                       git_dir=wt.mirror)
@@ -744,6 +792,19 @@ def _lock(admin: Path) -> None:
     when the agent deleted its .git."""
     if _read(admin / "locked") in (None, "initializing"):
         (admin / "locked").write_text("a run's worktree\n")
+
+
+def _clear_stale_ref_locks(mirror: Path) -> None:
+    """Delete the ref lock files a fetch left when it was killed outright (SIGKILL, or the
+    runner's own kill -9); git would refuse every later fetch ("File exists"). Called with
+    the fetch turn held, when no other fetch runs: only a fetch writes origin's refs, and
+    only its --prune (or a branch -D, under the exclusive lock) takes packed-refs.lock."""
+    remotes = mirror / "refs" / "remotes"
+    stale = [*remotes.rglob("*.lock")] if remotes.is_dir() else []
+    for lock in [mirror / "packed-refs.lock", *stale]:
+        if lock.is_file():
+            log.warning("removing %s, left by a git fetch that was killed", lock)
+            lock.unlink(missing_ok=True)
 
 
 def _read(path: Path) -> str | None:

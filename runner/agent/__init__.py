@@ -23,5 +23,4 @@ def make_agent(settings: Settings) -> Agent:
     from runner.agent.claude import ClaudeAgent
 
     return ClaudeAgent(settings.agent, command_timeout=settings.sandbox.command_timeout,
-                       max_output_tokens=settings.agent.max_output_tokens,
-                       max_retries=settings.agent.max_retries)
+                       max_output_tokens=settings.agent.max_output_tokens)

@@ -10,26 +10,23 @@ sits on the last block of the newest user message. It moves with the conversatio
 turn reads everything up to the previous turn's breakpoint from the cache and only the
 newest exchange is paid at the full input price.
 
-Each request runs as an asyncio task on a private event loop; a cancel cancels the task,
-which closes the HTTP connection, so a kill does not wait for a slow model to answer.
+Requests go through ``runner.provider`` (shared with the reviewer): a cancel closes the
+request in flight, so a kill does not wait for a slow model to answer, and an outage of the
+provider (429/529/5xx, unreachable) is waited out, each wait a ``model_unavailable`` event,
+for up to ``agent.outage_timeout``. The conversation stays in memory meanwhile (see
+docs/agent.md, "Outages").
 """
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
-import functools
 import logging
 import os
-import random
-import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
 
 from runner.agent.base import (
     AgentError,
@@ -39,29 +36,28 @@ from runner.agent.base import (
     StopReason,
     Task,
     clip,
-    truncate,
 )
 from runner.agent.tools import TOOL_SPECS, ToolResult, run_bash, run_editor
 from runner.config import AgentConfig, Price
 from runner.model import Budget, Usage
 from runner.paths import CONFIG_DIR
+from runner.provider import (
+    Backoff,
+    Cancelled,
+    Endpoint,
+    OutageWait,
+    Session,
+    Unavailable,
+    error_message,
+    error_type,
+)
 from runner.sandbox.base import Sandbox
 
 log = logging.getLogger(__name__)
 
 PROMPT_FILE = CONFIG_DIR / "prompts" / "agent-system.md"
 EPHEMERAL = {"type": "ephemeral"}
-# 408/409 are the API's "try again" answers too; 529 is "overloaded".
-RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-RETRY_ERROR_TYPES = frozenset({"overloaded_error", "rate_limit_error", "api_error"})
-MAX_RETRY_WAIT = 60.0
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One TLS context for every run's client: making one loads the CA bundle, some 50 ms of
-    CPU that each run would otherwise spend before its first request."""
-    return httpx.create_ssl_context()
+REQUEST_TIMEOUT_S = 600.0  # one model reply; a slower one counts as an outage
 
 
 class _Stop(Exception):
@@ -92,12 +88,13 @@ class ClaudeAgent:
     """The Messages API tool loop (see the module docstring).
 
     ``environ`` is where the key is looked up (``config.api_key_env``), by default the
-    runner's environment; it is read at each run, so a rotated key is picked up.
+    runner's environment; it is read at each run, so a rotated key is picked up. ``backoff``
+    says how an outage is waited out (default: ``config.outage_timeout``, from 1 s to 60 s).
     """
 
     def __init__(self, config: AgentConfig, *, system_prompt: str | None = None,
                  command_timeout: float = 600.0, max_output_tokens: int = 8192,
-                 max_retries: int = 5, backoff: float = 1.0,
+                 backoff: Backoff | None = None,
                  environ: Mapping[str, str] | None = None) -> None:
         price = config.prices.get(config.model)
         if price is None:
@@ -110,8 +107,7 @@ class ClaudeAgent:
         self.system_prompt = system_prompt if system_prompt is not None else load_system_prompt()
         self.command_timeout = command_timeout
         self.max_output_tokens = max_output_tokens
-        self.max_retries = max_retries
-        self.backoff = backoff
+        self.backoff = backoff if backoff is not None else Backoff(config.outage_timeout)
         self.environ = environ if environ is not None else os.environ
 
     # -------------------------------------------------------------- the loop
@@ -156,24 +152,18 @@ class _Run:
             log.exception("audit sink failed on %s", kind)
 
     def go(self) -> Outcome:
-        loop = asyncio.new_event_loop()
-        client = anthropic.AsyncAnthropic(
-            api_key=self.key, base_url=self.cfg.base_url, max_retries=0, timeout=600.0,
-            http_client=anthropic.DefaultAsyncHttpxClient(verify=_tls_context()))
+        endpoint = Endpoint(self.key, self.cfg.base_url, REQUEST_TIMEOUT_S, self.agent.backoff)
+        session = Session(endpoint, cancel=self.cancel, on_wait=self.unavailable)
         self.event("agent.start", {"model": self.cfg.model, "iteration": self.task.iteration,
                                    "max_turns": self.budget.max_turns,
                                    "max_tokens": self.budget.max_tokens,
                                    "max_cost_usd": self.budget.max_cost_usd})
         try:
-            outcome = self.loop(loop, client)
+            outcome = self.loop(session)
         except _Stop as stop:
             outcome = self.outcome(stop.reason, stop.message)
         finally:
-            try:
-                loop.run_until_complete(asyncio.wait_for(client.close(), 2))
-            except Exception:
-                log.debug("closing the Messages API client failed", exc_info=True)
-            loop.close()
+            session.close()
         self.event("agent.stop", {"reason": outcome.stop_reason, "turns": outcome.turns,
                                   "summary": outcome.summary, "error": outcome.error,
                                   **_usage_dict(outcome.usage)})
@@ -208,14 +198,13 @@ class _Run:
                                   f"${self.budget.max_cost_usd:.2f}; agent.max_tokens and "
                                   f"agent.max_cost_usd set the caps)")
 
-    def loop(self, loop: asyncio.AbstractEventLoop, client: anthropic.AsyncAnthropic
-             ) -> Outcome:
+    def loop(self, session: Session) -> Outcome:
         while True:
             self.check_caps()
             if self.cancel.is_set():
                 raise _Stop("cancelled", "cancelled")
             started = time.monotonic()
-            message = self.request(loop, client)
+            message = self.request(session)
             self.turns += 1
             turn_usage = self.account(message.usage)
             blocks = _assistant_blocks(message.content)
@@ -305,56 +294,26 @@ class _Run:
         return {"model": self.cfg.model, "max_tokens": self.agent.max_output_tokens,
                 "system": self.system, "tools": self.tools, "messages": messages}
 
-    def request(self, loop: asyncio.AbstractEventLoop, client: anthropic.AsyncAnthropic
-                ) -> Any:
-        """One model turn, retried on 429/529/5xx with backoff; _Stop on anything else."""
-        params = self.params()
-        for attempt in range(self.agent.max_retries + 1):
-            try:
-                return loop.run_until_complete(self._call(client, params))
-            except anthropic.APIStatusError as exc:
-                if not _retryable(exc) or attempt == self.agent.max_retries:
-                    raise _Stop("error", self.explain(exc, attempt + 1)) from None
-                wait = _retry_after(exc.response.headers) if exc.response is not None else None
-                reason = f"{exc.status_code} {_error_type(exc)}"
-            except anthropic.APIConnectionError as exc:
-                if attempt == self.agent.max_retries:
-                    raise _Stop("error", f"cannot reach the Messages API at "
-                                         f"{self.cfg.base_url or 'api.anthropic.com'} after "
-                                         f"{attempt + 1} attempts ({exc}); check agent.base_url "
-                                         f"and the runner's network") from None
-                wait, reason = None, f"connection: {exc}"
-            if wait is None:
-                wait = min(MAX_RETRY_WAIT, self.agent.backoff * 2 ** attempt)
-                wait *= random.uniform(0.75, 1.0)  # jitter, so parallel runs spread out
-            wait = min(wait, MAX_RETRY_WAIT)
-            self.event("agent.retry", {"turn": self.turns + 1, "attempt": attempt + 1,
-                                       "reason": reason, "wait_s": round(wait, 3)})
-            if self.cancel.wait(wait):
-                raise _Stop("cancelled", "cancelled while waiting to retry")
-        raise AssertionError("unreachable")
+    def request(self, session: Session) -> Any:
+        """One model turn; an outage is waited out, anything else ends the run (_Stop)."""
+        try:
+            return session.create(self.params())
+        except Cancelled as exc:
+            raise _Stop("cancelled", str(exc)) from None
+        except Unavailable as exc:
+            raise _Stop("error", str(exc)) from None
+        except anthropic.APIStatusError as exc:
+            raise _Stop("error", self.explain(exc)) from None
 
-    async def _call(self, client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Any:
-        """Stream one reply; a cancel aborts it (the connection is closed)."""
-        task = asyncio.ensure_future(self._stream(client, params))
-        while not task.done():
-            if self.cancel.is_set():
-                task.cancel()
-                # Give the SDK a moment to close the connection; the cancel has priority.
-                await asyncio.wait({task}, timeout=0.5)
-                raise _Stop("cancelled", "cancelled during a model request")
-            await asyncio.wait({task}, timeout=0.05)
-        return task.result()
+    def unavailable(self, wait: OutageWait) -> None:
+        """Audit one wait in a provider outage (the run holds its slot meanwhile)."""
+        self.event("model_unavailable", {"who": "agent", "turn": self.turns + 1,
+                                         **wait.as_event()})
 
-    @staticmethod
-    async def _stream(client: anthropic.AsyncAnthropic, params: dict[str, Any]) -> Any:
-        async with client.messages.stream(**params) as stream:
-            return await stream.get_final_message()
-
-    def explain(self, exc: anthropic.APIStatusError, attempts: int) -> str:
-        """An API error as a message the user can act on."""
-        status, kind = exc.status_code, _error_type(exc)
-        detail = _error_message(exc)
+    def explain(self, exc: anthropic.APIStatusError) -> str:
+        """An API error that is no outage, as a message the user can act on."""
+        status, kind = exc.status_code, error_type(exc)
+        detail = error_message(exc)
         env, model = self.cfg.api_key_env, self.cfg.model
         if status == 401:
             return (f"the Messages API refused the API key (401 {kind}: {detail}): set "
@@ -376,9 +335,6 @@ class _Run:
         if status == 413:
             return (f"the conversation is too large for the Messages API (413: {detail}): "
                     f"split the issue into smaller ones")
-        if status in RETRY_STATUSES:
-            return (f"the Messages API kept failing ({status} {kind}: {detail}) after "
-                    f"{attempts} attempts; try again later")
         return f"the Messages API failed ({status} {kind}: {detail})"
 
 
@@ -405,41 +361,6 @@ def _usage_dict(usage: Usage) -> dict[str, Any]:
     return {"tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out,
             "cache_read": usage.cache_read, "cache_write": usage.cache_write,
             "cost_usd": round(usage.cost_usd, 6)}
-
-
-def _error_type(exc: anthropic.APIStatusError) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), dict) else body
-    return str((error or {}).get("type") or "error")
-
-
-def _error_message(exc: anthropic.APIStatusError) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), dict) else body
-    return truncate(str((error or {}).get("message") or exc.message), 500)
-
-
-def _retryable(exc: anthropic.APIStatusError) -> bool:
-    # An error event inside a 200 stream carries the real cause only in its body.
-    return exc.status_code in RETRY_STATUSES or exc.status_code >= 500 or \
-        _error_type(exc) in RETRY_ERROR_TYPES
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds the server asked us to wait (retry-after-ms, retry-after as seconds or date)."""
-    try:
-        if headers.get("retry-after-ms"):
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-        value = headers.get("retry-after")
-        if not value:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 def _scrub(value: Any, secret: str) -> Any:

@@ -12,7 +12,8 @@ The emulator answers the REST API of its flavour (``/api/v3`` for GitHub, ``/api
 Forgejo), serves each repository over git smart HTTP at ``/{owner}/{name}.git`` (token as
 the Basic password or a Bearer token; pushing needs write permission), delivers signed
 webhooks to registered URLs, runs a configured CI command when a pull request's branch is
-pushed, and can be told to fail the next requests (429 with Retry-After, 502, 500).
+pushed, and can be told to fail the next requests (429 with Retry-After, 502, 500) or to
+serve git slowly (``slow_git``: each fetch or push waits before its first answer).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from runner.testing.forge_state import (
 )
 
 Flavour = Literal["github", "forgejo"]
+GitService = Literal["upload-pack", "receive-pack"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,8 @@ class ForgeEmulator:
         self.deliveries: list[Delivery] = []
         self.ci_jobs: list[CIJob] = []
         self._faults: list[_Fault] = []
+        self._slow_git: dict[GitService, float] = {}
+        self.git_waits_aborted = 0  # slow git requests whose client hung up while waiting
         self._outbox: queue.Queue[Delivery | None] = queue.Queue()
         self._busy = 0
         self._busy_lock = threading.Condition()
@@ -375,7 +379,23 @@ class ForgeEmulator:
                                    None, time.monotonic() + seconds))
 
     def clear_faults(self) -> None:
+        """End every injected fault: API failures and slow git."""
         self._faults.clear()
+        self._slow_git.clear()
+
+    def slow_git(self, seconds: float, service: GitService | None = None) -> None:
+        """Make every git fetch (``upload-pack``), push (``receive-pack``) or, with no
+        ``service``, both wait ``seconds`` before the forge's first answer (the ref
+        advertisement), as a forge under load or far away does. 0 makes it fast again.
+
+        Nothing is fetched or pushed while it waits, and a client that hangs up meanwhile
+        (a killed git) is noticed at once and counted in ``git_waits_aborted``.
+        """
+        for name in (service,) if service else ("upload-pack", "receive-pack"):
+            if seconds > 0:
+                self._slow_git[name] = seconds
+            else:
+                self._slow_git.pop(name, None)
 
     def _fault(self) -> _Fault | None:
         with self.state.lock:
@@ -433,10 +453,25 @@ class ForgeEmulator:
         headers = {k.lower(): v for k, v in request.headers.items()}
         query = request.url.query
         if path.endswith((".git/info/refs", ".git/git-upload-pack", ".git/git-receive-pack")):
+            if path.endswith("/info/refs") and not await self._git_wait(request, query):
+                return Response(status_code=499)
             return await asyncio.to_thread(self._git, path, request.method, query, headers, body)
         if path.startswith("/_emulator/ci/"):
             return self._ci_log(path)
         return await asyncio.to_thread(self._api, path, request.method, query, headers, body)
+
+    async def _git_wait(self, request: HttpRequest, query: str) -> bool:
+        """Wait as ``slow_git`` says for this fetch or push; False when the client left."""
+        service = dict(parse_qsl(query)).get("service", "")
+        seconds = next((s for name, s in self._slow_git.items() if service == f"git-{name}"),
+                       0.0)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if await request.is_disconnected():
+                self.git_waits_aborted += 1
+                return False
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return True
 
     def _api(self, path: str, method: str, query: str, headers: dict[str, str],
              body: bytes) -> Response:

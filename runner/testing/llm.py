@@ -15,7 +15,8 @@ What it speaks: ``POST /v1/messages`` as JSON and as an SSE stream (message_star
 content_block_start/delta/stop, message_delta, message_stop), ``POST
 /v1/messages/count_tokens``, tool_use and tool_result, stop reasons, the key checked
 (``x-api-key`` or bearer), errors in the API's shape (``llm.fail(429, retry_after=1)``,
-529, 500) and slow replies.
+529, 500), an outage (``llm.fail_for(180, 529)``: every request refused for 3 minutes) and
+slow replies.
 
 Usage figures follow the real prompt cache: the request is a sequence of blocks (each tool,
 each system block, each message content block); a block's tokens are ``ceil(len(json)/4)``
@@ -354,6 +355,7 @@ class LLMEmulator:
         self.exchanges: list[Exchange] = []
         self._faults: list[Reply] = []
         self._delays: list[float] = []
+        self._outage: tuple[float, Reply] | None = None  # (until, monotonic; the answer)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._host, self._port = host, port
@@ -379,6 +381,18 @@ class LLMEmulator:
         """Answer the next ``times`` requests with an API error (429, 529, 500, 400...)."""
         with self._lock:
             self._faults += [Reply.error(status, message, retry_after)] * times
+
+    def fail_for(self, seconds: float, status: int = 529, *, retry_after: float | None = None,
+                 message: str = "") -> None:
+        """An outage: answer every request with ``status`` (529 overloaded, 429 rate
+        limited, 500...) for the next ``seconds``, whatever the policy says."""
+        with self._lock:
+            self._outage = (time.monotonic() + seconds,
+                            Reply.error(status, message or "emulated outage", retry_after))
+
+    def refused(self) -> int:
+        """How many requests were answered with an error status (faults, outages, policy)."""
+        return sum(1 for e in self.exchanges if e.status >= 400)
 
     def delay(self, seconds: float, *, times: int = 1) -> None:
         """Make the next ``times`` replies wait ``seconds`` before they start."""
@@ -475,6 +489,12 @@ class LLMEmulator:
         with self._lock:
             reply = self._faults.pop(0) if self._faults else None
             delay = self._delays.pop(0) if self._delays else 0.0
+            if reply is None and self._outage is not None:
+                until, refusal = self._outage
+                if time.monotonic() < until:
+                    reply = refusal
+                else:
+                    self._outage = None
         if reply is None:
             try:
                 reply = self.policy(request)

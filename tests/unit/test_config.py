@@ -90,6 +90,9 @@ def test_good_file_passes(tmp_path: Path) -> None:
     ("not a mapping", "- a\n- b\n", {}, "orchestrator.yml:1: (top level): expected a mapping"),
     ("bad env override", GOOD, {"ORCHESTRATOR_SANDBOX__CPUS": "lots"},
      "environment ORCHESTRATOR_SANDBOX__CPUS: sandbox.cpus: 'lots' is not a number"),
+    ("retries as a count", GOOD + "agent:\n  max_retries: 5\n", {},
+     "orchestrator.yml:8: agent: max_retries is gone: a model provider's outage is now "
+     "waited out for a time, agent.outage_timeout"),
     ("threshold above 1", GOOD + "review:\n  threshold: 1.5\n", {},
      "orchestrator.yml:9: review.threshold: 1.5 is out of range (must be <= 1"),
     ("ssh git_url", GOOD.replace("kind: github", "kind: github\n    git_url: git@host:acme"), {},

@@ -20,6 +20,7 @@ from runner.agent.base import AgentError, Outcome, Task
 from runner.agent.claude import ClaudeAgent
 from runner.config import AgentConfig
 from runner.model import Budget
+from runner.provider import Backoff
 from runner.testing.llm import LLMEmulator, Policy, Reply, Request, Script
 from tests.unit.agent.hostsandbox import HostSandbox
 from tests.unit.agent.project import TEST_COMMAND, fixing_script, write_project
@@ -30,6 +31,7 @@ KEY_ENV = "ORCH_TEST_ANTHROPIC_KEY"
 TASK = Task(title="add() is broken", body="test_calc fails; fix add().", repo="acme/calc",
             issue=1)
 ROOMY = Budget(max_turns=50, max_tokens=10_000_000, max_cost_usd=100.0)
+QUICK = Backoff(timeout=20.0, base=0.05, cap=2.0)  # waits of tests: short, but bounded
 
 
 class Recorder:
@@ -202,20 +204,25 @@ def test_429_529_and_500_are_retried_honouring_retry_after(llm: LLMEmulator,
     llm.fail(429, retry_after=1)
     llm.fail(529)
     llm.fail(500)
-    outcome, events = run(llm, box, backoff=0.05)
+    outcome, events = run(llm, box, backoff=QUICK)
     assert outcome.stop_reason == "done", outcome.error
-    retries = events.kinds("agent.retry")
-    assert [r["reason"].split()[0] for r in retries] == ["429", "529", "500"]
-    assert retries[0]["wait_s"] == 1.0  # the server's retry-after, not our backoff
+    waits = events.kinds("model_unavailable")
+    assert [w["status"] for w in waits] == [429, 529, 500]
+    assert [w["reason"].split()[0] for w in waits] == ["429", "529", "500"]
+    assert waits[0]["wait_s"] == 1.0  # the server's retry-after, not our backoff
+    assert waits[1]["elapsed_s"] >= 1.0  # one outage, counted from its first refusal
     assert box.exec(TEST_COMMAND).ok
 
 
-def test_retries_are_bounded(llm: LLMEmulator, box: HostSandbox) -> None:
-    llm.fail(529, times=10)
-    outcome, _ = run(llm, box, backoff=0.01, max_retries=2)
+def test_an_outage_is_waited_out_for_a_bounded_time(llm: LLMEmulator,
+                                                    box: HostSandbox) -> None:
+    llm.fail_for(60, 529)
+    outcome, events = run(llm, box, backoff=Backoff(timeout=1.0, base=0.05, cap=0.2))
     assert outcome.stop_reason == "error"
-    assert "529" in outcome.error and "3 attempts" in outcome.error
-    assert len(llm.exchanges) == 3
+    assert "answered 529 for 1 s" in outcome.error and "try again later" in outcome.error
+    waits = events.kinds("model_unavailable")
+    assert len(waits) >= 3 and len(llm.exchanges) == len(waits) + 1
+    assert waits[-1]["elapsed_s"] < 1.0 <= waits[-1]["elapsed_s"] + waits[-1]["wait_s"] + 0.01
 
 
 def test_400_fails_at_once_with_a_message(llm: LLMEmulator, box: HostSandbox) -> None:
@@ -303,15 +310,16 @@ def test_the_configured_output_limit_and_retries_reach_the_model(box: HostSandbo
         monkeypatch.setenv(KEY_ENV, llm.api_key)
         settings = Settings.model_validate({"agent": {
             "base_url": llm.base_url, "api_key_env": KEY_ENV, "max_output_tokens": 1234,
-            "max_retries": 1}})
+            "outage_timeout": "1s"}})
         agent = make_agent(settings)
         assert isinstance(agent, ClaudeAgent)
-        agent.backoff = 0.01
-        llm.fail(529, times=1)  # one retry allowed: the request goes through
+        assert agent.backoff.timeout == 1.0
+        agent.backoff = Backoff(agent.backoff.timeout, base=0.01, cap=0.1)
+        llm.fail(529, times=1)  # a short outage: the request goes through
         outcome = agent.run(TASK, box, ROOMY, threading.Event(), Recorder())
         assert outcome.stop_reason == "done", outcome.error
         assert seen == [1234]
-        llm.fail(529, times=2)  # a second failure is one too many
+        llm.fail_for(30, 529)  # longer than the configured second
         outcome = agent.run(TASK, box, ROOMY, threading.Event(), Recorder())
-    assert outcome.stop_reason != "done"
-    assert "529" in outcome.error or "overloaded" in outcome.error.lower()
+    assert outcome.stop_reason == "error"
+    assert "529" in outcome.error and "try again later" in outcome.error

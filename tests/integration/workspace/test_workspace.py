@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.process import Cancel
 from runner.workspace import Identity, WorkspaceError, Workspaces
 from tests.integration.workspace.gitrepo import Upstream, git
 
@@ -282,9 +283,10 @@ class CountingWorkspaces(Workspaces):
 
     fetches = 0
 
-    def _fetch(self, mirror: Path, url: str, token: str | None) -> None:
+    def _fetch(self, mirror: Path, url: str, token: str | None,
+               cancel: Cancel | None = None) -> None:
         type(self).fetches += 1
-        super()._fetch(mirror, url, token)
+        super()._fetch(mirror, url, token, cancel)
 
 
 def test_runs_asked_for_together_share_one_fetch_and_see_earlier_pushes(

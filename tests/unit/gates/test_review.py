@@ -94,7 +94,7 @@ def reviewer_policy(*steps: Reply) -> Any:
 def test_review_over_the_messages_api_retries_once_on_invalid_output() -> None:
     policy = reviewer_policy(Reply.text("I think it is fine."), Reply.text(json.dumps(APPROVE)))
     with LLMEmulator(policy=policy) as llm:
-        client = make_client(api_key=llm.api_key, base_url=llm.base_url, max_retries=0)
+        client = make_client(api_key=llm.api_key, base_url=llm.base_url)
         rv = review(INPUT, client=client, model="reviewer-model")
         assert rv.approved and rv.attempts == 2
         assert rv.usage["input_tokens"] > 0 and rv.usage["output_tokens"] > 0
@@ -112,17 +112,19 @@ def test_review_over_the_messages_api_retries_once_on_invalid_output() -> None:
 def test_review_gives_up_after_two_invalid_replies() -> None:
     policy = reviewer_policy(Reply.text("nope"), Reply.text('{"verdict": "maybe"}'))
     with LLMEmulator(policy=policy) as llm:
-        client = make_client(api_key=llm.api_key, base_url=llm.base_url, max_retries=0)
+        client = make_client(api_key=llm.api_key, base_url=llm.base_url)
         with pytest.raises(ReviewError, match="no valid review in 2 attempts"):
             review(INPUT, client=client, model="m")
 
 
 def test_review_api_failure_is_a_review_error() -> None:
+    # A refused request, not an outage (those are waited out: tests/integration/agent).
     with LLMEmulator(policy=reviewer_policy(Reply.text("{}"))) as llm:
-        llm.fail(500, times=3)
-        client = make_client(api_key=llm.api_key, base_url=llm.base_url, max_retries=0)
-        with pytest.raises(ReviewError, match="model call failed"):
+        llm.fail(400, message="max_tokens: too large")
+        client = make_client(api_key=llm.api_key, base_url=llm.base_url)
+        with pytest.raises(ReviewError, match=r"model call failed.*max_tokens: too large"):
             review(INPUT, client=client, model="m")
+        assert len(llm.exchanges) == 1
 
 
 def test_request_changes_then_approve_across_iterations() -> None:
