@@ -80,14 +80,8 @@ class Steps:
             return False
         handle.on_kill(lambda: self._on_kill(ctx))
         try:
-            while not ctx.run.terminal:
-                ctx.check_cancel()
-                outcome = STEPS[ctx.run.state](ctx)
-                if ctx.details.outage_since and not ctx.run.terminal:
-                    ctx.note(outage_since=0.0)  # a step went through: a later outage is new
-                if isinstance(outcome, Wait):
-                    self._park(ctx, outcome, run.wakes)
-                    return True
+            if self._take_steps(ctx, run.wakes):
+                return True
         except Cancelled:
             if handle.lease_lost:
                 log.warning("run %s: lease lost; leaving it to its new owner", run.id)
@@ -121,6 +115,27 @@ class Steps:
                 ctx.status.close()  # a run left waiting, for another owner or a retry
         if ctx.run.terminal:
             ending.finish(ctx)
+        return False
+
+    def _take_steps(self, ctx: RunContext, wakes: int) -> bool:
+        """The run's steps until it ends (False) or waits (True, parked)."""
+        try:
+            while not ctx.run.terminal:
+                ctx.check_cancel()
+                outcome = STEPS[ctx.run.state](ctx)
+                if ctx.details.outage_since and not ctx.run.terminal:
+                    ctx.note(outage_since=0.0)  # a step went through: a later outage is new
+                if isinstance(outcome, Wait):
+                    self._park(ctx, outcome, wakes)
+                    return True
+        except (Cancelled, LeaseLost, RunFailed, StoreUnavailable):
+            raise
+        except Exception as exc:
+            if ctx.handle.cancel.is_set():
+                # The kill (or the lost lease) landed mid-step: the git command, model call
+                # or sandbox command it stopped failed because of it.
+                raise Cancelled() from exc
+            raise
         return False
 
     def cancel_unowned(self, run: Run, actor: str, reason: str, lease: Lease) -> None:

@@ -45,7 +45,7 @@ def _repo_gates(ctx: RunContext) -> tuple[str, str]:
     name = REPO_GATES.as_posix()
     text = ctx.services.workspaces.base_file(
         run.repo, ctx.forge.clone_url(run.repo), ctx.repo.base_branch, name,
-        token=ctx.token, fresh_after=fresh_after(run))
+        token=ctx.token, fresh_after=fresh_after(run), cancel=ctx.handle.cancel)
     if text is None:
         return "", ""
     source = f"{run.repo}@{ctx.repo.base_branch}:{name}"

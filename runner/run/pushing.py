@@ -13,12 +13,13 @@ def step(ctx: RunContext) -> Outcome:
     run, forge = ctx.run, ctx.forge
     wt = worktree(ctx)
     url = forge.clone_url(run.repo)
-    conflicts = ctx.services.workspaces.conflicts(wt, url=url, token=ctx.token)
+    cancel = ctx.handle.cancel
+    conflicts = ctx.services.workspaces.conflicts(wt, url=url, token=ctx.token, cancel=cancel)
     if conflicts:
         raise RunFailed(f"the branch conflicts with {ctx.repo.base_branch} in "
                         f"{', '.join(conflicts)}; resolve them by hand or relabel to retry")
     ctx.before_write()  # a stalled old owner, or a killed run, must not push
-    sha = ctx.services.workspaces.push(wt, url, token=ctx.token, force=True)
+    sha = ctx.services.workspaces.push(wt, url, token=ctx.token, force=True, cancel=cancel)
     # Recorded at once: a CI event for the new head finds the run by it from now on.
     ctx.update(head_sha=sha)
     ctx.note(ci_deadline=0.0, ci_looks=0)  # a new head: its CI is waited for afresh

@@ -6,7 +6,7 @@ from gates.diff import parse_unified_diff
 from runner import review
 from runner.forge.base import ReviewComment
 from runner.model import RunState
-from runner.run.context import RunContext
+from runner.run.context import Cancelled, RunContext, RunFailed
 from runner.run.iteration import next_iteration
 from runner.run.outcome import GoOn, Outcome
 from runner.run.workdir import worktree
@@ -15,15 +15,23 @@ from runner.run.workdir import worktree
 def step(ctx: RunContext) -> Outcome:
     """Review the diff; approve and finish, or hand the findings to the agent."""
     run, forge, settings = ctx.run, ctx.forge, ctx.settings
-    diff_text = ctx.services.workspaces.diff(worktree(ctx))
+    diff_text = ctx.services.workspaces.diff(worktree(ctx), cancel=ctx.handle.cancel)
     # The stricter of the profile's threshold and the runner's.
     threshold = max(ctx.profile.review.threshold, settings.review.threshold)
-    verdict = review.review(
-        review.ReviewInput(issue_title=run.issue_title, issue_body=run.issue_body,
-                           diff=diff_text, gate_results=tuple(ctx.gate_results),
-                           repo=run.repo, issue_number=run.issue),
-        client=ctx.services.review_client, model=settings.review.model, threshold=threshold,
-        max_diff_chars=settings.review.max_diff_chars)
+    try:
+        verdict = review.review(
+            review.ReviewInput(issue_title=run.issue_title, issue_body=run.issue_body,
+                               diff=diff_text, gate_results=tuple(ctx.gate_results),
+                               repo=run.repo, issue_number=run.issue),
+            client=ctx.services.review_client, model=settings.review.model,
+            threshold=threshold, max_diff_chars=settings.review.max_diff_chars,
+            cancel=ctx.handle.cancel,
+            on_wait=lambda wait: ctx.event("model_unavailable",
+                                           {**wait.as_event(), "who": "reviewer"}))
+    except review.Interrupted:
+        raise Cancelled() from None
+    except review.Unavailable as exc:
+        raise RunFailed(f"the AI review could not be made: {exc}") from None
     ctx.check_cancel()
     ctx.event("review", {"verdict": verdict.verdict, "confidence": verdict.output.confidence,
                          "summary": verdict.output.summary[:2000],

@@ -78,8 +78,8 @@ def _pre_push(ctx: RunContext, summary: str) -> list[Failure]:
     before = workspaces.head(wt)
     title = summary.strip().splitlines()[0][:72] if summary.strip() else ""
     message = f"{title or 'Work on'} (#{ctx.run.issue})\n\nCloses #{ctx.run.issue}"
-    sha = workspaces.commit(wt, message)
-    diff_text = workspaces.diff(wt)
+    sha = workspaces.commit(wt, message, cancel=ctx.handle.cancel)
+    diff_text = workspaces.diff(wt, cancel=ctx.handle.cancel)
     if sha is None and not diff_text.strip():
         return [Failure("gate", "changes", "the branch has no changes against the base "
                         "branch: nothing was done for the issue")]

@@ -31,7 +31,8 @@ def worktree(ctx: RunContext) -> Any:
         started = time.monotonic()
         ctx.worktree = services.workspaces.prepare(
             run.id, run.repo, run.issue, ctx.forge.clone_url(run.repo),
-            base_branch=ctx.repo.base_branch, token=ctx.token, fresh_after=fresh_after(run))
+            base_branch=ctx.repo.base_branch, token=ctx.token, fresh_after=fresh_after(run),
+            cancel=ctx.handle.cancel)
         ctx.event("workspace", {"path": str(ctx.worktree.path),
                                 "resumed": bool(ctx.worktree.resumed),
                                 "seconds": round(time.monotonic() - started, 3)})
