@@ -47,7 +47,12 @@ def _schemas() -> dict[str, Any]:
             "head_sha": {"type": "string"}, "cost_usd": {"type": "number"},
             "tokens_in": {"type": "integer"}, "tokens_out": {"type": "integer"},
             "reason": {"type": "string"}, "killed_by": {"type": "string"},
-            "extra": {"type": "object"}}},
+            "priority": {"type": "integer", "minimum": 1, "maximum": 10},
+            "wake_at": {"type": "number",
+                        "description": "waiting (for CI) until this time unless woken; 0: not "
+                                       "waiting"},
+            "wakes": {"type": "integer"},
+            "details": {"type": "object"}}},
         "Event": {"type": "object", "required": ["run_id", "kind", "at", "seq"], "properties": {
             "run_id": RUN_ID, "kind": {"type": "string"}, "at": {"type": "number"},
             "actor": {"type": "string"}, "data": {"type": "object"},
