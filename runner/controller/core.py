@@ -30,6 +30,7 @@ _PERMISSION_TTL = 30.0
 # no longer wait in line behind each other's forge requests (one thread made the 20th of 20
 # wait for the 19 before it: ~2 s of the dispatch time under load; four, still up to 1.4 s).
 RECONCILERS = 8
+RECONCILE_BACKOFF_MAX = 300.0
 
 
 class RunDriver(Protocol):
@@ -70,6 +71,7 @@ class Controller:
         self.slots = Slots(self)
         self.bus = BusListener(self)
         self._permissions: dict[tuple[str, str], tuple[float, Permission]] = {}
+        self._failures: dict[str, int] = {}  # issue key -> failed looks in a row
         self._threads: list[threading.Thread] = []
         self.rules = rules_for(settings)
         self.last_poll: float = 0.0
@@ -96,14 +98,24 @@ class Controller:
                 continue
             try:
                 self.reconcile(key)
+                self._failures.pop(key, None)
             except (ForgeError, StoreError) as exc:
-                log.warning("looking at %s failed (%s); trying again in 5s", key, exc)
-                self.queue.add_after(key, 5.0)
+                delay = self._backoff(key)
+                log.warning("looking at %s failed (%s); trying again in %.0fs", key, exc, delay)
+                self.queue.add_after(key, delay)
             except Exception:
-                log.exception("looking at %s failed; trying again in 30s", key)
-                self.queue.add_after(key, 30.0)
+                delay = self._backoff(key, first=30.0)
+                log.exception("looking at %s failed; trying again in %.0fs", key, delay)
+                self.queue.add_after(key, delay)
             finally:
                 self.queue.done(key)
+
+    def _backoff(self, key: str, first: float = 5.0) -> float:
+        """Seconds before looking at ``key`` again after its ``n``-th failure in a row:
+        ``first`` doubling to RECONCILE_BACKOFF_MAX, so one broken issue costs little."""
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        return float(min(first * 2 ** (failures - 1), RECONCILE_BACKOFF_MAX))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking work. Runs in flight stay resumable: their leases simply expire."""
