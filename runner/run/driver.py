@@ -54,6 +54,7 @@ MAX_ATTEMPTS = 3  # environmental failures (engine, forge, disk) before a run fa
 # outage out (holding nothing, looking again on a backoff) for this long before it starts to
 # count against MAX_ATTEMPTS.
 FORGE_OUTAGE_S = 600.0
+KILL_GRACE_S = 0.5  # how long a killed step may take to stop before it is left behind
 
 
 class Steps:
@@ -80,7 +81,7 @@ class Steps:
             return False
         handle.on_kill(lambda: self._on_kill(ctx))
         try:
-            if self._take_steps(ctx, run.wakes):
+            if self._steps_unless_killed(ctx, run.wakes):
                 return True
         except Cancelled:
             if handle.lease_lost:
@@ -116,6 +117,36 @@ class Steps:
         if ctx.run.terminal:
             ending.finish(ctx)
         return False
+
+    def _steps_unless_killed(self, ctx: RunContext, wakes: int) -> bool:
+        """``_take_steps`` in a thread of its own, so that a kill lands even while a step is
+        blocked in something the kill cannot cut short (a forge request up to its timeout):
+        after KILL_GRACE_S the step is left behind, and whatever it would still write is
+        refused by the fence and the cancel check before every forge write."""
+        outcome: list[bool] = []
+        failure: list[BaseException] = []
+        over = threading.Event()
+
+        def work() -> None:
+            try:
+                outcome.append(self._take_steps(ctx, wakes))
+            except BaseException as exc:  # handed to the slot's thread below
+                failure.append(exc)
+            finally:
+                over.set()
+
+        ctx.handle.on_kill(over.set)
+        worker = threading.Thread(target=work, name=f"steps-{ctx.run.id}", daemon=True)
+        worker.start()
+        over.wait()
+        worker.join(KILL_GRACE_S)
+        if worker.is_alive():  # the kill came, and the step is still blocked
+            log.warning("run %s: a step did not stop within %.1fs of the kill; left behind",
+                        ctx.run.id, KILL_GRACE_S)
+            raise Cancelled()
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
     def _take_steps(self, ctx: RunContext, wakes: int) -> bool:
         """The run's steps until it ends (False) or waits (True, parked)."""

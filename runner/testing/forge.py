@@ -141,6 +141,7 @@ class ForgeEmulator:
         self.ci_jobs: list[CIJob] = []
         self._faults: list[_Fault] = []
         self._slow_git: dict[GitService, float] = {}
+        self._slow_api: dict[str, float] = {}  # part of an API path -> seconds before answering
         self.git_waits_aborted = 0  # slow git requests whose client hung up while waiting
         self._outbox: queue.Queue[Delivery | None] = queue.Queue()
         self._busy = 0
@@ -382,6 +383,7 @@ class ForgeEmulator:
         """End every injected fault: API failures and slow git."""
         self._faults.clear()
         self._slow_git.clear()
+        self._slow_api.clear()
 
     def slow_git(self, seconds: float, service: GitService | None = None) -> None:
         """Make every git fetch (``upload-pack``), push (``receive-pack``) or, with no
@@ -396,6 +398,14 @@ class ForgeEmulator:
                 self._slow_git[name] = seconds
             else:
                 self._slow_git.pop(name, None)
+
+    def slow_api(self, seconds: float, path_part: str) -> None:
+        """Make every API request whose path contains ``path_part`` wait ``seconds`` before
+        it is answered (a forge that hangs); 0 makes it fast again."""
+        if seconds > 0:
+            self._slow_api[path_part] = seconds
+        else:
+            self._slow_api.pop(path_part, None)
 
     def _fault(self) -> _Fault | None:
         with self.state.lock:
@@ -480,6 +490,9 @@ class ForgeEmulator:
         if not graphql and not path.startswith(prefix):
             return Response(b"not found", 404)
         rel = path if graphql else path[len(prefix):] or "/"
+        hang = max((s for part, s in list(self._slow_api.items()) if part in rel), default=0.0)
+        if hang:
+            time.sleep(hang)
         params = dict(parse_qsl(query, keep_blank_values=True))
         fault = self._fault()
         reply: Reply

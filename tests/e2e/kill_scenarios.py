@@ -33,6 +33,8 @@ from tests.e2e.conftest import containers_of
 SLOW = 120.0  # seconds the held-open thing would take: a kill must not wait for it
 STATES = [RunState.QUEUED, RunState.PREPARING, RunState.RUNNING, RunState.PUSHING,
           RunState.GATING, RunState.REVIEWING]
+# GATING again, killed while its look at CI hangs on the forge (a request the kill cannot cut).
+HUNG_LOOK = "gating-hung-look"
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Scenario:
     arrange: Callable[[DemoWorld], None] = lambda world: None
     # How long to let the state's work get going before the kill.
     settle: float = 0.5
+    waiting: bool = True  # GATING: kill once the run waits (else: while it looks)
 
     def world(self, workdir: Path) -> DemoWorld:
         return DemoWorld(workdir, agent=self.agent, reviewer=self.reviewer,
@@ -98,7 +101,14 @@ class Scenario:
                                    **self.settings})
 
 
-def scenario(state: RunState) -> Scenario:
+def scenario(state: RunState | str) -> Scenario:
+    if state == HUNG_LOOK:
+        def hang_the_ci_look(world: DemoWorld) -> None:
+            world.forge.configure_ci(REPO, f"sleep 3 && {TEST_COMMAND}", context=CI_CONTEXT)
+            world.forge.slow_api(SLOW, "/status")  # the combined status of a commit
+
+        return Scenario(RunState.GATING, arrange=hang_the_ci_look, settle=6.0, waiting=False)
+    assert isinstance(state, RunState)
     if state is RunState.QUEUED:
         def take_the_slot(world: DemoWorld) -> None:
             blocker = world.open_issue(title="blocker")
@@ -125,10 +135,13 @@ def hold_and_kill(world: DemoWorld, held: Scenario, docker_client: Any, writes: 
     the cancelled run and the seconds from the /kill to container gone and run cancelled."""
     issue = world.open_issue(title=title)
     run = world.wait_state(issue, held.state, timeout=180)
-    if held.state is RunState.GATING:
+    if held.state is RunState.GATING and held.waiting:
         world.wait_for(lambda: (r := world.run_for(issue)) is not None and r.waiting, 60,
                        "the run waiting on CI")
     time.sleep(held.settle)
+    if held.state is RunState.GATING and not held.waiting:  # a process is looking at CI
+        world.wait_for(lambda: world.store.current_lease(run.id) is not None, 60,
+                       "a look at CI in flight")
     started = time.monotonic()
     world.forge.comment(REPO, issue, "/kill enough", as_user=MAINTAINER)
     writes.since = time.time()

@@ -14,15 +14,16 @@ from runner.model import RunState
 from runner.testing import forge_git
 from runner.testing.demo import REPO
 from tests.e2e.conftest import pulls_from, worktrees_left
-from tests.e2e.kill_scenarios import STATES, Writes, hold_and_kill, scenario
+from tests.e2e.kill_scenarios import HUNG_LOOK, STATES, Writes, hold_and_kill, scenario
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("state", STATES, ids=[str(s) for s in STATES])
+@pytest.mark.parametrize("case", [*STATES, HUNG_LOOK], ids=[*map(str, STATES), HUNG_LOOK])
 def test_a_kill_lands_in_every_state_and_nothing_is_written_after_it(
-        state: RunState, tmp_path: Path, sandbox_image: str, docker_client: Any) -> None:
-    held = scenario(state)
+        case: RunState | str, tmp_path: Path, sandbox_image: str, docker_client: Any) -> None:
+    held = scenario(case)
+    state = held.state
     writes = Writes()
     with held.world(tmp_path) as world:
         held.arrange(world)
