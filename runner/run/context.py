@@ -22,8 +22,8 @@ from runner.config import RepoConfig, Settings
 from runner.forge.base import Forge
 from runner.model import Run, RunDetails, RunState
 from runner.run.handle import RunHandle
-from runner.run.status import StatusWriter
-from runner.sandbox.base import Sandbox, SandboxBackend, SandboxSpec
+from runner.run.status import StatusWriter, render
+from runner.sandbox.base import Sandbox, SandboxBackend, SandboxError, SandboxSpec
 from runner.sandbox.refill import WarmRefill
 from runner.store.base import Store
 
@@ -149,13 +149,8 @@ class RunContext:
     # ------------------------------------------------------------ cancel
 
     def check_cancel(self) -> None:
-        """Cancelled if a kill arrived or the lease was lost: call before every forge write."""
+        """Cancelled if a kill arrived or the lease was lost."""
         if self.handle.cancel.is_set():
-            raise Cancelled()
-
-    def sleep(self, seconds: float) -> None:
-        """Wait, unless a kill comes first."""
-        if self.handle.cancel.wait(seconds):
             raise Cancelled()
 
     def before_write(self) -> None:
@@ -175,6 +170,7 @@ class RunContext:
             self.show_status()
 
     def update(self, **fields: Any) -> None:
+        """Change the run's fields (fenced: only while this process owns it)."""
         self.run = self.store.update_run(self.run.id, fence=self.fence, **fields)
 
     def note(self, **changes: Any) -> None:
@@ -182,12 +178,11 @@ class RunContext:
         self.update(details=replace(self.run.details, **changes))
 
     def event(self, kind: str, data: dict[str, Any] | None = None, actor: str = "runner") -> None:
+        """An audit event of the run, with credentials scrubbed from its data."""
         self.store.append_event(self.run.id, kind, redacted(data or {}), actor=actor)
 
     def show_status(self) -> None:
         """The status comment, rendered from the run as it is now (written in the background)."""
-        from runner.run.status import render
-
         self.status.update(render(self.run, last_active=self.last_active,
                                   max_iterations=self.settings.limits.max_iterations,
                                   skip_gates=self.skip_gates, yolo_note=self.yolo_note,
@@ -196,14 +191,14 @@ class RunContext:
     # ------------------------------------------------------------ what the run holds
 
     def find_sandbox(self) -> Sandbox | None:
-        from runner.sandbox.base import SandboxError
-
+        """The run's container, if the engine knows one (None also when it cannot tell)."""
         try:
             return self.services.sandboxes.find(self.run.id)
         except SandboxError:
             return None
 
     def stop_sandbox(self) -> None:
+        """Stop the run's container (SIGTERM, a short grace, SIGKILL)."""
         sandbox = self.sandbox or self.services.sandboxes.find(self.run.id)
         if sandbox is not None:
             sandbox.stop(grace=1.0)
