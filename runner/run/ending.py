@@ -53,7 +53,7 @@ def finish(ctx: RunContext) -> None:
     try:
         if run.state is RunState.SUCCEEDED and run.pr_number:
             ctx.forge.update_pull(run.repo, run.pr_number, draft=False,
-                                  body=pr_body(ctx, cost_line(run)))
+                                  body=pr_body(ctx, cost=cost_line(run)))
         ctx.show_status()
     except ForgeError as exc:
         log.warning("run %s: could not update the forge at the end: %s", run.id, exc)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from runner.model import RunState
+from runner.model import Event, RunState
 from runner.run.context import RunContext, RunFailed
 from runner.run.outcome import GoOn, Outcome
+from runner.run.pull_text import pull_body, pull_title
 from runner.run.workdir import worktree
 
 
@@ -25,23 +26,21 @@ def step(ctx: RunContext) -> Outcome:
     ctx.note(ci_deadline=0.0, ci_looks=0)  # a new head: its CI is waited for afresh
     ctx.event("pushed", {"branch": run.branch, "sha": sha})
     ctx.before_write()
+    events = ctx.store.events(run.id, limit=100_000)
+    title, body = pull_title(ctx.run, events), pr_body(ctx, events)
     pull = forge.find_or_create_pull(run.repo, run.branch, ctx.repo.base_branch,
-                                     title=run.issue_title or f"Fix #{run.issue}",
-                                     body=pr_body(ctx), draft=True)
+                                     title=title, body=body, draft=True)
+    if run.pr_number == pull.number:  # a later iteration: the description follows it
+        ctx.before_write()
+        forge.update_pull(run.repo, pull.number, title=title, body=body)
     ctx.update(pr_number=pull.number, pr_url=pull.url)
     ctx.event("pull_request", {"number": pull.number, "url": pull.url})
     ctx.move(RunState.GATING)
     return GoOn()
 
 
-def pr_body(ctx: RunContext, extra: str = "") -> str:
-    """The pull request's description."""
-    run = ctx.run
-    parts = [f"Closes #{run.issue}", ""]
-    if ctx.yolo_note:
-        parts += [ctx.yolo_note, ""]
-    parts += [f"Opened by the orchestrator (run `{run.id}`) for the issue as "
-              f"@{run.trigger_actor} triggered it."]
-    if extra:
-        parts += ["", extra]
-    return "\n".join(parts)
+def pr_body(ctx: RunContext, events: list[Event] | None = None, cost: str = "") -> str:
+    """The pull request's description, from the run's audit events."""
+    if events is None:
+        events = ctx.store.events(ctx.run.id, limit=100_000)
+    return pull_body(ctx.run, events, yolo_note=ctx.yolo_note, cost=cost)

@@ -226,7 +226,7 @@ def fix_failing_test(*, test_command: str, path: str, old: str, new: str,
     def finish(request: Request) -> Reply:
         output = request.last_tool_output()
         if "[exit code 0]" in output:
-            return Reply.finish(f"{summary} `{test_command}` passes now.")
+            return Reply.finish(f"{summary}.\n\n`{test_command}` passes now.")
         return Reply.finish(f"Tried to fix it, but `{test_command}` still fails:\n"
                             f"{output[-500:]}")
 

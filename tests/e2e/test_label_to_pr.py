@@ -44,6 +44,11 @@ def test_label_gives_a_green_pull_request(tmp_path: Path, sandbox_image: str, do
         pr = world.forge.issue(REPO, run.pr_number or 0)
         assert pr.pull is not None and not pr.pull.draft
         assert f"Closes #{issue}" in pr.body
+        # A reviewer reads what the change does, how it was checked, and what it cost.
+        assert pr.title == "Fix add() to return the sum"
+        assert "> Fix add() to return the sum" in pr.body
+        assert "`python3 test_calc.py`: ok" in pr.body and "`ci/tests` success" in pr.body
+        assert "AI review: approve" in pr.body and "Cost: $" in pr.body
         assert pr.pull.head == f"orchestrator/issue-{issue}"
         # the fix is on the branch, made by the bot
         head = pr.pull.head_sha
@@ -94,6 +99,11 @@ def test_failing_ci_goes_back_to_the_agent(tmp_path: Path, sandbox_image: str,
                    if "what failed last time" in x.request.first_user_text()]
         assert prompts and "ci/tests" in prompts[0] and "ImportError" in prompts[0]
         assert len(pulls_from(world.forge, f"orchestrator/issue-{issue}")) == 1
+        # The description follows the iterations: the summary of the last, and the history.
+        pr = world.forge.issue(REPO, run.pr_number or 0)
+        assert pr.title == "Added sub()" and "> Added sub()" in pr.body
+        assert "- Iteration 2: after ci:ci/tests" in pr.body
+        assert pr.body.count("- Pushed `") == 2
 
 
 def test_kill_from_a_writer_stops_the_run_within_seconds(tmp_path: Path, docker_client,
