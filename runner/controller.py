@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from runner.config import Settings
-from runner.forge.base import Forge, ForgeError, NotFound, Permission
+from runner.forge.base import Forge, ForgeError, NotFound, Permission, own_logins
 from runner.model import ACTIVE, KillRequest, Lease, Run, branch_name
 from runner.plan import Action, Cancel, IssueView, Nothing, RejectKill, Start, plan
 from runner.policy import Rules, kill_command, task_text
@@ -47,10 +47,11 @@ def issue_key(repo: str, issue: int) -> str:
     return f"{repo}#{issue}"
 
 
-def rules_for(settings: Settings) -> Rules:
+def rules_for(settings: Settings, bot_logins: frozenset[str] = frozenset()) -> Rules:
     """The policy the configuration sets: label names and the permission to act."""
     return Rules(trigger_label=settings.labels.trigger, kill_label=settings.labels.kill,
-                 required_permission=settings.limits.trigger_permission)
+                 required_permission=settings.limits.trigger_permission,
+                 bot_logins=bot_logins)
 
 
 def parse_key(key: str) -> tuple[str, int]:
@@ -130,7 +131,7 @@ class Controller:
         self._wake = threading.Condition()
         self._permissions: dict[tuple[str, str], tuple[float, Permission]] = {}
         self._threads: list[threading.Thread] = []
-        self.rules = rules_for(settings)
+        self.rules = rules_for(settings, own_logins(forges.values()))
         self.last_poll: float = 0.0
 
     # ------------------------------------------------------------ the loop

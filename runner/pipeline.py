@@ -175,7 +175,6 @@ class _Ctx:
     run: Run
     repo: RepoConfig
     forge: Forge
-    token: str
     gates: GatesConfig
     profile: Profile
     skip_gates: bool
@@ -192,6 +191,11 @@ class _Ctx:
     @property
     def fence(self) -> int:
         return self.handle.lease.token
+
+    @property
+    def token(self) -> str:
+        """The forge token for git, asked for at each use: an App's is renewed (issue 19)."""
+        return self.forge.push_credentials(self.run.repo).token
 
 
 class Pipeline:
@@ -322,8 +326,7 @@ class Pipeline:
         profile = gates.profile(run.extra.get("profile", gates.default_profile))
         yolo = decide_yolo(run.extra.get("labels", ()), repo_yolo=repo.yolo,
                            allow_label=repo.allow_yolo_label, global_yolo=self.settings.yolo)
-        ctx = _Ctx(handle=handle, run=run, repo=repo, forge=forge,
-                   token=self.s.tokens.get(repo.forge, ""), gates=gates, profile=profile,
+        ctx = _Ctx(handle=handle, run=run, repo=repo, forge=forge, gates=gates, profile=profile,
                    skip_gates=yolo.skip_gates, yolo_note=yolo.banner(), last_active=run.state)
         ctx.status = _StatusComment(lambda body: self._write_status(ctx, body), run.id)
         return ctx

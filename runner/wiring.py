@@ -89,7 +89,8 @@ def build(settings: Settings, *, store: Store | None = None, worker: str | None 
     store = store or open_store(settings)
     forges = {name: make_forge(settings, name, throttle=cfg.throttle)
               for name, cfg in settings.forges.items()}
-    tokens = {name: os.environ.get(cfg.token_env, "") for name, cfg in settings.forges.items()}
+    tokens = {name: os.environ.get(cfg.token_env, "") for name, cfg in settings.forges.items()
+              if cfg.token_env}
     identity = Identity()
     for cfg in settings.forges.values():
         if cfg.bot_user:

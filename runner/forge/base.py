@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -243,6 +243,21 @@ class PushCredentials:
                 "GIT_CONFIG_VALUE_0": self.header}
 
 
+def own_logins(forges: Iterable[object]) -> frozenset[str]:
+    """The logins the runner acts as (lower case): each forge's ``bot_login`` (a GitHub App's
+    ``<slug>[bot]``, read once from the forge, or the configured ``bot_user``). A forge that
+    cannot say now is left out: the runner's comments are still known by their marker."""
+    found = set()
+    for forge in forges:
+        try:
+            login = getattr(forge, "bot_login", None)
+        except (ForgeError, OSError):  # unreachable now (requests' errors are OSErrors)
+            continue
+        if login:
+            found.add(str(login).lower())
+    return frozenset(found)
+
+
 # ---------------------------------------------------------------- the port
 
 
@@ -330,6 +345,7 @@ class Forge(Protocol):
         """The HTTPS clone URL of the repository, without credentials in it."""
         ...
 
-    def push_credentials(self) -> PushCredentials:
-        """The credentials git uses to push as the bot, as an http.extraheader."""
+    def push_credentials(self, repo: str | None = None) -> PushCredentials:
+        """The credentials git uses to fetch and push ``repo`` as the bot, as an
+        http.extraheader (a GitHub App's differ per installation, and are renewed)."""
         ...

@@ -152,6 +152,7 @@ class ForgejoForge:
         self.git_url = (git_url or self.base_url).rstrip("/")
         self.token_env = token_env
         self.bot_user = bot_user
+        self.bot_login = bot_user
         self.retry = retry or RetryPolicy()
         self._token = token
         self.http = httpx.Client(base_url=f"{self.base_url}/api/v1", timeout=timeout,
@@ -437,6 +438,6 @@ class ForgejoForge:
         """``https://forgejo.example/owner/name.git`` (or under ``git_url`` when one is given)."""
         return f"{self.git_url}/{repo}.git"
 
-    def push_credentials(self) -> PushCredentials:
-        """Basic auth with the bot's login and its token as the password."""
+    def push_credentials(self, repo: str | None = None) -> PushCredentials:
+        """Basic auth with the bot's login and its token as the password (any repository)."""
         return PushCredentials(username=self.bot_user or "oauth2", token=self._token)

@@ -41,6 +41,7 @@ from runner.forge.base import (
     auth_message,
     hidden_marker,
 )
+from runner.forge.github_app import AppKey, GitHubApp
 
 T = TypeVar("T")
 
@@ -69,16 +70,20 @@ class GitHubForge:
 
     kind = "github"
 
-    def __init__(self, token: str, *, base_url: str = "https://api.github.com",
+    def __init__(self, token: str | None = None, *, app_key: AppKey | None = None,
+                 base_url: str = "https://api.github.com",
                  token_env: str = "GITHUB_TOKEN", bot_user: str | None = None,
                  retry: RetryPolicy | None = None, throttle: bool = True,
-                 timeout: float = 30, git_url: str | None = None) -> None:
+                 timeout: float = 30, git_url: str | None = None,
+                 forge_name: str = "github") -> None:
+        if (token is None) == (app_key is None):
+            raise ValueError("give either a token or a GitHub App's key")
         self.base_url = base_url.rstrip("/")
         self.git_url = (git_url or web_root(self.base_url)).rstrip("/")
         self.token_env = token_env
         self.bot_user = bot_user
         self.retry = retry or RetryPolicy()
-        self._token = token
+        self._token = token or ""
         urllib_retry = None
         if self.retry.retries > 0:
             urllib_retry = GithubRetry(
@@ -88,11 +93,14 @@ class GitHubForge:
                 allowed_methods=None, raise_on_status=False, respect_retry_after_header=True,
                 secondary_rate_wait=self.retry.max_wait, max_rate_limit_wait=self.retry.max_wait)
         # PyGithub takes whole seconds only: round up (0.5 s as 0 would fail every request).
-        self.gh = Github(auth=Auth.Token(token), base_url=self.base_url,
-                         timeout=math.ceil(timeout),
-                         retry=urllib_retry, lazy=True,
-                         seconds_between_requests=0.25 if throttle else None,
-                         seconds_between_writes=1.0 if throttle else None)
+        options: dict[str, Any] = {
+            "timeout": math.ceil(timeout), "retry": urllib_retry,
+            "seconds_between_requests": 0.25 if throttle else None,
+            "seconds_between_writes": 1.0 if throttle else None}
+        self.app = (GitHubApp(app_key, base_url=self.base_url, client_options=options,
+                              forge_name=forge_name) if app_key is not None else None)
+        self.gh = (Github(auth=Auth.Token(token), base_url=self.base_url, lazy=True, **options)
+                   if token is not None else None)
 
     # ------------------------------------------------------------ plumbing
 
@@ -106,6 +114,11 @@ class GitHubForge:
             if status == 404:
                 raise NotFound(f"GitHub: {what}: not found (404)", 404) from None
             if status in (401, 403) and "rate limit" not in str(message).lower():
+                if self.app is not None:
+                    raise ForgeAuthError(
+                        f"GitHub refused the App's installation token ({status}) on {what}: "
+                        "check that the App is installed on the repository and has the "
+                        "permissions in docs/forges.md", status) from None
                 raise ForgeAuthError(auth_message("GitHub", status, self.token_env, what),
                                      status) from None
             if status in (409, 422):
@@ -120,8 +133,20 @@ class GitHubForge:
             raise ForgeError(f"GitHub at {self.base_url} is unreachable on {what}: {exc}"
                              ) from None
 
+    def _client(self, repo: str) -> Github:
+        """The client for ``repo``: the token's, or the App installation's that covers it."""
+        if self.app is not None:
+            return self.app.client(repo)
+        assert self.gh is not None
+        return self.gh
+
     def _repo(self, repo: str) -> Repository:
-        return self.gh.get_repo(repo)  # lazy: no request until an attribute is needed
+        return self._client(repo).get_repo(repo)  # lazy: no request until one is needed
+
+    @property
+    def bot_login(self) -> str | None:
+        """Who the runner acts as here: the App's ``<slug>[bot]``, or ``bot_user``."""
+        return self.app.bot_login if self.app is not None else self.bot_user
 
     def _issue(self, repo: str, number: int) -> GhIssue:
         return self._call(f"get issue {repo}#{number}",
@@ -364,9 +389,15 @@ class GitHubForge:
         under ``git_url`` when one is given)."""
         return f"{self.git_url}/{repo}.git"
 
-    def push_credentials(self) -> PushCredentials:
-        """Basic auth as ``x-access-token``, which GitHub accepts for every token kind."""
-        return PushCredentials(username="x-access-token", token=self._token)
+    def push_credentials(self, repo: str | None = None) -> PushCredentials:
+        """Basic auth as ``x-access-token``, which GitHub accepts for every token kind; as an
+        App, the installation token for ``repo``, renewed when it has little life left."""
+        if self.app is None:
+            return PushCredentials(username="x-access-token", token=self._token)
+        if repo is None:
+            raise ForgeError("a GitHub App pushes with the installation token of a "
+                             "repository: push_credentials(repo) needs the repository")
+        return PushCredentials(username="x-access-token", token=self.app.token(repo))
 
     @staticmethod
     def is_marker_comment(body: str) -> bool:

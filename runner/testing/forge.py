@@ -45,6 +45,7 @@ from starlette.routing import Route
 
 from runner.testing import forge_git
 from runner.testing.forge_api import BaseApi, ForgejoApi, GitHubApi, Reply, Request, dumps
+from runner.testing.forge_apps import App, AppRegistry, AppRoutes, Installation
 from runner.testing.forge_forgejo import ForgejoRenderer
 from runner.testing.forge_github import GitHubRenderer
 from runner.testing.forge_state import (
@@ -132,6 +133,9 @@ class ForgeEmulator:
         self.forgejo = ForgejoRenderer(self.url)
         self.api: BaseApi = (GitHubApi(self.state, self.github) if flavour == "github"
                              else ForgejoApi(self.state, self.forgejo))
+        self.apps = AppRegistry(self.state)
+        if flavour == "github":
+            AppRoutes(self.apps, self.github).install_on(self.api)
         self.observers: list[Callable[[Exchange], None]] = []
         self.exchanges: list[Exchange] = []
         self.deliveries: list[Delivery] = []
@@ -224,6 +228,21 @@ class ForgeEmulator:
                         default_branch=default_branch, private=private)
             self.state.repos[full_name.lower()] = repo
             return repo
+
+    def add_app(self, slug: str, *, owner: str | None = None, token_lifetime: float = 3600.0,
+                permissions: dict[str, str] | None = None) -> App:
+        """A GitHub App (GitHub flavour only): ``app.id``, ``app.private_key_pem``, and its
+        ``<slug>[bot]`` user; its installation tokens live ``token_lifetime`` seconds."""
+        if self.flavour != "github":
+            raise ValueError("GitHub Apps exist only on the github flavour")
+        who = self.state.users.get((owner or "app-owner").lower()) or self._make_user(
+            owner or "app-owner")
+        return self.apps.register(slug, who, token_lifetime=token_lifetime,
+                                  permissions=permissions)
+
+    def install_app(self, app: App, *full_names: str) -> Installation:
+        """Install ``app`` on these repositories (of one account)."""
+        return self.apps.install(app, [self.repo(name) for name in full_names])
 
     def repo(self, full_name: str) -> Repo:
         """The repository record (for assertions)."""
@@ -410,7 +429,7 @@ class ForgeEmulator:
     # ------------------------------------------------------------ HTTP
 
     def _authenticate(self, header: str | None) -> tuple[User | None, bool]:
-        """(user, refused): a wrong token is refused; no token is anonymous."""
+        """(user, refused): a wrong or expired token is refused; no token is anonymous."""
         if not header:
             return None, False
         scheme, _, value = header.partition(" ")
@@ -422,8 +441,25 @@ class ForgeEmulator:
                 return None, True
         elif scheme.lower() not in ("token", "bearer"):
             return None, True
-        user = self.state.user_by_token(token)
+        with self.state.lock:
+            if token in self.apps.tokens:
+                return self.apps.token_user(token)
+            user = self.state.user_by_token(token)
         return user, user is None
+
+    def _authenticate_api(self, header: str | None
+                          ) -> tuple[User | None, bool, App | None, str | None]:
+        """(user, refused, app, JWT error): as ``_authenticate``, and a GitHub App's JWT."""
+        scheme, _, value = (header or "").partition(" ")
+        if (self.flavour == "github" and scheme.lower() == "bearer"
+                and self.apps.looks_like_jwt(value.strip())):
+            try:
+                with self.state.lock:
+                    return None, False, self.apps.verify_jwt(value.strip()), None
+            except EmulatorError as exc:
+                return None, True, None, exc.message
+        user, refused = self._authenticate(header)
+        return user, refused, None, None
 
     async def _dispatch(self, request: HttpRequest) -> Response:
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
@@ -451,18 +487,20 @@ class ForgeEmulator:
             extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
             reply = Reply(fault.status, self.api.error(fault.status, "emulated outage"), extra)
         else:
-            user, refused = self._authenticate(headers.get("authorization"))
+            user, refused, app, jwt_error = self._authenticate_api(headers.get("authorization"))
             try:
                 parsed = json.loads(body) if body else None
             except ValueError:
                 parsed = None
                 reply = Reply(400, self.api.error(400, "Problems parsing JSON"))
-            if refused:
+            if jwt_error is not None:
+                reply = Reply(401, self.api.error(401, jwt_error))
+            elif refused:
                 reply = Reply(401, self.api.error(401, "Bad credentials"))
             elif body and parsed is None:
                 reply = Reply(400, self.api.error(400, "Problems parsing JSON"))
             else:
-                req = Request(method, rel, params, parsed, user, self.api_url)
+                req = Request(method, rel, params, parsed, user, self.api_url, app)
                 if graphql:
                     assert isinstance(self.api, GitHubApi)
                     reply = self.api.graphql(req)
@@ -589,6 +627,11 @@ class ForgeEmulator:
                 return
             event, payload = made
             fine = event
+            installed = next((i for i in self.apps.installations.values()
+                              if happening.repo.full_name.lower() in i.repos), None)
+            if installed is not None:  # what a delivery to an App carries
+                payload["installation"] = {"id": installed.id,
+                                           "node_id": f"MDIzOkludGVncmF0aW9u{installed.id}"}
         else:
             made_f = self.forgejo.webhook(happening)
             if made_f is None:
