@@ -46,7 +46,7 @@ def make_forge(settings: Settings, name: str, *, environ: Mapping[str, str] | No
                            timeout=config.timeout, git_url=config.git_url)
     from runner.forge.forgejo import ForgejoForge
 
-    return ForgejoForge(token, base_url=config.base_url, token_env=config.token_env,
+    return ForgejoForge(token, base_url=config.base_url, token_env=token_env,
                         bot_user=config.bot_user, retry=retry, timeout=config.timeout,
                         git_url=config.git_url)
 
