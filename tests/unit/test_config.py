@@ -19,7 +19,8 @@ from runner.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "orchestrator.example.yml"
-SECRETS = {"GITHUB_TOKEN": "t1", "GITHUB_WEBHOOK_SECRET": "s1", "FORGEJO_TOKEN": "t2"}
+SECRETS = {"GITHUB_TOKEN": "t1", "GITHUB_WEBHOOK_SECRET": "s1", "FORGEJO_TOKEN": "t2",
+           "GITHUB_APP_KEY": "pem"}
 
 GOOD = """\
 forges:
