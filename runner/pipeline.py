@@ -47,6 +47,7 @@ from runner.forge.base import (
     NotFound,
     ReviewComment,
 )
+from runner.forge.retry import Interrupted
 from runner.model import Budget, Lease, Run, RunState, Usage
 from runner.policy import authorised, comments_for_agent, latest_addition
 from runner.sandbox import spec_limits
@@ -229,7 +230,7 @@ class Pipeline:
                     # A step went through: the forge answers again, a later outage is new.
                     self._update(ctx, extra={k: v for k, v in ctx.run.extra.items()
                                              if k != "outage_since"})
-        except Cancelled:
+        except (Cancelled, Interrupted):  # Interrupted: a kill ended a forge retry's wait
             if handle.lease_lost:
                 log.warning("run %s: lease lost; leaving it to its new owner", run.id)
                 return

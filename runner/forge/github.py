@@ -1,9 +1,10 @@
 """The GitHub adapter, on PyGithub.
 
 ``base_url`` is ``https://api.github.com``, a GitHub Enterprise ``https://host/api/v3``, or the
-emulator. Retries (429 and 5xx, honouring Retry-After, bounded) are PyGithub's urllib3 retry
-configured from a ``RetryPolicy``; PyGithub's write throttling is on by default (GitHub asks
-for a second between writes) and off when ``throttle=False`` (tests).
+emulator. It authenticates with a token or as a GitHub App (``github_app.py``). Retries are
+whole operations under ``retry.py`` (429, 5xx, rate limits, transport errors; writes read
+before they post again), none at PyGithub's HTTP layer; PyGithub's write throttling is on by
+default (GitHub asks for a second between writes) and off when ``throttle=False`` (tests).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import requests
-from github import Auth, Github, GithubException, GithubRetry
+from github import Auth, Github, GithubException
 from github.Issue import Issue as GhIssue
 from github.PullRequest import PullRequest as GhPull
 from github.Repository import Repository
@@ -36,12 +37,19 @@ from runner.forge.base import (
     Permission,
     PullRequest,
     PushCredentials,
+    RateLimited,
     RetryPolicy,
     ReviewComment,
     auth_message,
     hidden_marker,
 )
 from runner.forge.github_app import AppKey, GitHubApp
+from runner.forge.retry import (
+    ForgeRetry,
+    is_rate_limit,
+    rate_limit_wait,
+    retry_after_seconds,
+)
 
 T = TypeVar("T")
 
@@ -84,17 +92,12 @@ class GitHubForge:
         self.bot_user = bot_user
         self.retry = retry or RetryPolicy()
         self._token = token or ""
-        urllib_retry = None
-        if self.retry.retries > 0:
-            urllib_retry = GithubRetry(
-                total=self.retry.retries, backoff_factor=self.retry.backoff,
-                backoff_max=self.retry.max_wait, status_forcelist=sorted(self.retry.statuses),
-                # Every method: our writes are idempotent (find-or-create, upsert by marker).
-                allowed_methods=None, raise_on_status=False, respect_retry_after_header=True,
-                secondary_rate_wait=self.retry.max_wait, max_rate_limit_wait=self.retry.max_wait)
+        # No retry under PyGithub: a request it repeated after a 502 could post twice. Whole
+        # operations are retried instead, each reading before it writes (runner/forge/retry.py).
+        self._retry = ForgeRetry(self.retry)
         # PyGithub takes whole seconds only: round up (0.5 s as 0 would fail every request).
         options: dict[str, Any] = {
-            "timeout": math.ceil(timeout), "retry": urllib_retry,
+            "timeout": math.ceil(timeout), "retry": None,
             "seconds_between_requests": 0.25 if throttle else None,
             "seconds_between_writes": 1.0 if throttle else None}
         self.app = (GitHubApp(app_key, base_url=self.base_url, client_options=options,
@@ -105,15 +108,23 @@ class GitHubForge:
     # ------------------------------------------------------------ plumbing
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a PyGithub call; its exceptions become ours, with what to do about them."""
+        """Run an idempotent operation under the retry policy; PyGithub's exceptions become
+        ours, with what to do about them."""
+        return self._retry.call(what, lambda: self._once(what, fn))
+
+    def _once(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except GithubException as exc:
             status = exc.status
             message = exc.data.get("message", "") if isinstance(exc.data, dict) else exc.data
+            headers = exc.headers or {}
             if status == 404:
                 raise NotFound(f"GitHub: {what}: not found (404)", 404) from None
-            if status in (401, 403) and "rate limit" not in str(message).lower():
+            if is_rate_limit(status, str(message), headers):
+                raise RateLimited(f"GitHub rate limit ({status}) on {what}: {message}",
+                                  retry_after=rate_limit_wait(headers)) from None
+            if status in (401, 403):
                 if self.app is not None:
                     raise ForgeAuthError(
                         f"GitHub refused the App's installation token ({status}) on {what}: "
@@ -124,14 +135,13 @@ class GitHubForge:
             if status in (409, 422):
                 raise Conflict(f"GitHub refused {what} ({status}): {message}", status) from None
             if status in self.retry.statuses or status >= 500:
-                raise ForgeError(
-                    f"GitHub answered {status} on {what} after {self.retry.retries} retries; "
-                    "the forge is unavailable, try again later", status) from None
+                raise ForgeError(f"GitHub answered {status} on {what}", status,
+                                 retry_after=retry_after_seconds(headers.get("retry-after")),
+                                 transient=True) from None
             raise ForgeError(f"GitHub refused {what} ({status}): {message}", status) from None
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError
-                ) as exc:
-            raise ForgeError(f"GitHub at {self.base_url} is unreachable on {what}: {exc}"
-                             ) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ForgeError(f"GitHub at {self.base_url} is unreachable on {what}: {exc}",
+                             transient=True) from None
 
     def _client(self, repo: str) -> Github:
         """The client for ``repo``: the token's, or the App installation's that covers it."""
@@ -179,16 +189,14 @@ class GitHubForge:
         return self._call(f"get issue {repo}#{number}", fetch)
 
     def list_issues(self, repo: str, label: str) -> Iterator[Issue]:
-        """Open issues with ``label``, every page; pull requests skipped."""
-        pages = self._call(f"list issues of {repo}", lambda: iter(
-            self._repo(repo).get_issues(state="open", labels=[label])))
-        while True:
-            raw = self._call(f"list issues of {repo}", lambda: next(pages, None))
-            if raw is None:
-                return
+        """Open issues with ``label``, every page; pull requests skipped. Read whole, so a
+        retried page never cuts the list short."""
+        def fetch() -> list[Issue]:
             # Read the raw field: touching an absent attribute makes PyGithub fetch each issue.
-            if not raw._rawData.get("pull_request"):
-                yield self._to_issue(repo, raw)
+            return [self._to_issue(repo, raw) for raw in
+                    self._repo(repo).get_issues(state="open", labels=[label])
+                    if not raw._rawData.get("pull_request")]
+        yield from self._call(f"list issues of {repo}", fetch)
 
     def list_comments(self, repo: str, number: int,
                       since: datetime | None = None) -> list[Comment]:
@@ -275,32 +283,34 @@ class GitHubForge:
 
     # ------------------------------------------------------------ pulls
 
+    def _find_pull(self, repo: str, head: str, base: str) -> PullRequest | None:
+        owner = repo.split("/", 1)[0]
+        for raw in self._repo(repo).get_pulls(state="open", head=f"{owner}:{head}", base=base):
+            return self._to_pull(raw)
+        return None
+
     def find_pull(self, repo: str, head: str, base: str) -> PullRequest | None:
         """The open PR from ``head`` into ``base`` (GitHub filters by ``owner:branch``)."""
-        owner = repo.split("/", 1)[0]
-
-        def find() -> PullRequest | None:
-            for raw in self._repo(repo).get_pulls(state="open", head=f"{owner}:{head}",
-                                                  base=base):
-                return self._to_pull(raw)
-            return None
-        return self._call(f"find pull {head} -> {base} in {repo}", find)
+        return self._call(f"find pull {head} -> {base} in {repo}",
+                          lambda: self._find_pull(repo, head, base))
 
     def find_or_create_pull(self, repo: str, head: str, base: str, title: str, body: str,
                             draft: bool = True) -> PullRequest:
-        """Idempotent: an existing open PR for the branch is returned as it is."""
-        found = self.find_pull(repo, head, base)
-        if found is not None:
-            return found
-        try:
-            return self._call(f"create pull {head} -> {base} in {repo}", lambda: self._to_pull(
-                self._repo(repo).create_pull(base=base, head=head, title=title, body=body,
-                                             draft=draft)))
-        except Conflict:
-            again = self.find_pull(repo, head, base)  # created by a racing worker
-            if again is None:
-                raise
-            return again
+        """Idempotent: an existing open PR for the branch is returned as it is (also the one
+        an attempt cut short by a 502 had made)."""
+        def find_or_create() -> PullRequest:
+            found = self._find_pull(repo, head, base)
+            if found is not None:
+                return found
+            try:
+                return self._to_pull(self._repo(repo).create_pull(
+                    base=base, head=head, title=title, body=body, draft=draft))
+            except GithubException as exc:
+                again = self._find_pull(repo, head, base) if exc.status == 422 else None
+                if again is None:  # 422 and still none: a real refusal
+                    raise
+                return again  # created by a racing worker
+        return self._call(f"create pull {head} -> {base} in {repo}", find_or_create)
 
     def get_pull(self, repo: str, number: int) -> PullRequest:
         """A pull request by number."""
@@ -356,8 +366,17 @@ class GitHubForge:
     def set_status(self, repo: str, sha: str, context: str, state: CIStateName,
                    description: str = "", target_url: str | None = None) -> None:
         """Post a commit status; GitHub truncates descriptions at 140 characters."""
+        tries = [0]
+
         def post() -> None:
             commit = self._repo(repo).get_commit(sha)
+            tries[0] += 1
+            if tries[0] > 1:  # the last attempt may have posted it: look before posting again
+                latest = next((x for x in commit.get_combined_status().statuses
+                               if x.context == context), None)
+                if (latest is not None and latest.state == state
+                        and (latest.description or "") == description[:140]):
+                    return
             if target_url:
                 commit.create_status(state, target_url=target_url,
                                      description=description[:140], context=context)
@@ -369,9 +388,17 @@ class GitHubForge:
                     comments: Sequence[ReviewComment] = (), commit_sha: str | None = None
                     ) -> int:
         """A COMMENT review with line comments on the new side; returns the review id."""
+        tries = [0]
+
         def post() -> int:
             gh_repo = self._repo(repo)
             pr = gh_repo.get_pull(number)
+            tries[0] += 1
+            if tries[0] > 1:  # the last attempt may have posted it: look before posting again
+                # The same body on the same commit: a reviewer's words are never the bot's.
+                for old in pr.get_reviews():
+                    if old.body == body and (commit_sha is None or old.commit_id == commit_sha):
+                        return int(old.id)
             lines: list[Any] = [{"path": c.path, "line": c.line, "side": "RIGHT", "body": c.body}
                                 for c in comments]
             if commit_sha:

@@ -143,7 +143,8 @@ class GitHubApp:
         if exc.status == 404:
             return NotFound(f"GitHub: {what}: the App is not installed there (404); install "
                             "it on the repository (docs/forges.md)", 404)
-        return ForgeError(f"GitHub answered {exc.status} on {what}: {message}", exc.status)
+        return ForgeError(f"GitHub answered {exc.status} on {what}: {message}", exc.status,
+                          transient=exc.status == 429 or exc.status >= 500)
 
     @property
     def slug(self) -> str:

@@ -141,6 +141,7 @@ class ForgeEmulator:
         self.deliveries: list[Delivery] = []
         self.ci_jobs: list[CIJob] = []
         self._faults: list[_Fault] = []
+        self._after_faults: list[list[Any]] = []  # [requests left, status, methods]
         self._outbox: queue.Queue[Delivery | None] = queue.Queue()
         self._busy = 0
         self._busy_lock = threading.Condition()
@@ -392,8 +393,23 @@ class ForgeEmulator:
         self._faults.append(_Fault(status, None if retry_after is None else f"{retry_after:g}",
                                    None, time.monotonic() + seconds))
 
+    def fail_after_acting(self, count: int, status: int = 502,
+                          methods: tuple[str, ...] = ("POST",)) -> None:
+        """Act on the next ``count`` API requests with one of ``methods``, then answer
+        ``status`` anyway (a proxy timing out after the forge did the work)."""
+        self._after_faults.append([count, status, {m.upper() for m in methods}])
+
     def clear_faults(self) -> None:
         self._faults.clear()
+        self._after_faults.clear()
+
+    def _after_fault(self, method: str, reply: Reply) -> Reply:
+        with self.state.lock:
+            for fault in self._after_faults:
+                if fault[0] > 0 and method.upper() in fault[2] and reply.status < 400:
+                    fault[0] -= 1
+                    return Reply(fault[1], self.api.error(fault[1], "emulated outage"))
+        return reply
 
     def _fault(self) -> _Fault | None:
         with self.state.lock:
@@ -506,6 +522,7 @@ class ForgeEmulator:
                     reply = self.api.graphql(req)
                 else:
                     reply = self.api.handle(req)
+                reply = self._after_fault(method, reply)
         payload = b"" if reply.status == 204 or reply.body is None else dumps(reply.body)
         out_headers = dict(reply.headers)
         if payload:
