@@ -46,6 +46,7 @@ from starlette.routing import Route
 from runner.testing import forge_git
 from runner.testing.forge_api import BaseApi, ForgejoApi, GitHubApi, Reply, Request, dumps
 from runner.testing.forge_apps import App, AppRegistry, AppRoutes, Installation
+from runner.testing.forge_budget import SECONDARY, RequestBudget, etag_matches, etag_of
 from runner.testing.forge_forgejo import ForgejoRenderer
 from runner.testing.forge_github import GitHubRenderer
 from runner.testing.forge_state import (
@@ -100,6 +101,7 @@ class _Fault:
     retry_after: str | None
     remaining: int | None  # requests left to fail, or None when time-bound
     until: float | None
+    message: str = "emulated outage"
 
 
 @dataclass
@@ -134,6 +136,7 @@ class ForgeEmulator:
         self.api: BaseApi = (GitHubApi(self.state, self.github) if flavour == "github"
                              else ForgejoApi(self.state, self.forgejo))
         self.apps = AppRegistry(self.state)
+        self.budget = RequestBudget()
         if flavour == "github":
             AppRoutes(self.apps, self.github).install_on(self.api)
         self.observers: list[Callable[[Exchange], None]] = []
@@ -393,6 +396,16 @@ class ForgeEmulator:
         self._faults.append(_Fault(status, None if retry_after is None else f"{retry_after:g}",
                                    None, time.monotonic() + seconds))
 
+    def secondary_limit_next(self, count: int, retry_after: float = 60.0) -> None:
+        """Answer the next ``count`` API requests as GitHub's secondary rate limit does:
+        403, its message, and ``Retry-After``."""
+        self._faults.append(_Fault(403, f"{retry_after:g}", count, None, SECONDARY))
+
+    def set_budget(self, limit: int, reset_in: float) -> None:
+        """GitHub flavour: each login may make ``limit`` requests (304s are free) until the
+        window resets, the first time in ``reset_in`` seconds; then 403 until the reset."""
+        self.budget.configure(limit, reset_in)
+
     def fail_after_acting(self, count: int, status: int = 502,
                           methods: tuple[str, ...] = ("POST",)) -> None:
         """Act on the next ``count`` API requests with one of ``methods``, then answer
@@ -499,11 +512,14 @@ class ForgeEmulator:
         params = dict(parse_qsl(query, keep_blank_values=True))
         fault = self._fault()
         reply: Reply
+        login: str | None = None  # whose budget the request spends (GitHub flavour)
         if fault is not None:
             extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            reply = Reply(fault.status, self.api.error(fault.status, "emulated outage"), extra)
+            reply = Reply(fault.status, self.api.error(fault.status, fault.message), extra)
         else:
             user, refused, app, jwt_error = self._authenticate_api(headers.get("authorization"))
+            if self.flavour == "github" and not refused and jwt_error is None:
+                login = user.login if user else f"app:{app.id}" if app else "anonymous"
             try:
                 parsed = json.loads(body) if body else None
             except ValueError:
@@ -515,6 +531,11 @@ class ForgeEmulator:
                 reply = Reply(401, self.api.error(401, "Bad credentials"))
             elif body and parsed is None:
                 reply = Reply(400, self.api.error(400, "Problems parsing JSON"))
+            elif login is not None and self.budget.exhausted(login):
+                who = f"user ID {user.id}" if user else "this installation"
+                reply = Reply(403, self.api.error(403, f"API rate limit exceeded for {who}."),
+                              self.budget.spent_headers(login))
+                login = None  # a refusal spends nothing
             else:
                 req = Request(method, rel, params, parsed, user, self.api_url, app)
                 if graphql:
@@ -525,6 +546,13 @@ class ForgeEmulator:
                 reply = self._after_fault(method, reply)
         payload = b"" if reply.status == 204 or reply.body is None else dumps(reply.body)
         out_headers = dict(reply.headers)
+        if login is not None:  # GitHub: conditional reads, and the budget in every answer
+            if method == "GET" and reply.status == 200 and payload:
+                tag = etag_of(payload)
+                out_headers["ETag"] = tag
+                if etag_matches(headers.get("if-none-match"), tag):
+                    reply, payload = Reply(304), b""
+            out_headers.update(self.budget.charge(login, counts=reply.status != 304))
         if payload:
             out_headers["Content-Type"] = "application/json; charset=utf-8"
         exchange = Exchange(self.flavour, method, rel, params, body, reply.status,
