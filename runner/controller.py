@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from runner.config import Settings
 from runner.forge.base import Forge, ForgeError, NotFound, Permission, own_logins
-from runner.forge.retry import interrupt_on
+from runner.forge.retry import audit_waits, interrupt_on
 from runner.model import ACTIVE, KillRequest, Lease, Run, branch_name
 from runner.plan import Action, Cancel, IssueView, Nothing, RejectKill, Start, plan
 from runner.policy import Rules, kill_command, task_text
@@ -339,7 +339,9 @@ class Controller:
         beat.start()
         crashed = False
         try:
-            with interrupt_on(handle.cancel):  # a kill ends a forge call's wait to retry
+            # A kill ends a forge call's wait to retry; a rate-limit wait is audited.
+            with interrupt_on(handle.cancel), audit_waits(
+                    lambda data: self.store.append_event(lease.run_id, "forge.wait", data)):
                 self.driver.drive(handle)
         except LeaseLost:
             log.warning("run %s: lease lost; another process owns it now", lease.run_id)

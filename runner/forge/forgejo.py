@@ -38,6 +38,7 @@ from runner.forge.base import (
     auth_message,
     hidden_marker,
 )
+from runner.forge.budget import ForgeStats
 from runner.forge.retry import (
     ForgeRetry,
     is_rate_limit,
@@ -174,7 +175,8 @@ class ForgejoForge:
         self.bot_user = bot_user
         self.bot_login = bot_user
         self.retry = retry or RetryPolicy()
-        self._retry = ForgeRetry(self.retry)
+        self.stats = ForgeStats()
+        self._retry = ForgeRetry(self.retry, on_wait=lambda what, s, exc: self.stats.waited(s))
         self._token = token
         self.http = httpx.Client(base_url=f"{self.base_url}/api/v1", timeout=timeout,
                                  transport=transport,
@@ -191,6 +193,7 @@ class ForgejoForge:
         """One request, never repeated here: a POST after a 502 may have acted. Whole
         operations are retried instead (``_operation``), each reading before it writes."""
         what = f"{method} {path}"
+        self.stats.request()
         try:
             response = self.http.request(method, path, params=params, json=json)
         except httpx.TransportError as exc:

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 import requests
 from github import Auth, Github, GithubException
@@ -43,6 +43,7 @@ from runner.forge.base import (
     auth_message,
     hidden_marker,
 )
+from runner.forge.budget import EtagCache, ForgeStats
 from runner.forge.github_app import AppKey, GitHubApp
 from runner.forge.retry import (
     ForgeRetry,
@@ -62,6 +63,25 @@ def _aware(at: datetime | None) -> datetime:
     if at is None:
         return datetime.fromtimestamp(0, UTC)
     return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _iso(value: Any) -> datetime:
+    """A GitHub timestamp (``2024-01-01T00:00:00Z``) as an aware datetime."""
+    if not value:
+        return datetime.fromtimestamp(0, UTC)
+    return _aware(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+
+
+class CountedToken(Auth.Token):
+    """A token that counts the requests it authenticates (PyGithub asks it for each)."""
+
+    def __init__(self, token: str, on_request: Callable[[], None]) -> None:
+        super().__init__(token)
+        self._on_request = on_request
+
+    def authentication(self, headers: dict[str, Any]) -> None:
+        self._on_request()
+        super().authentication(headers)
 
 
 def web_root(base_url: str) -> str:
@@ -94,23 +114,29 @@ class GitHubForge:
         self._token = token or ""
         # No retry under PyGithub: a request it repeated after a 502 could post twice. Whole
         # operations are retried instead, each reading before it writes (runner/forge/retry.py).
-        self._retry = ForgeRetry(self.retry)
+        self.stats = ForgeStats()
+        self._etags = EtagCache()
+        self._retry = ForgeRetry(self.retry, on_wait=lambda what, s, exc: self.stats.waited(s))
         # PyGithub takes whole seconds only: round up (0.5 s as 0 would fail every request).
         options: dict[str, Any] = {
             "timeout": math.ceil(timeout), "retry": None,
             "seconds_between_requests": 0.25 if throttle else None,
             "seconds_between_writes": 1.0 if throttle else None}
         self.app = (GitHubApp(app_key, base_url=self.base_url, client_options=options,
-                              forge_name=forge_name) if app_key is not None else None)
-        self.gh = (Github(auth=Auth.Token(token), base_url=self.base_url, lazy=True, **options)
-                   if token is not None else None)
+                              forge_name=forge_name, on_request=self.stats.request)
+                    if app_key is not None else None)
+        self.gh = (Github(auth=CountedToken(token, self.stats.request), base_url=self.base_url,
+                          lazy=True, **options) if token is not None else None)
 
     # ------------------------------------------------------------ plumbing
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Run an idempotent operation under the retry policy; PyGithub's exceptions become
         ours, with what to do about them."""
-        return self._retry.call(what, lambda: self._once(what, fn))
+        try:
+            return self._retry.call(what, lambda: self._once(what, fn))
+        finally:
+            self._note_budget()
 
     def _once(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -153,6 +179,38 @@ class GitHubForge:
     def _repo(self, repo: str) -> Repository:
         return self._client(repo).get_repo(repo)  # lazy: no request until one is needed
 
+    def _get(self, repo: str, path: str, params: dict[str, Any]) -> Any:
+        """``GET /repos/{repo}{path}``, conditional on the ETag of the last answer: the JSON
+        (the cached one on a 304), or None when it has more pages (the caller pages)."""
+        url = f"/repos/{repo}{path}"
+        key = f"{url}?{urlencode(sorted(params.items()))}"
+        cached = self._etags.get(key)
+        headers = {"If-None-Match": cached[0]} if cached else {}
+        answer, data = self._client(repo).requester.requestJsonAndCheck(
+            "GET", url, parameters=params, headers=headers)
+        if data is None and cached is not None:  # 304: unchanged, and free on GitHub
+            self.stats.hit()
+            return cached[1]
+        if 'rel="next"' in str(answer.get("link") or ""):
+            return None
+        etag = answer.get("etag")
+        if etag:
+            self._etags.put(key, etag, data)
+        return data
+
+    def _note_budget(self) -> None:
+        """Keep what GitHub last said of the budget (the lowest of the clients')."""
+        clients = self.app.clients() if self.app is not None else [self.gh]
+        for client in clients:
+            if client is None:
+                continue
+            requester = client.requester
+            remaining, limit = requester.rate_limiting
+            if remaining >= 0 and (self.stats.remaining is None or client is clients[0]
+                                   or remaining < self.stats.remaining):
+                self.stats.budget(remaining, limit,
+                                  float(requester.rate_limiting_resettime or 0) or None)
+
     @property
     def bot_login(self) -> str | None:
         """Who the runner acts as here: the App's ``<slug>[bot]``, or ``bot_user``."""
@@ -192,6 +250,12 @@ class GitHubForge:
         """Open issues with ``label``, every page; pull requests skipped. Read whole, so a
         retried page never cuts the list short."""
         def fetch() -> list[Issue]:
+            data = self._get(repo, "/issues", {"state": "open", "labels": label,
+                                               "per_page": 100})
+            if data is not None:  # one page, maybe unchanged (a 304: free)
+                client = self._client(repo)
+                return [self._to_issue(repo, client.create_from_raw_data(GhIssue, raw))
+                        for raw in data if not raw.get("pull_request")]
             # Read the raw field: touching an absent attribute makes PyGithub fetch each issue.
             return [self._to_issue(repo, raw) for raw in
                     self._repo(repo).get_issues(state="open", labels=[label])
@@ -200,26 +264,39 @@ class GitHubForge:
 
     def list_comments(self, repo: str, number: int,
                       since: datetime | None = None) -> list[Comment]:
-        """Comments oldest first; ``since`` filters on the update time, as GitHub does."""
+        """Comments oldest first; ``since`` filters on the update time, as GitHub does. A
+        conditional read: unchanged comments cost a 304, not a request of the budget."""
+        params: dict[str, Any] = {"per_page": 100}
+        if since:
+            params["since"] = _aware(since).strftime("%Y-%m-%dT%H:%M:%SZ")
+
         def fetch() -> list[Comment]:
-            issue = self._repo(repo).get_issue(number)
-            raw = issue.get_comments(since=since) if since else issue.get_comments()
-            return [Comment(id=c.id, author=c.user.login if c.user else "", body=c.body or "",
-                            created_at=_aware(c.created_at), updated_at=_aware(c.updated_at),
-                            url=c.html_url or "") for c in raw]
+            data = self._get(repo, f"/issues/{number}/comments", params)
+            if data is None:
+                issue = self._repo(repo).get_issue(number)
+                raw = issue.get_comments(since=since) if since else issue.get_comments()
+                data = [c._rawData for c in raw]
+            return [Comment(id=int(c["id"]), author=(c.get("user") or {}).get("login", ""),
+                            body=c.get("body") or "", created_at=_iso(c.get("created_at")),
+                            updated_at=_iso(c.get("updated_at")), url=c.get("html_url") or "")
+                    for c in data]
         return self._call(f"list comments of {repo}#{number}", fetch)
 
     def label_events(self, repo: str, number: int) -> list[LabelEvent]:
-        """Label added/removed events from the issue's event list."""
+        """Label added/removed events from the issue's event list (a conditional read)."""
         def fetch() -> list[LabelEvent]:
+            data = self._get(repo, f"/issues/{number}/events", {"per_page": 100})
+            if data is None:
+                data = [e._rawData for e in self._repo(repo).get_issue(number).get_events()]
             out = []
-            for event in self._repo(repo).get_issue(number).get_events():
-                if event.event not in ("labeled", "unlabeled") or event.label is None:
+            for event in data:
+                label = (event.get("label") or {}).get("name")
+                if event.get("event") not in ("labeled", "unlabeled") or not label:
                     continue
-                out.append(LabelEvent(label=event.label.name,
-                                      actor=event.actor.login if event.actor else "",
-                                      action="added" if event.event == "labeled" else "removed",
-                                      at=_aware(event.created_at)))
+                out.append(LabelEvent(label=label,
+                                      actor=(event.get("actor") or {}).get("login", ""),
+                                      action="added" if event["event"] == "labeled"
+                                      else "removed", at=_iso(event.get("created_at"))))
             return out
         return self._call(f"list events of {repo}#{number}", fetch)
 
@@ -339,27 +416,42 @@ class GitHubForge:
     # ------------------------------------------------------------ CI
 
     def ci_state(self, repo: str, sha: str) -> CIState:
-        """Commit statuses (latest per context) and check runs of exactly ``sha``, merged."""
+        """Commit statuses (latest per context) and check runs of exactly ``sha``, merged;
+        both conditional reads, so a waiting run's polls of an unchanged CI cost nothing."""
         def fetch() -> CIState:
-            commit = self._repo(repo).get_commit(sha)
+            combined = self._get(repo, f"/commits/{sha}/status", {"per_page": 100})
+            statuses = (combined or {}).get("statuses")
+            checks = self._get(repo, f"/commits/{sha}/check-runs", {"per_page": 100})
+            runs = (checks or {}).get("check_runs")
+            if statuses is None or runs is None:  # more than a page: PyGithub pages through
+                commit = self._repo(repo).get_commit(sha)
+                if statuses is None:
+                    statuses = [x._rawData for x in commit.get_combined_status().statuses]
+                if runs is None:
+                    runs = [x._rawData for x in commit.get_check_runs()]
             contexts: list[CIContext] = []
-            for status in commit.get_combined_status().statuses:
-                state = status.state if status.state in ("pending", "success", "failure",
-                                                         "error") else "error"
-                contexts.append(CIContext(status.context, state,  # type: ignore[arg-type]
-                                          status.description or "", status.target_url or ""))
-            for run in commit.get_check_runs():
-                if run.status != "completed":
+            for status in statuses:
+                state = status.get("state")
+                named = state if state in ("pending", "success", "failure", "error") else "error"
+                contexts.append(CIContext(status.get("context") or "",
+                                          named,  # type: ignore[arg-type]
+                                          status.get("description") or "",
+                                          status.get("target_url") or ""))
+            for run in runs:
+                conclusion = run.get("conclusion")
+                if run.get("status") != "completed":
                     check: CIStateName = "pending"
-                elif run.conclusion in _CHECK_OK:
+                elif conclusion in _CHECK_OK:
                     check = "success"
-                elif run.conclusion in _CHECK_ERROR:
+                elif conclusion in _CHECK_ERROR:
                     check = "error"
                 else:
                     check = "failure"
-                summary = run.output.summary if run.output and run.output.summary else ""
-                contexts.append(CIContext(run.name, check, summary or (run.conclusion or ""),
-                                          run.details_url or run.html_url or "", "check"))
+                summary = (run.get("output") or {}).get("summary") or ""
+                contexts.append(CIContext(run.get("name") or "", check,
+                                          summary or (conclusion or ""),
+                                          run.get("details_url") or run.get("html_url") or "",
+                                          "check"))
             return CIState(sha=sha, contexts=tuple(contexts))
         return self._call(f"CI state of {repo}@{sha[:12]}", fetch)
 

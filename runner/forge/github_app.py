@@ -20,7 +20,8 @@ from typing import Any
 
 from github import Auth, Github, GithubException, GithubIntegration
 
-from runner.forge.base import ForgeAuthError, ForgeError, NotFound
+from runner.forge.base import ForgeAuthError, ForgeError, NotFound, RateLimited
+from runner.forge.retry import is_rate_limit, rate_limit_wait
 
 # Renew when less than this share of a token's life is left (at most RENEW_MAX_S before).
 RENEW_SHARE = 0.5
@@ -71,8 +72,10 @@ class InstallationToken(Auth.Auth):
     """
 
     def __init__(self, integration: GithubIntegration, installation_id: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_request: Callable[[], None] | None = None) -> None:
         self._integration = integration
+        self._on_request = on_request
         self.installation_id = installation_id
         self._clock = clock
         self._lock = threading.Lock()
@@ -101,6 +104,11 @@ class InstallationToken(Auth.Auth):
                 self.renewals += 1
             return self._token
 
+    def authentication(self, headers: dict[str, Any]) -> None:
+        if self._on_request is not None:
+            self._on_request()  # PyGithub authenticates every request: count them here
+        super().authentication(headers)
+
     @property
     def expires_at(self) -> float:
         """Unix time the current token expires (0 before the first)."""
@@ -116,10 +124,12 @@ class GitHubApp:
     and a PyGithub client per installation."""
 
     def __init__(self, key: AppKey, *, base_url: str, client_options: dict[str, Any],
-                 forge_name: str = "github") -> None:
+                 forge_name: str = "github",
+                 on_request: Callable[[], None] | None = None) -> None:
         self.key = key
         self.base_url = base_url
         self.forge_name = forge_name
+        self._on_request = on_request
         self._options = client_options
         self.integration = GithubIntegration(
             auth=Auth.AppAuth(key.app_id, key.private_key), base_url=base_url,
@@ -135,6 +145,9 @@ class GitHubApp:
     def _fail(self, what: str, exc: GithubException) -> ForgeError:
         message = exc.data.get("message", "") if isinstance(exc.data, dict) else str(exc.data)
         where = f"forges.{self.forge_name}.app"
+        if is_rate_limit(exc.status, message, exc.headers or {}):
+            return RateLimited(f"GitHub rate limit ({exc.status}) on {what}: {message}",
+                               retry_after=rate_limit_wait(exc.headers or {}))
         if exc.status == 401:
             return ForgeAuthError(f"GitHub refused the App's JWT on {what} (401: {message}): "
                                   f"check {where}.app_id and that {self.key.source} is that "
@@ -182,7 +195,8 @@ class GitHubApp:
         with self._lock:
             token = self._tokens.get(ident)
             if token is None:
-                token = self._tokens[ident] = InstallationToken(self.integration, ident)
+                token = self._tokens[ident] = InstallationToken(
+                    self.integration, ident, on_request=self._on_request)
             return token
 
     def client(self, repo: str) -> Github:

@@ -45,6 +45,22 @@ _cancel: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar
 _attempt: contextvars.ContextVar[int] = contextvars.ContextVar("forge_attempt", default=0)
 
 
+# Set by whoever drives a run: hears of each wait for a rate limit (or a long one), to audit.
+_audit: contextvars.ContextVar[Callable[[dict[str, object]], object] | None] = \
+    contextvars.ContextVar("forge_retry_audit", default=None)
+
+
+@contextlib.contextmanager
+def audit_waits(record: Callable[[dict[str, object]], object]) -> Iterator[None]:
+    """Within this block (this thread), ``record`` gets each rate-limit wait (and any wait
+    of a second or more): what was called, how long, and why."""
+    token = _audit.set(record)
+    try:
+        yield
+    finally:
+        _audit.reset(token)
+
+
 def retrying() -> bool:
     """True inside a second or later attempt: the last one may have written already."""
     return _attempt.get() > 1
@@ -158,8 +174,17 @@ class ForgeRetry:
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            if self.on_wait is not None and isinstance(exc, ForgeError) and state.next_action:
-                self.on_wait(what, state.next_action.sleep, exc)
+            if not isinstance(exc, ForgeError) or state.next_action is None:
+                return
+            seconds = state.next_action.sleep
+            if self.on_wait is not None:
+                self.on_wait(what, seconds, exc)
+            record = _audit.get()
+            if record is not None and (isinstance(exc, RateLimited) or seconds >= 1.0):
+                with contextlib.suppress(Exception):  # auditing must not break the call
+                    record({"call": what, "wait_s": round(seconds, 2), "status": exc.status,
+                            "reason": str(exc)[:300],
+                            "rate_limited": isinstance(exc, RateLimited)})
 
         policy = Retrying(stop=stop_after_attempt(retries + 1),
                           wait=self._wait, retry=retry_if_exception(retryable),

@@ -40,7 +40,7 @@ def test_missing_issue_is_not_found(world: World) -> None:
 def test_list_issues_pages_through_every_open_labelled_issue(world: World) -> None:
     emu = world.emulator
     wanted = {emu.open_issue(world.repo, f"task {i}", as_user="maintainer",
-                             labels=["orchestrator"]) for i in range(55)}
+                             labels=["orchestrator"]) for i in range(105)}
     emu.open_issue(world.repo, "unlabelled", as_user="maintainer")
     closed = emu.open_issue(world.repo, "done", as_user="maintainer", labels=["orchestrator"])
     emu.close(world.repo, closed, as_user="maintainer")
