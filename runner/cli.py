@@ -544,12 +544,16 @@ def demo_cmd(flavour: str, real_llm: bool, workdir: str | None, verbose: bool) -
               help="which forge the repository is on [default: from its .github/.forgejo]")
 @click.option("--force", is_flag=True, help="overwrite files that already exist")
 @click.option("--webhook-url", help="the runner's public URL, for the webhook step")
-def init_cmd(path: str, kind: str | None, force: bool, webhook_url: str | None) -> None:
+@click.option("--package", help="what the workflows install: git+https://HOST/OWNER/REPO@<commit> "
+              "[default: the commit this orchestrator was installed from]")
+def init_cmd(path: str, kind: str | None, force: bool, webhook_url: str | None,
+             package: str | None) -> None:
     """Write the gate and dispatch workflows and gates.yml into the checkout at PATH."""
     from runner import init as init_mod
 
     try:
-        result = init_mod.init_repo(path, kind, force=force, webhook_url=webhook_url)
+        result = init_mod.init_repo(path, kind, force=force, webhook_url=webhook_url,
+                                    package=package)
     except init_mod.InitError as exc:
         fail(str(exc), 2)
     for written in result.written:
