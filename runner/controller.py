@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from runner.config import Settings
 from runner.forge.base import Forge, ForgeError, NotFound, Permission, own_logins
+from runner.forge.budget import poll_every
 from runner.forge.retry import audit_waits, interrupt_on
 from runner.model import ACTIVE, KillRequest, Lease, Run, branch_name
 from runner.plan import Action, Cancel, IssueView, Nothing, RejectKill, Start, plan
@@ -210,8 +211,8 @@ class Controller:
             self.enqueue(run.repo, run.issue)
 
     def _poll_loop(self) -> None:
-        interval = self.settings.limits.poll_interval
-        while not self.stopping.wait(interval):
+        while not self.stopping.wait(poll_every(self.settings.limits.poll_interval,
+                                                self.forges.values())):
             try:
                 self.store.recover_expired()
                 self.resync()

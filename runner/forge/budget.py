@@ -57,6 +57,14 @@ class ForgeStats:
             return self.remaining < self.limit * share
 
 
+def poll_every(interval: float, forges: Any, stretch: float = 4.0) -> float:
+    """The poll interval: ``stretch`` times longer while a forge's budget runs low (under a
+    tenth left before its reset), so polling never spends what runs need."""
+    low = any(isinstance(getattr(f, "stats", None), ForgeStats) and f.stats.low()
+              for f in forges)
+    return interval * stretch if low else interval
+
+
 class EtagCache:
     """The last answer and its ETag per URL (bounded, least recently used dropped first)."""
 

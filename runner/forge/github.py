@@ -238,12 +238,13 @@ class GitHubForge:
     # ------------------------------------------------------------ issues
 
     def get_issue(self, repo: str, number: int) -> Issue:
-        """The issue; NotFound if it does not exist or is a pull request."""
+        """The issue; NotFound if it does not exist or is a pull request. A conditional
+        read: each look at an unchanged issue is a free 304."""
         def fetch() -> Issue:
-            raw = self._repo(repo).get_issue(number)
-            if raw.pull_request is not None:
+            data = self._get(repo, f"/issues/{number}", {})
+            if data.get("pull_request"):
                 raise NotFound(f"GitHub: {repo}#{number} is a pull request, not an issue", 404)
-            return self._to_issue(repo, raw)
+            return self._to_issue(repo, self._client(repo).create_from_raw_data(GhIssue, data))
         return self._call(f"get issue {repo}#{number}", fetch)
 
     def list_issues(self, repo: str, label: str) -> Iterator[Issue]:

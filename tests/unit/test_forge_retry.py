@@ -91,3 +91,17 @@ def test_a_kill_ends_the_wait_at_once() -> None:
     with interrupt_on(killed), pytest.raises(Interrupted):
         retry.call("op", fn)
     assert time.monotonic() - started < 5
+
+
+def test_polling_stretches_while_a_forge_budget_runs_low() -> None:
+    from types import SimpleNamespace
+
+    from runner.forge.budget import ForgeStats, poll_every
+
+    plenty, low = ForgeStats(), ForgeStats()
+    plenty.budget(4000, 5000, time.time() + 600)
+    low.budget(300, 5000, time.time() + 600)
+    assert poll_every(60, [SimpleNamespace(stats=plenty)]) == 60
+    assert poll_every(60, [SimpleNamespace(stats=plenty), SimpleNamespace(stats=low)]) == 240
+    low.budget(300, 5000, time.time() - 1)  # the window has reset since
+    assert poll_every(60, [SimpleNamespace(stats=low)]) == 60
