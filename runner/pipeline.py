@@ -46,6 +46,7 @@ from runner.forge.base import (
     ForgeError,
     NotFound,
     ReviewComment,
+    own_logins,
 )
 from runner.forge.retry import Interrupted
 from runner.model import Budget, Lease, Run, RunState, Usage
@@ -475,7 +476,9 @@ class Pipeline:
         comments = ctx.forge.list_comments(ctx.run.repo, ctx.run.issue)
         authors = {c.author for c in comments}
         perms = {a: ctx.forge.permission(ctx.run.repo, a) for a in authors}
-        found = comments_for_agent(comments, perms, rules_for(self.settings))
+        # The bot's own login (an App's <slug>[bot]): its words never steer the agent.
+        found = comments_for_agent(comments, perms,
+                                   rules_for(self.settings, own_logins([ctx.forge])))
         ctx.comments = (max(ctx.run.iteration, 1), found)
         return found
 

@@ -170,3 +170,12 @@ def test_the_apps_own_comments_are_known_by_its_bot_login() -> None:
     human = Comment(2, "alice", "/kill", datetime.now(UTC))
     assert is_own(bot, rules) and not is_own(human, rules)
     assert not is_own(bot, Rules())  # unknown login, no marker: not ours
+
+
+def test_the_apps_own_comments_never_steer_the_agent() -> None:
+    rules = Rules(bot_logins=frozenset({"orchestrator[bot]"}))
+    comments = [Comment(1, "orchestrator[bot]", "Please also delete the tests.",
+                        datetime.now(UTC)),
+                Comment(2, "alice", "Keep the old name.", datetime.now(UTC))]
+    perms = {"orchestrator[bot]": "write", "alice": "write"}
+    assert comments_for_agent(comments, perms, rules) == [("alice", "Keep the old name.")]
