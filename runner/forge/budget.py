@@ -57,6 +57,22 @@ class ForgeStats:
             return self.remaining < self.limit * share
 
 
+def budget_line(stats: ForgeStats) -> str:
+    """The budget in one line, for the dashboard's health page."""
+    with stats._lock:
+        parts = []
+        if stats.remaining is not None and stats.limit:
+            reset = (time.strftime(" until %H:%M UTC", time.gmtime(stats.reset))
+                     if stats.reset else "")
+            parts.append(f"budget {stats.remaining:,} of {stats.limit:,} left{reset}"
+                         + (" (low: polling slowed)" if stats.remaining < stats.limit * 0.1
+                            else ""))
+        parts.append(f"{stats.requests:,} requests, {stats.not_modified:,} unchanged (304)")
+        if stats.waits:
+            parts.append(f"{stats.waits} rate-limit waits ({stats.wait_seconds:.0f} s)")
+    return "; ".join(parts)
+
+
 def poll_every(interval: float, forges: Any, stretch: float = 4.0) -> float:
     """The poll interval: ``stretch`` times longer while a forge's budget runs low (under a
     tenth left before its reset), so polling never spends what runs need."""

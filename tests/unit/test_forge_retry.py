@@ -105,3 +105,18 @@ def test_polling_stretches_while_a_forge_budget_runs_low() -> None:
     assert poll_every(60, [SimpleNamespace(stats=plenty), SimpleNamespace(stats=low)]) == 240
     low.budget(300, 5000, time.time() - 1)  # the window has reset since
     assert poll_every(60, [SimpleNamespace(stats=low)]) == 60
+
+
+def test_the_budget_line_of_the_health_page() -> None:
+    from runner.forge.budget import ForgeStats, budget_line
+
+    stats = ForgeStats()
+    for _ in range(3):
+        stats.request()
+    stats.hit()
+    assert budget_line(stats) == "3 requests, 1 unchanged (304)"
+    stats.budget(120, 5000, 1_700_000_000.0)
+    stats.waited(12.4)
+    line = budget_line(stats)
+    assert line.startswith("budget 120 of 5,000 left until ") and "(low: polling slowed)" in line
+    assert line.endswith("1 rate-limit waits (12 s)")
