@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from runner import __version__, config
@@ -249,9 +250,13 @@ def _doctor_checks(ctx: Context) -> list[Check]:
                              "scripts/build-sandbox-image") from None
         return s.sandbox.image
 
+    from runner.forge.app_doctor import app_checks  # PyGithub only when the doctor runs
+
+    apps: list[Check] = []
     try:
-        uses_docker = config.load(ctx.config_path, require_secrets=False).sandbox.backend == \
-            "docker"
+        loaded = config.load(ctx.config_path, require_secrets=False)
+        uses_docker = loaded.sandbox.backend == "docker"
+        apps = [Check(c.name, True, c.run) for c in app_checks(loaded)]
     except config.ConfigError:
         uses_docker = True
     return [
@@ -260,6 +265,7 @@ def _doctor_checks(ctx: Context) -> list[Check]:
         Check("store", True, store),
         Check("docker", uses_docker, docker_engine),
         Check("sandbox image", uses_docker, image),
+        *apps,
     ]
 
 
@@ -267,15 +273,19 @@ def _doctor_checks(ctx: Context) -> list[Check]:
 @pass_ctx
 def doctor_cmd(ctx: Context) -> None:
     """Check that everything the runner needs is here; one line per check with the fix."""
+    from runner.forge.app_doctor import AppProblem
+
     failed_required = False
     for check in _doctor_checks(ctx):
         try:
             detail = check.run()
-            console.print(f"[green]OK  [/] {check.name:<14} {detail}", highlight=False)
-        except (DoctorFail, config.ConfigError) as exc:
+            console.print(f"[green]OK  [/] {escape(check.name):<14} {escape(detail)}",
+                          highlight=False, soft_wrap=True)  # one line, [bot] not markup
+        except (DoctorFail, config.ConfigError, AppProblem) as exc:
             tag = "FAIL" if check.required else "WARN"
             color = "red" if check.required else "yellow"
-            console.print(f"[{color}]{tag}[/] {check.name:<14} {exc}", highlight=False,
+            console.print(f"[{color}]{tag}[/] {escape(check.name):<14} {escape(str(exc))}",
+                          highlight=False,
                           soft_wrap=True)
             failed_required |= check.required
     sys.exit(1 if failed_required else 0)
@@ -534,12 +544,16 @@ def demo_cmd(flavour: str, real_llm: bool, workdir: str | None, verbose: bool) -
               help="which forge the repository is on [default: from its .github/.forgejo]")
 @click.option("--force", is_flag=True, help="overwrite files that already exist")
 @click.option("--webhook-url", help="the runner's public URL, for the webhook step")
-def init_cmd(path: str, kind: str | None, force: bool, webhook_url: str | None) -> None:
+@click.option("--package", help="what the workflows install: git+https://HOST/OWNER/REPO@<commit> "
+              "[default: the commit this orchestrator was installed from]")
+def init_cmd(path: str, kind: str | None, force: bool, webhook_url: str | None,
+             package: str | None) -> None:
     """Write the gate and dispatch workflows and gates.yml into the checkout at PATH."""
     from runner import init as init_mod
 
     try:
-        result = init_mod.init_repo(path, kind, force=force, webhook_url=webhook_url)
+        result = init_mod.init_repo(path, kind, force=force, webhook_url=webhook_url,
+                                    package=package)
     except init_mod.InitError as exc:
         fail(str(exc), 2)
     for written in result.written:

@@ -89,6 +89,24 @@ class Section(BaseModel):
 # ---------------------------------------------------------------- sections
 
 
+class GitHubAppConfig(Section):
+    """A GitHub App the runner acts as (``<slug>[bot]``), instead of a personal token."""
+
+    app_id: str = Field(
+        description="the App's ID or client ID (its settings page, \"About\")",
+        coerce_numbers_to_str=True, min_length=1)
+    private_key_env: EnvName | None = Field(
+        default=None, description="name of the env var holding the App's PEM private key")
+    private_key_file: str | None = Field(
+        default=None, description="path of the App's PEM private key file")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> GitHubAppConfig:
+        if (self.private_key_env is None) == (self.private_key_file is None):
+            raise ValueError("set exactly one of private_key_env and private_key_file")
+        return self
+
+
 class ForgeConfig(Section):
     """One forge the runner talks to."""
 
@@ -98,7 +116,12 @@ class ForgeConfig(Section):
         description="API root: https://api.github.com, https://ghe.example/api/v3, "
         "or a Forgejo instance's URL (without /api/v1)",
     )
-    token_env: EnvName = Field(description="name of the env var holding the bot's API token")
+    token_env: EnvName | None = Field(
+        default=None, description="name of the env var holding the bot's API token "
+        "(not needed on GitHub with `app`)")
+    app: GitHubAppConfig | None = Field(
+        default=None, description="github: authenticate as this GitHub App (installation "
+        "tokens, renewed before they expire) instead of token_env")
     webhook_secret_env: EnvName | None = Field(
         default=None, description="name of the env var holding the webhook secret"
     )
@@ -113,6 +136,14 @@ class ForgeConfig(Section):
     git_url: str | None = Field(
         default=None, description="root of the repositories' https clone URLs when it is not "
         "the web root of base_url, e.g. https://git.example.com")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> ForgeConfig:
+        if self.app is not None and self.kind != "github":
+            raise ValueError("app: GitHub Apps exist only on GitHub (kind: github)")
+        if self.app is None and self.token_env is None:
+            raise ValueError("set token_env (or, on GitHub, app)")
+        return self
 
     @field_validator("git_url")
     @classmethod
@@ -444,12 +475,16 @@ def _check_references(settings: Settings, where: _Located) -> None:
 
 
 def check_secrets(settings: Settings, environ: dict[str, str], where: _Located) -> None:
-    """Every forge's token (and webhook secret, when named) must be set in the environment."""
+    """Every forge's token or App key (and webhook secret, when named) must be set in the
+    environment."""
     for name, forge in settings.forges.items():
-        for key in ("token_env", "webhook_secret_env"):
-            var = getattr(forge, key)
+        keys: list[tuple[str, ...]] = [("token_env",), ("webhook_secret_env",)]
+        if forge.app is not None:
+            keys.append(("app", "private_key_env"))
+        for key in keys:
+            var = getattr(forge.app if key[0] == "app" else forge, key[-1])
             if var and not environ.get(var):
-                path = ("forges", name, key)
+                path = ("forges", name, *key)
                 raise ConfigError(
                     f"{where.source}:{where.line(path)}: {_dotted(path)}: environment variable "
                     f"{var} is not set (export {var}=..., or name another variable)"

@@ -32,6 +32,7 @@ class Rules:
     kill_label: str = "orchestrator:kill"
     required_permission: str = "write"
     bot_user: str | None = None
+    bot_logins: frozenset[str] = frozenset()  # every login the runner acts as (App: <slug>[bot])
 
 
 def authorised(permission: str | None, required: str = "write") -> bool:
@@ -112,8 +113,12 @@ def kill_comments(comments: Iterable[Comment], permissions: Mapping[str, str],
 
 
 def is_own(comment: Comment, rules: Rules) -> bool:
-    """The runner's own comments: by the bot account, or carrying its hidden marker."""
-    return comment.author == rules.bot_user or bool(MARKER_RE.search(comment.body))
+    """The runner's own comments: by the bot account (or the App's ``<slug>[bot]``), or
+    carrying its hidden marker."""
+    if comment.author and (comment.author == rules.bot_user
+                           or comment.author.lower() in rules.bot_logins):
+        return True
+    return bool(MARKER_RE.search(comment.body))
 
 
 def comments_for_agent(comments: Iterable[Comment], permissions: Mapping[str, str],

@@ -27,6 +27,7 @@ from runner import eventstream, openapi
 from runner.forge import webhooks
 from runner.forge.base import ForgeError
 from runner.forge.base import NotFound as ForgeNotFound
+from runner.forge.budget import metric_lines as forge_metric_lines
 from runner.metrics import CONTENT_TYPE, Metrics
 from runner.model import ACTIVE, RunState, is_run_id
 from runner.store.base import RunFinished, RunNotFound, StoreError
@@ -247,6 +248,9 @@ class Api:
 
     async def metrics_text(self, request: Request, actor: str) -> Response:
         text = await run_in_threadpool(self.metrics.render, self.store)
+        budget = forge_metric_lines(self.runner.forges)  # requests, 304s, budget, waits
+        if budget:
+            text += "\n".join(budget) + "\n"
         return Response(text, media_type=CONTENT_TYPE)
 
     async def openapi_json(self, request: Request) -> Response:

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from runner import dashboard, eventstream
+from runner.forge.budget import ForgeStats, budget_line
 from runner.model import ACTIVE, Event, RunState, is_run_id
 from runner.store.base import RunNotFound, StoreError
 from runner.webauth import Auth, Caller
@@ -200,11 +201,14 @@ class Pages:
         except Exception as exc:  # any engine failure is shown, not raised
             found.append(dashboard.Check(f"sandbox ({backend})", False, str(exc)))
         for name, forge in self.settings.forges.items():
+            stats = getattr(self.runner.forges.get(name), "stats", None)
+            budget = f"; {budget_line(stats)}" if isinstance(stats, ForgeStats) else ""
             try:
                 reply = httpx.get(forge.base_url, timeout=3.0)
                 ok = reply.status_code < 500
-                found.append(dashboard.Check(f"forge {name} ({forge.kind})", ok,
-                                             f"{forge.base_url} answered {reply.status_code}"))
+                found.append(dashboard.Check(
+                    f"forge {name} ({forge.kind})", ok,
+                    f"{forge.base_url} answered {reply.status_code}{budget}"))
             except httpx.HTTPError as exc:
                 found.append(dashboard.Check(f"forge {name} ({forge.kind})", False,
                                              f"{forge.base_url}: {exc}"))

@@ -95,7 +95,6 @@ def build(settings: Settings, *, store: Store | None = None, worker: str | None 
     store = store or open_store(settings)
     forges = {name: make_forge(settings, name, throttle=cfg.throttle)
               for name, cfg in settings.forges.items()}
-    tokens = {name: os.environ.get(cfg.token_env, "") for name, cfg in settings.forges.items()}
     identity = Identity()
     for cfg in settings.forges.values():
         if cfg.bot_user:
@@ -109,7 +108,7 @@ def build(settings: Settings, *, store: Store | None = None, worker: str | None 
                          if serving and cfg.webhook_secret_env
                          and os.environ.get(cfg.webhook_secret_env))
     services = Services(
-        settings=settings, store=store, forges=forges, tokens=tokens,
+        settings=settings, store=store, forges=forges,
         workspaces=Workspaces(Path(settings.data_dir), identity=identity),
         sandboxes=make_backend(settings), make_agent=lambda: make_agent(settings),
         gates=gates, continuation_template=continuation,

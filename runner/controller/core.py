@@ -13,7 +13,8 @@ from runner.config import Settings
 from runner.controller.bus import BusListener
 from runner.controller.ci_job import handle_one
 from runner.controller.slots import Slots
-from runner.forge.base import Forge, ForgeError, NotFound, Permission
+from runner.forge.base import Forge, ForgeError, NotFound, Permission, own_logins
+from runner.forge.budget import poll_every
 from runner.model import ACTIVE, Lease, Run, RunDetails, branch_name
 from runner.plan import Action, Cancel, IssueView, Nothing, RejectKill, Start, plan
 from runner.policy import is_priority_label, kill_command, task_text
@@ -73,7 +74,7 @@ class Controller:
         self._permissions: dict[tuple[str, str], tuple[float, Permission]] = {}
         self._failures: dict[str, int] = {}  # issue key -> failed looks in a row
         self._threads: list[threading.Thread] = []
-        self.rules = rules_for(settings)
+        self.rules = rules_for(settings, own_logins(forges.values()))
         self.last_poll: float = 0.0
 
     # ------------------------------------------------------------ the loop
@@ -179,8 +180,8 @@ class Controller:
             self.enqueue(run.repo, run.issue)
 
     def _poll_loop(self) -> None:
-        interval = self.settings.limits.poll_interval
-        while not self.stopping.wait(interval):
+        while not self.stopping.wait(poll_every(self.settings.limits.poll_interval,
+                                                self.forges.values())):
             try:
                 self.store.recover_expired()
                 self.resync()

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from runner.forge.retry import audit_waits, interrupt_on
 from runner.model import KillRequest, Lease
 from runner.run.handle import RunHandle
 from runner.store.base import LeaseLost, StoreError
@@ -94,7 +95,10 @@ class Slots:
         beat.start()
         crashed = waiting = False
         try:
-            waiting = self.driver.drive(handle)
+            # A kill ends a forge call's wait to retry; a rate-limit wait is audited.
+            with interrupt_on(handle.cancel), audit_waits(
+                    lambda data: self.store.append_event(lease.run_id, "forge.wait", data)):
+                waiting = self.driver.drive(handle)
         except LeaseLost:
             log.warning("run %s: lease lost; another process owns it now", lease.run_id)
         except Exception as exc:

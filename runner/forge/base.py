@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -33,11 +33,27 @@ def hidden_marker(marker: str) -> str:
 
 
 class ForgeError(Exception):
-    """A forge request failed; the message says which request and what to do."""
+    """A forge request failed; the message says which request and what to do.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    ``transient`` marks what another attempt may cure (429, 5xx, a transport error, a rate
+    limit); ``retry_after`` is the wait the forge asked for, in seconds, when it said one.
+    """
+
+    def __init__(self, message: str, status: int | None = None, *,
+                 retry_after: float | None = None, transient: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+        self.transient = transient
+
+
+class RateLimited(ForgeError):
+    """The forge's rate limit (primary, or secondary: 403/429); the status is kept as 429,
+    "too many requests", whatever the forge answered, so callers wait instead of failing."""
+
+    def __init__(self, message: str, status: int | None = 429, *,
+                 retry_after: float | None = None, transient: bool = True) -> None:
+        super().__init__(message, 429, retry_after=retry_after, transient=transient)
 
 
 class NotFound(ForgeError):
@@ -66,31 +82,24 @@ def auth_message(forge: str, status: int, token_env: str, what: str) -> str:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How 429 and 5xx answers are retried: bounded, exponential, honouring Retry-After.
+    """How forge operations are retried (``runner/forge/retry.py`` applies it).
 
-    ``retries`` is the number of extra attempts; a wait is ``backoff * 2**attempt`` seconds, or
-    the server's Retry-After, capped at ``max_wait``. Tests use tiny values; ``RetryPolicy.off()``
-    disables retrying entirely.
+    ``retries`` is the number of extra attempts; a wait is the forge's Retry-After (or the
+    rate limit's reset), else exponential backoff from ``backoff`` seconds with jitter,
+    capped at ``max_wait`` (``rate_limit_wait`` for a rate limit: GitHub's primary limit
+    resets within the hour). ``RetryPolicy.off()`` disables retrying entirely.
     """
 
     retries: int = 4
     backoff: float = 0.5
     max_wait: float = 30.0
+    rate_limit_wait: float = 3600.0
     statuses: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 
     @classmethod
     def off(cls) -> RetryPolicy:
         """No retries at all."""
         return cls(retries=0)
-
-    def wait(self, attempt: int, retry_after: str | None) -> float:
-        """Seconds to sleep before retry number ``attempt`` (0-based)."""
-        if retry_after:
-            try:
-                return min(max(float(retry_after), 0.0), self.max_wait)
-            except ValueError:
-                pass  # an HTTP date: fall back to our own backoff
-        return min(self.backoff * (2**attempt), self.max_wait)
 
 
 # ---------------------------------------------------------------- values
@@ -243,6 +252,21 @@ class PushCredentials:
                 "GIT_CONFIG_VALUE_0": self.header}
 
 
+def own_logins(forges: Iterable[object]) -> frozenset[str]:
+    """The logins the runner acts as (lower case): each forge's ``bot_login`` (a GitHub App's
+    ``<slug>[bot]``, read once from the forge, or the configured ``bot_user``). A forge that
+    cannot say now is left out: the runner's comments are still known by their marker."""
+    found = set()
+    for forge in forges:
+        try:
+            login = getattr(forge, "bot_login", None)
+        except (ForgeError, OSError):  # unreachable now (requests' errors are OSErrors)
+            continue
+        if login:
+            found.add(str(login).lower())
+    return frozenset(found)
+
+
 # ---------------------------------------------------------------- the port
 
 
@@ -330,6 +354,7 @@ class Forge(Protocol):
         """The HTTPS clone URL of the repository, without credentials in it."""
         ...
 
-    def push_credentials(self) -> PushCredentials:
-        """The credentials git uses to push as the bot, as an http.extraheader."""
+    def push_credentials(self, repo: str | None = None) -> PushCredentials:
+        """The credentials git uses to fetch and push ``repo`` as the bot, as an
+        http.extraheader (a GitHub App's differ per installation, and are renewed)."""
         ...

@@ -9,10 +9,10 @@ runs, and who added a label is in the issue's timeline.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -32,13 +32,34 @@ from runner.forge.base import (
     Permission,
     PullRequest,
     PushCredentials,
+    RateLimited,
     RetryPolicy,
     ReviewComment,
     auth_message,
     hidden_marker,
 )
+from runner.forge.budget import ForgeStats
+from runner.forge.retry import (
+    ForgeRetry,
+    is_rate_limit,
+    rate_limit_wait,
+    retry_after_seconds,
+)
+from runner.forge.retry import (
+    retrying as _retrying,
+)
 
 WIP = "WIP: "
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _operation(method: F) -> F:
+    """Run the method as one retried operation (runner/forge/retry.py)."""
+    @functools.wraps(method)
+    def run(self: ForgejoForge, *args: Any, **kwargs: Any) -> Any:
+        return self._retry.call(method.__name__, lambda: method(self, *args, **kwargs))
+    return run  # type: ignore[return-value]
+
 _WIP_PREFIXES = ("wip:", "[wip]")
 PAGE = 50
 
@@ -152,7 +173,10 @@ class ForgejoForge:
         self.git_url = (git_url or self.base_url).rstrip("/")
         self.token_env = token_env
         self.bot_user = bot_user
+        self.bot_login = bot_user
         self.retry = retry or RetryPolicy()
+        self.stats = ForgeStats()
+        self._retry = ForgeRetry(self.retry, on_wait=lambda what, s, exc: self.stats.waited(s))
         self._token = token
         self.http = httpx.Client(base_url=f"{self.base_url}/api/v1", timeout=timeout,
                                  transport=transport,
@@ -166,23 +190,16 @@ class ForgejoForge:
 
     def _send(self, method: str, path: str, *, params: dict[str, Any] | None = None,
               json: Any = None) -> httpx.Response:
-        """One request with bounded retries of 429/5xx and connection errors."""
+        """One request, never repeated here: a POST after a 502 may have acted. Whole
+        operations are retried instead (``_operation``), each reading before it writes."""
         what = f"{method} {path}"
-        for attempt in range(self.retry.retries + 1):
-            last = attempt == self.retry.retries
-            try:
-                response = self.http.request(method, path, params=params, json=json)
-            except httpx.TransportError as exc:
-                if last:
-                    raise ForgeError(f"Forgejo at {self.base_url} is unreachable on {what} "
-                                     f"after {self.retry.retries} retries: {exc}") from None
-                time.sleep(self.retry.wait(attempt, None))
-                continue
-            if response.status_code in self.retry.statuses and not last:
-                time.sleep(self.retry.wait(attempt, response.headers.get("retry-after")))
-                continue
-            return self._check(response, what)
-        raise AssertionError("unreachable")  # the loop returns or raises
+        self.stats.request()
+        try:
+            response = self.http.request(method, path, params=params, json=json)
+        except httpx.TransportError as exc:
+            raise ForgeError(f"Forgejo at {self.base_url} is unreachable on {what}: {exc}",
+                             transient=True) from None
+        return self._check(response, what)
 
     def _check(self, response: httpx.Response, what: str) -> httpx.Response:
         status = response.status_code
@@ -194,14 +211,18 @@ class ForgejoForge:
             message = response.text[:200]
         if status == 404:
             raise NotFound(f"Forgejo: {what}: not found (404)", 404)
+        if is_rate_limit(status, str(message), response.headers):
+            raise RateLimited(f"Forgejo rate limit ({status}) on {what}: {message}",
+                              retry_after=rate_limit_wait(response.headers))
         if status in (401, 403):
             raise ForgeAuthError(auth_message("Forgejo", status, self.token_env, what) +
                                  (f" (Forgejo says: {message})" if message else ""), status)
         if status in (409, 422):
             raise Conflict(f"Forgejo refused {what} ({status}): {message}", status)
         if status in self.retry.statuses or status >= 500:
-            raise ForgeError(f"Forgejo answered {status} on {what} after {self.retry.retries} "
-                             "retries; the forge is unavailable, try again later", status)
+            raise ForgeError(f"Forgejo answered {status} on {what}", status,
+                             retry_after=retry_after_seconds(response.headers.get("retry-after")),
+                             transient=True)
         raise ForgeError(f"Forgejo refused {what} ({status}): {message}", status)
 
     def _paged(self, path: str, params: dict[str, Any] | None = None) -> Iterator[Any]:
@@ -242,6 +263,7 @@ class ForgejoForge:
 
     # ------------------------------------------------------------ issues
 
+    @_operation
     def get_issue(self, repo: str, number: int) -> Issue:
         """The issue; NotFound if it does not exist or is a pull request."""
         raw = FIssue.model_validate(self._send("GET", f"{self._r(repo)}/issues/{number}").json())
@@ -250,13 +272,21 @@ class ForgejoForge:
         return self._to_issue(repo, raw)
 
     def list_issues(self, repo: str, label: str) -> Iterator[Issue]:
-        """Open issues with ``label``, every page (``type=issues`` leaves pulls out)."""
+        """Open issues with ``label``, every page (``type=issues`` leaves pulls out); read
+        whole, so a retried page never cuts the list short."""
+        return iter(self._list_issues(repo, label))
+
+    @_operation
+    def _list_issues(self, repo: str, label: str) -> list[Issue]:
+        out = []
         for item in self._paged(f"{self._r(repo)}/issues",
                                 {"state": "open", "labels": label, "type": "issues"}):
             raw = FIssue.model_validate(item)
             if raw.pull_request is None:
-                yield self._to_issue(repo, raw)
+                out.append(self._to_issue(repo, raw))
+        return out
 
+    @_operation
     def list_comments(self, repo: str, number: int,
                       since: datetime | None = None) -> list[Comment]:
         """Comments oldest first, updated at or after ``since``."""
@@ -265,6 +295,7 @@ class ForgejoForge:
                           params=params).json() or []
         return [self._to_comment(FComment.model_validate(x)) for x in data]
 
+    @_operation
     def label_events(self, repo: str, number: int) -> list[LabelEvent]:
         """Label changes from the timeline; Forgejo stores "1" as the body of an addition."""
         out = []
@@ -278,6 +309,7 @@ class ForgejoForge:
                                   at=raw.created_at))
         return out
 
+    @_operation
     def permission(self, repo: str, user: str) -> Permission:
         """admin (also owner), write, read or none. Needs a repository admin token."""
         try:
@@ -298,6 +330,7 @@ class ForgejoForge:
                 return label
         return None
 
+    @_operation
     def add_label(self, repo: str, number: int, name: str) -> None:
         """Create the label if the repository lacks it, then add it by id."""
         label = self._repo_label(repo, name)
@@ -313,6 +346,7 @@ class ForgejoForge:
         self._send("POST", f"{self._r(repo)}/issues/{number}/labels",
                    json={"labels": [label.id]})
 
+    @_operation
     def remove_label(self, repo: str, number: int, name: str) -> None:
         """Remove by id (Forgejo's only way); a label that is not there is fine."""
         data = self._send("GET", f"{self._r(repo)}/issues/{number}/labels").json() or []
@@ -322,6 +356,7 @@ class ForgejoForge:
                 with contextlib.suppress(NotFound):
                     self._send("DELETE", f"{self._r(repo)}/issues/{number}/labels/{label.id}")
 
+    @_operation
     def upsert_comment(self, repo: str, number: int, marker: str, body: str) -> Comment:
         """Edit our comment carrying ``marker``, or create it."""
         marker = hidden_marker(marker)
@@ -338,6 +373,7 @@ class ForgejoForge:
             return found
         return self._to_comment(FComment.model_validate(raw))
 
+    @_operation
     def add_reaction(self, repo: str, number: int, content: str,
                      comment_id: int | None = None) -> None:
         """React to the issue or to one of its comments (200 when it already exists)."""
@@ -347,6 +383,7 @@ class ForgejoForge:
 
     # ------------------------------------------------------------ pulls
 
+    @_operation
     def find_pull(self, repo: str, head: str, base: str) -> PullRequest | None:
         """``GET /pulls/{base}/{head}`` (Forgejo cannot filter the list by head)."""
         try:
@@ -356,6 +393,7 @@ class ForgejoForge:
             return None
         return self._to_pull(raw) if raw.state == "open" else None
 
+    @_operation
     def find_or_create_pull(self, repo: str, head: str, base: str, title: str, body: str,
                             draft: bool = True) -> PullRequest:
         """Idempotent; a draft is created with a ``WIP:`` title, Forgejo's way."""
@@ -373,11 +411,13 @@ class ForgejoForge:
             return again
         return self._to_pull(FPull.model_validate(raw.json()))
 
+    @_operation
     def get_pull(self, repo: str, number: int) -> PullRequest:
         """A pull request by number."""
         return self._to_pull(FPull.model_validate(
             self._send("GET", f"{self._r(repo)}/pulls/{number}").json()))
 
+    @_operation
     def update_pull(self, repo: str, number: int, *, title: str | None = None,
                     body: str | None = None, draft: bool | None = None) -> PullRequest:
         """Title and body; ``draft`` adds or strips the ``WIP:`` prefix."""
@@ -393,6 +433,7 @@ class ForgejoForge:
 
     # ------------------------------------------------------------ CI
 
+    @_operation
     def ci_state(self, repo: str, sha: str) -> CIState:
         """The latest status per context on ``sha``. Forgejo's ``warning`` is not green."""
         raw = FCombined.model_validate(
@@ -411,13 +452,22 @@ class ForgejoForge:
                                       status.target_url or ""))
         return CIState(sha=sha, contexts=tuple(contexts))
 
+    @_operation
     def set_status(self, repo: str, sha: str, context: str, state: CIStateName,
                    description: str = "", target_url: str | None = None) -> None:
-        """Post a commit status."""
+        """Post a commit status; a retry looks for the one the last attempt may have made."""
+        if _retrying():
+            latest = next((x for x in self._send("GET", f"{self._r(repo)}/commits/{sha}/statuses"
+                                                 ).json() or []
+                           if x.get("context") == context), None)
+            if (latest is not None and latest.get("status") == state
+                    and (latest.get("description") or "") == description):
+                return
         self._send("POST", f"{self._r(repo)}/statuses/{sha}",
                    json={"state": state, "context": context, "description": description,
                          "target_url": target_url or ""})
 
+    @_operation
     def post_review(self, repo: str, number: int, body: str,
                     comments: Sequence[ReviewComment] = (), commit_sha: str | None = None
                     ) -> int:
@@ -428,6 +478,12 @@ class ForgejoForge:
                          for c in comments]}
         if commit_sha:
             payload["commit_id"] = commit_sha
+        if _retrying():  # the last attempt may have posted it: look before posting again
+            # The same body on the same commit: a reviewer's words are never the bot's own.
+            for old in self._send("GET", f"{self._r(repo)}/pulls/{number}/reviews").json() or []:
+                if old.get("body") == body and (commit_sha is None
+                                                or old.get("commit_id") == commit_sha):
+                    return int(old["id"])
         raw = self._send("POST", f"{self._r(repo)}/pulls/{number}/reviews", json=payload)
         return FId.model_validate(raw.json()).id
 
@@ -437,6 +493,6 @@ class ForgejoForge:
         """``https://forgejo.example/owner/name.git`` (or under ``git_url`` when one is given)."""
         return f"{self.git_url}/{repo}.git"
 
-    def push_credentials(self) -> PushCredentials:
-        """Basic auth with the bot's login and its token as the password."""
+    def push_credentials(self, repo: str | None = None) -> PushCredentials:
+        """Basic auth with the bot's login and its token as the password (any repository)."""
         return PushCredentials(username=self.bot_user or "oauth2", token=self._token)

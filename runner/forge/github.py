@@ -1,9 +1,10 @@
 """The GitHub adapter, on PyGithub.
 
 ``base_url`` is ``https://api.github.com``, a GitHub Enterprise ``https://host/api/v3``, or the
-emulator. Retries (429 and 5xx, honouring Retry-After, bounded) are PyGithub's urllib3 retry
-configured from a ``RetryPolicy``; PyGithub's write throttling is on by default (GitHub asks
-for a second between writes) and off when ``throttle=False`` (tests).
+emulator. It authenticates with a token or as a GitHub App (``github_app.py``). Retries are
+whole operations under ``retry.py`` (429, 5xx, rate limits, transport errors; writes read
+before they post again), none at PyGithub's HTTP layer; PyGithub's write throttling is on by
+default (GitHub asks for a second between writes) and off when ``throttle=False`` (tests).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 import requests
-from github import Auth, Github, GithubException, GithubRetry
+from github import Auth, Github, GithubException
 from github.Issue import Issue as GhIssue
 from github.PullRequest import PullRequest as GhPull
 from github.Repository import Repository
@@ -36,10 +37,19 @@ from runner.forge.base import (
     Permission,
     PullRequest,
     PushCredentials,
+    RateLimited,
     RetryPolicy,
     ReviewComment,
     auth_message,
     hidden_marker,
+)
+from runner.forge.budget import EtagCache, ForgeStats
+from runner.forge.github_app import AppKey, GitHubApp
+from runner.forge.retry import (
+    ForgeRetry,
+    is_rate_limit,
+    rate_limit_wait,
+    retry_after_seconds,
 )
 
 T = TypeVar("T")
@@ -53,6 +63,25 @@ def _aware(at: datetime | None) -> datetime:
     if at is None:
         return datetime.fromtimestamp(0, UTC)
     return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _iso(value: Any) -> datetime:
+    """A GitHub timestamp (``2024-01-01T00:00:00Z``) as an aware datetime."""
+    if not value:
+        return datetime.fromtimestamp(0, UTC)
+    return _aware(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+
+
+class CountedToken(Auth.Token):
+    """A token that counts the requests it authenticates (PyGithub asks it for each)."""
+
+    def __init__(self, token: str, on_request: Callable[[], None]) -> None:
+        super().__init__(token)
+        self._on_request = on_request
+
+    def authentication(self, headers: dict[str, Any]) -> None:
+        self._on_request()
+        super().authentication(headers)
 
 
 def web_root(base_url: str) -> str:
@@ -69,59 +98,123 @@ class GitHubForge:
 
     kind = "github"
 
-    def __init__(self, token: str, *, base_url: str = "https://api.github.com",
+    def __init__(self, token: str | None = None, *, app_key: AppKey | None = None,
+                 base_url: str = "https://api.github.com",
                  token_env: str = "GITHUB_TOKEN", bot_user: str | None = None,
                  retry: RetryPolicy | None = None, throttle: bool = True,
-                 timeout: float = 30, git_url: str | None = None) -> None:
+                 timeout: float = 30, git_url: str | None = None,
+                 forge_name: str = "github") -> None:
+        if (token is None) == (app_key is None):
+            raise ValueError("give either a token or a GitHub App's key")
         self.base_url = base_url.rstrip("/")
         self.git_url = (git_url or web_root(self.base_url)).rstrip("/")
         self.token_env = token_env
         self.bot_user = bot_user
         self.retry = retry or RetryPolicy()
-        self._token = token
-        urllib_retry = None
-        if self.retry.retries > 0:
-            urllib_retry = GithubRetry(
-                total=self.retry.retries, backoff_factor=self.retry.backoff,
-                backoff_max=self.retry.max_wait, status_forcelist=sorted(self.retry.statuses),
-                # Every method: our writes are idempotent (find-or-create, upsert by marker).
-                allowed_methods=None, raise_on_status=False, respect_retry_after_header=True,
-                secondary_rate_wait=self.retry.max_wait, max_rate_limit_wait=self.retry.max_wait)
+        self._token = token or ""
+        # No retry under PyGithub: a request it repeated after a 502 could post twice. Whole
+        # operations are retried instead, each reading before it writes (runner/forge/retry.py).
+        self.stats = ForgeStats()
+        self._etags = EtagCache()
+        self._retry = ForgeRetry(self.retry, on_wait=lambda what, s, exc: self.stats.waited(s))
         # PyGithub takes whole seconds only: round up (0.5 s as 0 would fail every request).
-        self.gh = Github(auth=Auth.Token(token), base_url=self.base_url,
-                         timeout=math.ceil(timeout),
-                         retry=urllib_retry, lazy=True,
-                         seconds_between_requests=0.25 if throttle else None,
-                         seconds_between_writes=1.0 if throttle else None)
+        options: dict[str, Any] = {
+            "timeout": math.ceil(timeout), "retry": None,
+            "seconds_between_requests": 0.25 if throttle else None,
+            "seconds_between_writes": 1.0 if throttle else None}
+        self.app = (GitHubApp(app_key, base_url=self.base_url, client_options=options,
+                              forge_name=forge_name, on_request=self.stats.request)
+                    if app_key is not None else None)
+        self.gh = (Github(auth=CountedToken(token, self.stats.request), base_url=self.base_url,
+                          lazy=True, **options) if token is not None else None)
 
     # ------------------------------------------------------------ plumbing
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a PyGithub call; its exceptions become ours, with what to do about them."""
+        """Run an idempotent operation under the retry policy; PyGithub's exceptions become
+        ours, with what to do about them."""
+        try:
+            return self._retry.call(what, lambda: self._once(what, fn))
+        finally:
+            self._note_budget()
+
+    def _once(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except GithubException as exc:
             status = exc.status
             message = exc.data.get("message", "") if isinstance(exc.data, dict) else exc.data
+            headers = exc.headers or {}
             if status == 404:
                 raise NotFound(f"GitHub: {what}: not found (404)", 404) from None
-            if status in (401, 403) and "rate limit" not in str(message).lower():
+            if is_rate_limit(status, str(message), headers):
+                raise RateLimited(f"GitHub rate limit ({status}) on {what}: {message}",
+                                  retry_after=rate_limit_wait(headers)) from None
+            if status in (401, 403):
+                if self.app is not None:
+                    raise ForgeAuthError(
+                        f"GitHub refused the App's installation token ({status}) on {what}: "
+                        "check that the App is installed on the repository and has the "
+                        "permissions in docs/forges.md", status) from None
                 raise ForgeAuthError(auth_message("GitHub", status, self.token_env, what),
                                      status) from None
             if status in (409, 422):
                 raise Conflict(f"GitHub refused {what} ({status}): {message}", status) from None
             if status in self.retry.statuses or status >= 500:
-                raise ForgeError(
-                    f"GitHub answered {status} on {what} after {self.retry.retries} retries; "
-                    "the forge is unavailable, try again later", status) from None
+                raise ForgeError(f"GitHub answered {status} on {what}", status,
+                                 retry_after=retry_after_seconds(headers.get("retry-after")),
+                                 transient=True) from None
             raise ForgeError(f"GitHub refused {what} ({status}): {message}", status) from None
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError
-                ) as exc:
-            raise ForgeError(f"GitHub at {self.base_url} is unreachable on {what}: {exc}"
-                             ) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ForgeError(f"GitHub at {self.base_url} is unreachable on {what}: {exc}",
+                             transient=True) from None
+
+    def _client(self, repo: str) -> Github:
+        """The client for ``repo``: the token's, or the App installation's that covers it."""
+        if self.app is not None:
+            return self.app.client(repo)
+        assert self.gh is not None
+        return self.gh
 
     def _repo(self, repo: str) -> Repository:
-        return self.gh.get_repo(repo)  # lazy: no request until an attribute is needed
+        return self._client(repo).get_repo(repo)  # lazy: no request until one is needed
+
+    def _get(self, repo: str, path: str, params: dict[str, Any]) -> Any:
+        """``GET /repos/{repo}{path}``, conditional on the ETag of the last answer: the JSON
+        (the cached one on a 304), or None when it has more pages (the caller pages)."""
+        url = f"/repos/{repo}{path}"
+        key = f"{url}?{urlencode(sorted(params.items()))}"
+        cached = self._etags.get(key)
+        headers = {"If-None-Match": cached[0]} if cached else {}
+        answer, data = self._client(repo).requester.requestJsonAndCheck(
+            "GET", url, parameters=params, headers=headers)
+        if data is None and cached is not None:  # 304: unchanged, and free on GitHub
+            self.stats.hit()
+            return cached[1]
+        if 'rel="next"' in str(answer.get("link") or ""):
+            return None
+        etag = answer.get("etag")
+        if etag:
+            self._etags.put(key, etag, data)
+        return data
+
+    def _note_budget(self) -> None:
+        """Keep what GitHub last said of the budget (the lowest of the clients')."""
+        clients = self.app.clients() if self.app is not None else [self.gh]
+        for client in clients:
+            if client is None:
+                continue
+            requester = client.requester
+            remaining, limit = requester.rate_limiting
+            if remaining >= 0 and (self.stats.remaining is None or client is clients[0]
+                                   or remaining < self.stats.remaining):
+                self.stats.budget(remaining, limit,
+                                  float(requester.rate_limiting_resettime or 0) or None)
+
+    @property
+    def bot_login(self) -> str | None:
+        """Who the runner acts as here: the App's ``<slug>[bot]``, or ``bot_user``."""
+        return self.app.bot_login if self.app is not None else self.bot_user
 
     def _issue(self, repo: str, number: int) -> GhIssue:
         return self._call(f"get issue {repo}#{number}",
@@ -145,48 +238,66 @@ class GitHubForge:
     # ------------------------------------------------------------ issues
 
     def get_issue(self, repo: str, number: int) -> Issue:
-        """The issue; NotFound if it does not exist or is a pull request."""
+        """The issue; NotFound if it does not exist or is a pull request. A conditional
+        read: each look at an unchanged issue is a free 304."""
         def fetch() -> Issue:
-            raw = self._repo(repo).get_issue(number)
-            if raw.pull_request is not None:
+            data = self._get(repo, f"/issues/{number}", {})
+            if data.get("pull_request"):
                 raise NotFound(f"GitHub: {repo}#{number} is a pull request, not an issue", 404)
-            return self._to_issue(repo, raw)
+            return self._to_issue(repo, self._client(repo).create_from_raw_data(GhIssue, data))
         return self._call(f"get issue {repo}#{number}", fetch)
 
     def list_issues(self, repo: str, label: str) -> Iterator[Issue]:
-        """Open issues with ``label``, every page; pull requests skipped."""
-        pages = self._call(f"list issues of {repo}", lambda: iter(
-            self._repo(repo).get_issues(state="open", labels=[label])))
-        while True:
-            raw = self._call(f"list issues of {repo}", lambda: next(pages, None))
-            if raw is None:
-                return
+        """Open issues with ``label``, every page; pull requests skipped. Read whole, so a
+        retried page never cuts the list short."""
+        def fetch() -> list[Issue]:
+            data = self._get(repo, "/issues", {"state": "open", "labels": label,
+                                               "per_page": 100})
+            if data is not None:  # one page, maybe unchanged (a 304: free)
+                client = self._client(repo)
+                return [self._to_issue(repo, client.create_from_raw_data(GhIssue, raw))
+                        for raw in data if not raw.get("pull_request")]
             # Read the raw field: touching an absent attribute makes PyGithub fetch each issue.
-            if not raw._rawData.get("pull_request"):
-                yield self._to_issue(repo, raw)
+            return [self._to_issue(repo, raw) for raw in
+                    self._repo(repo).get_issues(state="open", labels=[label])
+                    if not raw._rawData.get("pull_request")]
+        yield from self._call(f"list issues of {repo}", fetch)
 
     def list_comments(self, repo: str, number: int,
                       since: datetime | None = None) -> list[Comment]:
-        """Comments oldest first; ``since`` filters on the update time, as GitHub does."""
+        """Comments oldest first; ``since`` filters on the update time, as GitHub does. A
+        conditional read: unchanged comments cost a 304, not a request of the budget."""
+        params: dict[str, Any] = {"per_page": 100}
+        if since:
+            params["since"] = _aware(since).strftime("%Y-%m-%dT%H:%M:%SZ")
+
         def fetch() -> list[Comment]:
-            issue = self._repo(repo).get_issue(number)
-            raw = issue.get_comments(since=since) if since else issue.get_comments()
-            return [Comment(id=c.id, author=c.user.login if c.user else "", body=c.body or "",
-                            created_at=_aware(c.created_at), updated_at=_aware(c.updated_at),
-                            url=c.html_url or "") for c in raw]
+            data = self._get(repo, f"/issues/{number}/comments", params)
+            if data is None:
+                issue = self._repo(repo).get_issue(number)
+                raw = issue.get_comments(since=since) if since else issue.get_comments()
+                data = [c._rawData for c in raw]
+            return [Comment(id=int(c["id"]), author=(c.get("user") or {}).get("login", ""),
+                            body=c.get("body") or "", created_at=_iso(c.get("created_at")),
+                            updated_at=_iso(c.get("updated_at")), url=c.get("html_url") or "")
+                    for c in data]
         return self._call(f"list comments of {repo}#{number}", fetch)
 
     def label_events(self, repo: str, number: int) -> list[LabelEvent]:
-        """Label added/removed events from the issue's event list."""
+        """Label added/removed events from the issue's event list (a conditional read)."""
         def fetch() -> list[LabelEvent]:
+            data = self._get(repo, f"/issues/{number}/events", {"per_page": 100})
+            if data is None:
+                data = [e._rawData for e in self._repo(repo).get_issue(number).get_events()]
             out = []
-            for event in self._repo(repo).get_issue(number).get_events():
-                if event.event not in ("labeled", "unlabeled") or event.label is None:
+            for event in data:
+                label = (event.get("label") or {}).get("name")
+                if event.get("event") not in ("labeled", "unlabeled") or not label:
                     continue
-                out.append(LabelEvent(label=event.label.name,
-                                      actor=event.actor.login if event.actor else "",
-                                      action="added" if event.event == "labeled" else "removed",
-                                      at=_aware(event.created_at)))
+                out.append(LabelEvent(label=label,
+                                      actor=(event.get("actor") or {}).get("login", ""),
+                                      action="added" if event["event"] == "labeled"
+                                      else "removed", at=_iso(event.get("created_at"))))
             return out
         return self._call(f"list events of {repo}#{number}", fetch)
 
@@ -250,32 +361,34 @@ class GitHubForge:
 
     # ------------------------------------------------------------ pulls
 
+    def _find_pull(self, repo: str, head: str, base: str) -> PullRequest | None:
+        owner = repo.split("/", 1)[0]
+        for raw in self._repo(repo).get_pulls(state="open", head=f"{owner}:{head}", base=base):
+            return self._to_pull(raw)
+        return None
+
     def find_pull(self, repo: str, head: str, base: str) -> PullRequest | None:
         """The open PR from ``head`` into ``base`` (GitHub filters by ``owner:branch``)."""
-        owner = repo.split("/", 1)[0]
-
-        def find() -> PullRequest | None:
-            for raw in self._repo(repo).get_pulls(state="open", head=f"{owner}:{head}",
-                                                  base=base):
-                return self._to_pull(raw)
-            return None
-        return self._call(f"find pull {head} -> {base} in {repo}", find)
+        return self._call(f"find pull {head} -> {base} in {repo}",
+                          lambda: self._find_pull(repo, head, base))
 
     def find_or_create_pull(self, repo: str, head: str, base: str, title: str, body: str,
                             draft: bool = True) -> PullRequest:
-        """Idempotent: an existing open PR for the branch is returned as it is."""
-        found = self.find_pull(repo, head, base)
-        if found is not None:
-            return found
-        try:
-            return self._call(f"create pull {head} -> {base} in {repo}", lambda: self._to_pull(
-                self._repo(repo).create_pull(base=base, head=head, title=title, body=body,
-                                             draft=draft)))
-        except Conflict:
-            again = self.find_pull(repo, head, base)  # created by a racing worker
-            if again is None:
-                raise
-            return again
+        """Idempotent: an existing open PR for the branch is returned as it is (also the one
+        an attempt cut short by a 502 had made)."""
+        def find_or_create() -> PullRequest:
+            found = self._find_pull(repo, head, base)
+            if found is not None:
+                return found
+            try:
+                return self._to_pull(self._repo(repo).create_pull(
+                    base=base, head=head, title=title, body=body, draft=draft))
+            except GithubException as exc:
+                again = self._find_pull(repo, head, base) if exc.status == 422 else None
+                if again is None:  # 422 and still none: a real refusal
+                    raise
+                return again  # created by a racing worker
+        return self._call(f"create pull {head} -> {base} in {repo}", find_or_create)
 
     def get_pull(self, repo: str, number: int) -> PullRequest:
         """A pull request by number."""
@@ -304,35 +417,59 @@ class GitHubForge:
     # ------------------------------------------------------------ CI
 
     def ci_state(self, repo: str, sha: str) -> CIState:
-        """Commit statuses (latest per context) and check runs of exactly ``sha``, merged."""
+        """Commit statuses (latest per context) and check runs of exactly ``sha``, merged;
+        both conditional reads, so a waiting run's polls of an unchanged CI cost nothing."""
         def fetch() -> CIState:
-            commit = self._repo(repo).get_commit(sha)
+            combined = self._get(repo, f"/commits/{sha}/status", {"per_page": 100})
+            statuses = (combined or {}).get("statuses")
+            checks = self._get(repo, f"/commits/{sha}/check-runs", {"per_page": 100})
+            runs = (checks or {}).get("check_runs")
+            if statuses is None or runs is None:  # more than a page: PyGithub pages through
+                commit = self._repo(repo).get_commit(sha)
+                if statuses is None:
+                    statuses = [x._rawData for x in commit.get_combined_status().statuses]
+                if runs is None:
+                    runs = [x._rawData for x in commit.get_check_runs()]
             contexts: list[CIContext] = []
-            for status in commit.get_combined_status().statuses:
-                state = status.state if status.state in ("pending", "success", "failure",
-                                                         "error") else "error"
-                contexts.append(CIContext(status.context, state,  # type: ignore[arg-type]
-                                          status.description or "", status.target_url or ""))
-            for run in commit.get_check_runs():
-                if run.status != "completed":
+            for status in statuses:
+                state = status.get("state")
+                named = state if state in ("pending", "success", "failure", "error") else "error"
+                contexts.append(CIContext(status.get("context") or "",
+                                          named,  # type: ignore[arg-type]
+                                          status.get("description") or "",
+                                          status.get("target_url") or ""))
+            for run in runs:
+                conclusion = run.get("conclusion")
+                if run.get("status") != "completed":
                     check: CIStateName = "pending"
-                elif run.conclusion in _CHECK_OK:
+                elif conclusion in _CHECK_OK:
                     check = "success"
-                elif run.conclusion in _CHECK_ERROR:
+                elif conclusion in _CHECK_ERROR:
                     check = "error"
                 else:
                     check = "failure"
-                summary = run.output.summary if run.output and run.output.summary else ""
-                contexts.append(CIContext(run.name, check, summary or (run.conclusion or ""),
-                                          run.details_url or run.html_url or "", "check"))
+                summary = (run.get("output") or {}).get("summary") or ""
+                contexts.append(CIContext(run.get("name") or "", check,
+                                          summary or (conclusion or ""),
+                                          run.get("details_url") or run.get("html_url") or "",
+                                          "check"))
             return CIState(sha=sha, contexts=tuple(contexts))
         return self._call(f"CI state of {repo}@{sha[:12]}", fetch)
 
     def set_status(self, repo: str, sha: str, context: str, state: CIStateName,
                    description: str = "", target_url: str | None = None) -> None:
         """Post a commit status; GitHub truncates descriptions at 140 characters."""
+        tries = [0]
+
         def post() -> None:
             commit = self._repo(repo).get_commit(sha)
+            tries[0] += 1
+            if tries[0] > 1:  # the last attempt may have posted it: look before posting again
+                latest = next((x for x in commit.get_combined_status().statuses
+                               if x.context == context), None)
+                if (latest is not None and latest.state == state
+                        and (latest.description or "") == description[:140]):
+                    return
             if target_url:
                 commit.create_status(state, target_url=target_url,
                                      description=description[:140], context=context)
@@ -344,9 +481,17 @@ class GitHubForge:
                     comments: Sequence[ReviewComment] = (), commit_sha: str | None = None
                     ) -> int:
         """A COMMENT review with line comments on the new side; returns the review id."""
+        tries = [0]
+
         def post() -> int:
             gh_repo = self._repo(repo)
             pr = gh_repo.get_pull(number)
+            tries[0] += 1
+            if tries[0] > 1:  # the last attempt may have posted it: look before posting again
+                # The same body on the same commit: a reviewer's words are never the bot's.
+                for old in pr.get_reviews():
+                    if old.body == body and (commit_sha is None or old.commit_id == commit_sha):
+                        return int(old.id)
             lines: list[Any] = [{"path": c.path, "line": c.line, "side": "RIGHT", "body": c.body}
                                 for c in comments]
             if commit_sha:
@@ -364,9 +509,15 @@ class GitHubForge:
         under ``git_url`` when one is given)."""
         return f"{self.git_url}/{repo}.git"
 
-    def push_credentials(self) -> PushCredentials:
-        """Basic auth as ``x-access-token``, which GitHub accepts for every token kind."""
-        return PushCredentials(username="x-access-token", token=self._token)
+    def push_credentials(self, repo: str | None = None) -> PushCredentials:
+        """Basic auth as ``x-access-token``, which GitHub accepts for every token kind; as an
+        App, the installation token for ``repo``, renewed when it has little life left."""
+        if self.app is None:
+            return PushCredentials(username="x-access-token", token=self._token)
+        if repo is None:
+            raise ForgeError("a GitHub App pushes with the installation token of a "
+                             "repository: push_credentials(repo) needs the repository")
+        return PushCredentials(username="x-access-token", token=self.app.token(repo))
 
     @staticmethod
     def is_marker_comment(body: str) -> bool:

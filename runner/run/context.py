@@ -87,7 +87,6 @@ class Services:
     settings: Settings
     store: Store
     forges: dict[str, Forge]
-    tokens: dict[str, str]  # forge name -> token (never logged, never in a container)
     workspaces: Workspace
     sandboxes: SandboxBackend
     make_agent: Callable[[], Agent]
@@ -117,7 +116,6 @@ class RunContext:
     run: Run
     repo: RepoConfig
     forge: Forge
-    token: str
     gates: GatesConfig
     profile: Profile
     skip_gates: bool
@@ -141,6 +139,11 @@ class RunContext:
     @property
     def fence(self) -> int:
         return self.handle.lease.token
+
+    @property
+    def token(self) -> str:
+        """The forge token git uses, asked for at each use: a GitHub App's is renewed."""
+        return self.forge.push_credentials(self.run.repo).token
 
     @property
     def details(self) -> RunDetails:

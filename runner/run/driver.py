@@ -12,6 +12,7 @@ One module per state: ``queued``, ``preparing``, ``running``, ``pushing``, ``gat
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -136,7 +137,11 @@ class Steps:
                 over.set()
 
         ctx.handle.on_kill(over.set)
-        worker = threading.Thread(target=work, name=f"steps-{ctx.run.id}", daemon=True)
+        # The slot's context (a kill ends a forge retry's wait; rate-limit waits are audited)
+        # holds in the steps' thread too.
+        context = contextvars.copy_context()
+        worker = threading.Thread(target=context.run, args=(work,), name=f"steps-{ctx.run.id}",
+                                  daemon=True)
         worker.start()
         over.wait()
         worker.join(KILL_GRACE_S)
@@ -258,7 +263,7 @@ class Steps:
         made: list[RunContext] = []
         status = StatusWriter(lambda body: _write_status(made[0], body), run.id)
         ctx = RunContext(services=self.services, handle=handle, run=run, repo=repo,
-                         forge=forge, token=self.services.tokens.get(repo.forge, ""),
+                         forge=forge,
                          gates=gates, profile=profile, skip_gates=yolo.skip_gates,
                          yolo_note=yolo.banner(), status=status, last_active=run.state)
         made.append(ctx)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from gates.choose import YOLO_LABEL
 from runner.config import Settings
+from runner.forge.base import own_logins
 from runner.policy import Rules, authorised, comments_for_agent, latest_addition
 from runner.run.context import RunContext
 from runner.sizing import FORCE_LABEL
 
 
-def rules_for(settings: Settings) -> Rules:
-    """The policy the configuration sets: label names and the permission to act."""
+def rules_for(settings: Settings, bot_logins: frozenset[str] = frozenset()) -> Rules:
+    """The policy the configuration sets: label names, the permission to act, and the logins
+    the runner itself acts as (whose words never steer a run)."""
     return Rules(trigger_label=settings.labels.trigger, kill_label=settings.labels.kill,
-                 required_permission=settings.limits.trigger_permission)
+                 required_permission=settings.limits.trigger_permission,
+                 bot_logins=bot_logins)
 
 
 def trusted_labels(ctx: RunContext, labels: list[str]) -> list[str]:
@@ -44,6 +47,8 @@ def writer_comments(ctx: RunContext) -> list[tuple[str, str]]:
     run = ctx.run
     comments = ctx.forge.list_comments(run.repo, run.issue)
     permissions = {c.author: ctx.forge.permission(run.repo, c.author) for c in comments}
-    found = comments_for_agent(comments, permissions, rules_for(ctx.settings))
+    # The bot's own login (an App's <slug>[bot]): its words never steer the agent.
+    found = comments_for_agent(comments, permissions,
+                               rules_for(ctx.settings, own_logins([ctx.forge])))
     ctx.comments = (iteration, found)
     return found

@@ -16,7 +16,9 @@ def secret_env_names(settings: Settings) -> set[str]:
     The agent's API key counts unless ``agent.pass_env`` hands it to a command agent on
     purpose.
     """
-    names = {forge.token_env for forge in settings.forges.values()}
+    names = {forge.token_env for forge in settings.forges.values() if forge.token_env}
+    names |= {f.app.private_key_env for f in settings.forges.values()
+              if f.app is not None and f.app.private_key_env}
     names |= {f.webhook_secret_env for f in settings.forges.values() if f.webhook_secret_env}
     names.add(settings.server.api_token_env)
     names.add(settings.agent.api_key_env)

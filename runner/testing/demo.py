@@ -81,7 +81,7 @@ class DemoWorld:
     def __init__(self, workdir: str | Path, *, flavour: Flavour = "github",
                  agent: Policy | None = None, reviewer: Policy | None = None,
                  sandbox: str = "docker", settings: dict[str, Any] | None = None,
-                 start_runner: bool = True) -> None:
+                 start_runner: bool = True, app_token_lifetime: float | None = None) -> None:
         self.workdir = Path(workdir)
         self.flavour: Flavour = flavour
         self.agent_policy = agent or fixing_agent()
@@ -89,6 +89,9 @@ class DemoWorld:
         self.sandbox = sandbox
         self.overrides = settings or {}
         self.start_runner = start_runner
+        # GitHub only: the runner acts as a GitHub App whose tokens live this many seconds.
+        self.app_token_lifetime = app_token_lifetime
+        self.app: Any = None
         self.secret = secrets.token_hex(16)
         self.forge = ForgeEmulator(flavour, self.workdir / "forge")
         self.llm = LLMEmulator(by_system({REVIEWER_MARKER: reviewer or approving_reviewer},
@@ -121,6 +124,11 @@ class DemoWorld:
         forge.configure_ci(REPO, TEST_COMMAND, context=CI_CONTEXT)
         self.env = {"DEMO_FORGE_TOKEN": bot.token, "DEMO_WEBHOOK_SECRET": self.secret,
                     "DEMO_LLM_KEY": self.llm.api_key, "DEMO_API_TOKEN": secrets.token_hex(8)}
+        if self.app_token_lifetime is not None:
+            self.app = forge.add_app("orchestrator", owner=MAINTAINER,
+                                     token_lifetime=self.app_token_lifetime)
+            forge.install_app(self.app, REPO)
+            self.env["DEMO_APP_KEY"] = self.app.private_key_pem
         os.environ.update(self.env)
         if self.start_runner:
             self.start_runner_process()
@@ -134,6 +142,10 @@ class DemoWorld:
                                 "token_env": "DEMO_FORGE_TOKEN",
                                 "webhook_secret_env": "DEMO_WEBHOOK_SECRET",
                                 "bot_user": BOT}},
+            **({"forges": {"demo": {
+                "kind": "github", "base_url": self.forge.base_url,
+                "app": {"app_id": self.app.id, "private_key_env": "DEMO_APP_KEY"},
+                "webhook_secret_env": "DEMO_WEBHOOK_SECRET"}}} if self.app else {}),
             "repos": [{"name": REPO, "forge": "demo", "base_branch": "main",
                        "gate_profile": "demo", "required_contexts": [CI_CONTEXT]}],
             "agent": {"base_url": self.llm.base_url, "api_key_env": "DEMO_LLM_KEY",

@@ -46,6 +46,8 @@ from starlette.routing import Route
 
 from runner.testing import forge_git
 from runner.testing.forge_api import BaseApi, ForgejoApi, GitHubApi, Reply, Request, dumps
+from runner.testing.forge_apps import App, AppRegistry, AppRoutes, Installation
+from runner.testing.forge_budget import SECONDARY, RequestBudget, etag_matches, etag_of
 from runner.testing.forge_forgejo import ForgejoRenderer
 from runner.testing.forge_github import GitHubRenderer
 from runner.testing.forge_state import (
@@ -101,6 +103,7 @@ class _Fault:
     retry_after: str | None
     remaining: int | None  # requests left to fail, or None when time-bound
     until: float | None
+    message: str = "emulated outage"
 
 
 @dataclass
@@ -135,6 +138,10 @@ class ForgeEmulator:
         self.forgejo = ForgejoRenderer(self.url)
         self.api: BaseApi = (GitHubApi(self.state, self.github) if flavour == "github"
                              else ForgejoApi(self.state, self.forgejo))
+        self.apps = AppRegistry(self.state)
+        self.budget = RequestBudget()
+        if flavour == "github":
+            AppRoutes(self.apps, self.github).install_on(self.api)
         self.observers: list[Callable[[Exchange], None]] = []
         self.exchanges: list[Exchange] = []
         self.deliveries: list[Delivery] = []
@@ -143,6 +150,7 @@ class ForgeEmulator:
         self._slow_git: dict[GitService, float] = {}
         self._slow_api: dict[str, float] = {}  # part of an API path -> seconds before answering
         self.git_waits_aborted = 0  # slow git requests whose client hung up while waiting
+        self._after_faults: list[list[Any]] = []  # [requests left, status, methods]
         self._outbox: queue.Queue[Delivery | None] = queue.Queue()
         self._busy = 0
         self._busy_lock = threading.Condition()
@@ -230,6 +238,21 @@ class ForgeEmulator:
                         default_branch=default_branch, private=private)
             self.state.repos[full_name.lower()] = repo
             return repo
+
+    def add_app(self, slug: str, *, owner: str | None = None, token_lifetime: float = 3600.0,
+                permissions: dict[str, str] | None = None) -> App:
+        """A GitHub App (GitHub flavour only): ``app.id``, ``app.private_key_pem``, and its
+        ``<slug>[bot]`` user; its installation tokens live ``token_lifetime`` seconds."""
+        if self.flavour != "github":
+            raise ValueError("GitHub Apps exist only on the github flavour")
+        who = self.state.users.get((owner or "app-owner").lower()) or self._make_user(
+            owner or "app-owner")
+        return self.apps.register(slug, who, token_lifetime=token_lifetime,
+                                  permissions=permissions)
+
+    def install_app(self, app: App, *full_names: str) -> Installation:
+        """Install ``app`` on these repositories (of one account)."""
+        return self.apps.install(app, [self.repo(name) for name in full_names])
 
     def repo(self, full_name: str) -> Repo:
         """The repository record (for assertions)."""
@@ -379,11 +402,28 @@ class ForgeEmulator:
         self._faults.append(_Fault(status, None if retry_after is None else f"{retry_after:g}",
                                    None, time.monotonic() + seconds))
 
+    def secondary_limit_next(self, count: int, retry_after: float = 60.0) -> None:
+        """Answer the next ``count`` API requests as GitHub's secondary rate limit does:
+        403, its message, and ``Retry-After``."""
+        self._faults.append(_Fault(403, f"{retry_after:g}", count, None, SECONDARY))
+
+    def set_budget(self, limit: int, reset_in: float) -> None:
+        """GitHub flavour: each login may make ``limit`` requests (304s are free) until the
+        window resets, the first time in ``reset_in`` seconds; then 403 until the reset."""
+        self.budget.configure(limit, reset_in)
+
+    def fail_after_acting(self, count: int, status: int = 502,
+                          methods: tuple[str, ...] = ("POST",)) -> None:
+        """Act on the next ``count`` API requests with one of ``methods``, then answer
+        ``status`` anyway (a proxy timing out after the forge did the work)."""
+        self._after_faults.append([count, status, {m.upper() for m in methods}])
+
     def clear_faults(self) -> None:
         """End every injected fault: API failures and slow git."""
         self._faults.clear()
         self._slow_git.clear()
         self._slow_api.clear()
+        self._after_faults.clear()
 
     def slow_git(self, seconds: float, service: GitService | None = None) -> None:
         """Make every git fetch (``upload-pack``), push (``receive-pack``) or, with no
@@ -406,6 +446,14 @@ class ForgeEmulator:
             self._slow_api[path_part] = seconds
         else:
             self._slow_api.pop(path_part, None)
+
+    def _after_fault(self, method: str, reply: Reply) -> Reply:
+        with self.state.lock:
+            for fault in self._after_faults:
+                if fault[0] > 0 and method.upper() in fault[2] and reply.status < 400:
+                    fault[0] -= 1
+                    return Reply(fault[1], self.api.error(fault[1], "emulated outage"))
+        return reply
 
     def _fault(self) -> _Fault | None:
         with self.state.lock:
@@ -441,7 +489,7 @@ class ForgeEmulator:
     # ------------------------------------------------------------ HTTP
 
     def _authenticate(self, header: str | None) -> tuple[User | None, bool]:
-        """(user, refused): a wrong token is refused; no token is anonymous."""
+        """(user, refused): a wrong or expired token is refused; no token is anonymous."""
         if not header:
             return None, False
         scheme, _, value = header.partition(" ")
@@ -453,8 +501,25 @@ class ForgeEmulator:
                 return None, True
         elif scheme.lower() not in ("token", "bearer"):
             return None, True
-        user = self.state.user_by_token(token)
+        with self.state.lock:
+            if token in self.apps.tokens:
+                return self.apps.token_user(token)
+            user = self.state.user_by_token(token)
         return user, user is None
+
+    def _authenticate_api(self, header: str | None
+                          ) -> tuple[User | None, bool, App | None, str | None]:
+        """(user, refused, app, JWT error): as ``_authenticate``, and a GitHub App's JWT."""
+        scheme, _, value = (header or "").partition(" ")
+        if (self.flavour == "github" and scheme.lower() == "bearer"
+                and self.apps.looks_like_jwt(value.strip())):
+            try:
+                with self.state.lock:
+                    return None, False, self.apps.verify_jwt(value.strip()), None
+            except EmulatorError as exc:
+                return None, True, None, exc.message
+        user, refused = self._authenticate(header)
+        return user, refused, None, None
 
     async def _dispatch(self, request: HttpRequest) -> Response:
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
@@ -496,29 +561,47 @@ class ForgeEmulator:
         params = dict(parse_qsl(query, keep_blank_values=True))
         fault = self._fault()
         reply: Reply
+        login: str | None = None  # whose budget the request spends (GitHub flavour)
         if fault is not None:
             extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            reply = Reply(fault.status, self.api.error(fault.status, "emulated outage"), extra)
+            reply = Reply(fault.status, self.api.error(fault.status, fault.message), extra)
         else:
-            user, refused = self._authenticate(headers.get("authorization"))
+            user, refused, app, jwt_error = self._authenticate_api(headers.get("authorization"))
+            if self.flavour == "github" and not refused and jwt_error is None:
+                login = user.login if user else f"app:{app.id}" if app else "anonymous"
             try:
                 parsed = json.loads(body) if body else None
             except ValueError:
                 parsed = None
                 reply = Reply(400, self.api.error(400, "Problems parsing JSON"))
-            if refused:
+            if jwt_error is not None:
+                reply = Reply(401, self.api.error(401, jwt_error))
+            elif refused:
                 reply = Reply(401, self.api.error(401, "Bad credentials"))
             elif body and parsed is None:
                 reply = Reply(400, self.api.error(400, "Problems parsing JSON"))
+            elif login is not None and self.budget.exhausted(login):
+                who = f"user ID {user.id}" if user else "this installation"
+                reply = Reply(403, self.api.error(403, f"API rate limit exceeded for {who}."),
+                              self.budget.spent_headers(login))
+                login = None  # a refusal spends nothing
             else:
-                req = Request(method, rel, params, parsed, user, self.api_url)
+                req = Request(method, rel, params, parsed, user, self.api_url, app)
                 if graphql:
                     assert isinstance(self.api, GitHubApi)
                     reply = self.api.graphql(req)
                 else:
                     reply = self.api.handle(req)
+                reply = self._after_fault(method, reply)
         payload = b"" if reply.status == 204 or reply.body is None else dumps(reply.body)
         out_headers = dict(reply.headers)
+        if login is not None:  # GitHub: conditional reads, and the budget in every answer
+            if method == "GET" and reply.status == 200 and payload:
+                tag = etag_of(payload)
+                out_headers["ETag"] = tag
+                if etag_matches(headers.get("if-none-match"), tag):
+                    reply, payload = Reply(304), b""
+            out_headers.update(self.budget.charge(login, counts=reply.status != 304))
         if payload:
             out_headers["Content-Type"] = "application/json; charset=utf-8"
         exchange = Exchange(self.flavour, method, rel, params, body, reply.status,
@@ -639,6 +722,11 @@ class ForgeEmulator:
                 return
             event, payload = made
             fine = event
+            installed = next((i for i in self.apps.installations.values()
+                              if happening.repo.full_name.lower() in i.repos), None)
+            if installed is not None:  # what a delivery to an App carries
+                payload["installation"] = {"id": installed.id,
+                                           "node_id": f"MDIzOkludGVncmF0aW9u{installed.id}"}
         else:
             made_f = self.forgejo.webhook(happening)
             if made_f is None:

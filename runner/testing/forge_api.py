@@ -38,6 +38,7 @@ class Request:
     body: Any
     user: User | None
     url_base: str  # absolute URL of the API root, for Link headers
+    app: Any = None  # the GitHub App a JWT authenticated (forge_apps.App)
 
 
 @dataclass

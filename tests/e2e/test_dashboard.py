@@ -122,6 +122,8 @@ def test_log_in_watch_live_and_kill_from_the_dashboard(tmp_path: Path, sandbox_i
         expect(page.locator("table")).to_contain_text("store")
         expect(page.locator("table")).to_contain_text("sandbox (docker)")
         expect(page.locator("dl.facts")).to_contain_text("Queue depth")
+        # The forge's request budget, as GitHub's last answer said it (the demo is GitHub).
+        expect(page.locator("table")).to_contain_text(re.compile(r"budget [\d,]+ of 5,000"))
         page.screenshot(path=str(ARTIFACTS / "dashboard-health.png"), full_page=True)
         assert problems == []
         page.close()

@@ -19,7 +19,8 @@ from runner.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "orchestrator.example.yml"
-SECRETS = {"GITHUB_TOKEN": "t1", "GITHUB_WEBHOOK_SECRET": "s1", "FORGEJO_TOKEN": "t2"}
+SECRETS = {"GITHUB_TOKEN": "t1", "GITHUB_WEBHOOK_SECRET": "s1", "FORGEJO_TOKEN": "t2",
+           "GITHUB_APP_KEY": "pem"}
 
 GOOD = """\
 forges:
@@ -30,6 +31,26 @@ repos:
   - name: acme/widgets
     forge: gh
 """
+
+APP = """\
+forges:
+  gh:
+    kind: github
+    app:
+      app_id: 12
+      private_key_env: APP_KEY
+repos:
+  - name: acme/widgets
+    forge: gh
+"""
+
+
+def test_a_github_app_instead_of_a_token_passes(tmp_path: Path) -> None:
+    code, out = check(tmp_path, APP, {"APP_KEY": "pem"})
+    assert code == 0, out
+    settings = config.load(tmp_path / "orchestrator.yml", environ={"APP_KEY": "pem"})
+    assert settings.forges["gh"].app is not None
+    assert settings.forges["gh"].app.app_id == "12" and settings.forges["gh"].token_env is None
 
 
 def check(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -97,6 +118,15 @@ def test_good_file_passes(tmp_path: Path) -> None:
      "orchestrator.yml:9: review.threshold: 1.5 is out of range (must be <= 1"),
     ("ssh git_url", GOOD.replace("kind: github", "kind: github\n    git_url: git@host:acme"), {},
      "orchestrator.yml:4: forges.gh.git_url: 'git@host:acme' is not an https URL"),
+    ("two App keys", APP.replace("app_id: 12", "app_id: 12\n      private_key_file: k.pem"),
+     {"APP_KEY": "pem"}, "forges.gh.app: set exactly one of private_key_env and "
+     "private_key_file"),
+    ("App key not set", APP, {}, "orchestrator.yml:6: forges.gh.app.private_key_env: "
+     "environment variable APP_KEY is not set"),
+    ("App on Forgejo", APP.replace("kind: github", "kind: forgejo"), {"APP_KEY": "pem"},
+     "forges.gh: app: GitHub Apps exist only on GitHub"),
+    ("no credential", GOOD.replace("    token_env: GH_TOKEN\n", ""), {},
+     "forges.gh: set token_env (or, on GitHub, app)"),
 ])
 def test_bad_configuration_is_one_line_with_exit_2(tmp_path: Path, name: str, text: str,
                                                    env: dict[str, str], expected: str) -> None:

@@ -14,10 +14,17 @@ def test_wheel_carries_gates_prompts_and_templates(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "--no-build-isolation", "-w", str(tmp_path), str(ROOT)], check=True,
                    timeout=300)
-    wheel = next(tmp_path.glob("forge_orchestrator-*.whl"))
+    wheel = next(tmp_path.glob("gitops_agent_runner-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("gates.yml", "prompts/agent-system.md", "prompts/reviewer.md",
                    "prompts/continuation.md", "templates/github/orchestrator-gates.yml",
                    "templates/forgejo/orchestrator-dispatch.yml", "sandbox/Dockerfile"):
         assert f"runner/_config/{needed}" in names, needed
     assert "runner/paths.py" in names and "gates/__main__.py" in names
+    # The distribution's own name (free on PyPI; forge-orchestrator belongs to another
+    # project), with the console script unchanged.
+    info = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    metadata = zipfile.ZipFile(wheel).read(info).decode()
+    assert "\nName: gitops-agent-runner\n" in metadata
+    points = zipfile.ZipFile(wheel).read(info.replace("METADATA", "entry_points.txt")).decode()
+    assert "orchestrator = runner.cli:main" in points

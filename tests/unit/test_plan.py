@@ -161,3 +161,22 @@ def test_only_writers_steer_the_agent() -> None:
                 comment("orchestrator-bot", "status"), comment("root", "/kill"),
                 comment("root", "<!-- orchestrator:status --> table")]
     assert comments_for_agent(comments, PERMS, RULES) == [("alice", "use the v2 API")]
+
+
+def test_the_apps_own_comments_are_known_by_its_bot_login() -> None:
+    from runner.policy import is_own
+
+    rules = Rules(bot_logins=frozenset({"orchestrator[bot]"}))
+    bot = Comment(1, "orchestrator[bot]", "/kill", datetime.now(UTC))
+    human = Comment(2, "alice", "/kill", datetime.now(UTC))
+    assert is_own(bot, rules) and not is_own(human, rules)
+    assert not is_own(bot, Rules())  # unknown login, no marker: not ours
+
+
+def test_the_apps_own_comments_never_steer_the_agent() -> None:
+    rules = Rules(bot_logins=frozenset({"orchestrator[bot]"}))
+    comments = [Comment(1, "orchestrator[bot]", "Please also delete the tests.",
+                        datetime.now(UTC)),
+                Comment(2, "alice", "Keep the old name.", datetime.now(UTC))]
+    perms = {"orchestrator[bot]": "write", "alice": "write"}
+    assert comments_for_agent(comments, perms, rules) == [("alice", "Keep the old name.")]

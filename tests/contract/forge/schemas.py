@@ -235,3 +235,88 @@ def forgejo_contract(root: Path) -> ForgejoContract:
 @cache
 def webhook_contract(root: Path) -> WebhookContract:
     return WebhookContract(root)
+
+
+# ---------------------------------------------------------------- recorded App exchanges
+
+_APP_ROUTES = [(m, re.compile(f"^{p}$")) for m, p in [
+    ("GET", r"/app"), ("GET", r"/app/installations"), ("GET", r"/app/installations/\d+"),
+    ("POST", r"/app/installations/\d+/access_tokens"),
+    ("GET", r"/repos/[^/]+/[^/]+/installation"), ("GET", r"/orgs/[^/]+/installation"),
+    ("GET", r"/users/[^/]+/installation"), ("GET", r"/installation/repositories")]]
+
+
+def _app_route(method: str, path: str) -> str | None:
+    path = path.split("?", 1)[0]
+    for want, pattern in _APP_ROUTES:
+        if want == method.upper() and pattern.match(path):
+            return f"{want} {pattern.pattern}"
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "null")
+
+
+def _same_shape(ours: Any, theirs: Any, where: str, out: list[str]) -> None:
+    """Every field of a recorded answer is in ours with the same JSON type (null allowed)."""
+    if isinstance(theirs, list):
+        if theirs and isinstance(ours, list):
+            for item in ours:
+                _same_shape(item, theirs[0], f"{where}[]", out)
+        elif not isinstance(ours, list):
+            out.append(f"{where}: {_kind(ours)}, recorded as an array")
+        return
+    if not isinstance(theirs, dict):
+        if None not in (ours, theirs) and _kind(ours) != _kind(theirs):
+            out.append(f"{where}: {_kind(ours)}, recorded as {_kind(theirs)}")
+        return
+    if not isinstance(ours, dict):
+        out.append(f"{where}: {_kind(ours)}, recorded as an object")
+        return
+    for key, value in theirs.items():
+        if key not in ours:
+            out.append(f"{where}.{key}: missing (GitHub sends it)")
+        elif key not in ("permissions", "events"):  # these vary with the App by design
+            _same_shape(ours[key], value, f"{where}.{key}", out)
+
+
+class RecordedAppContract:
+    """The App endpoints as ``github/recorded-pygithub/app-auth.json`` recorded them: no
+    schema is published in the REST subset, so each answer is held to the recorded ones."""
+
+    def __init__(self, root: Path) -> None:
+        self.recorded: dict[tuple[str, int], list[Any]] = {}
+        exchanges = json.loads((root / "github" / "recorded-pygithub" / "app-auth.json")
+                               .read_text())
+        for x in exchanges:
+            route = _app_route(x["request"]["method"], x["request"]["path"])
+            body = x["response"]["body"]
+            if route is not None and body is not None:
+                self.recorded.setdefault((route, x["response"]["status"]), []).append(body)
+
+    def knows(self, method: str, path: str) -> bool:
+        return _app_route(method, path) is not None
+
+    def validate(self, method: str, path: str, status: int, body: Any) -> None:
+        """Raise ContractViolation when the answer lacks what GitHub answered there."""
+        route = _app_route(method, path)
+        assert route is not None
+        recorded = self.recorded.get((route, status))
+        if recorded is None:
+            if status >= 400 and isinstance(body, dict) and isinstance(body.get("message"), str):
+                return  # an error document: GitHub's shape on every path
+            raise ContractViolation(f"{method} {path} -> {status}: never recorded from GitHub")
+        problems: list[str] = []
+        _same_shape(body, recorded[0], "body", problems)
+        if problems:
+            raise ContractViolation(f"{method} {path} -> {status}: " + "; ".join(problems[:5]))
+
+
+@cache
+def recorded_app_contract(root: Path) -> RecordedAppContract:
+    return RecordedAppContract(root)

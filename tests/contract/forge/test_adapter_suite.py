@@ -40,7 +40,7 @@ def test_missing_issue_is_not_found(world: World) -> None:
 def test_list_issues_pages_through_every_open_labelled_issue(world: World) -> None:
     emu = world.emulator
     wanted = {emu.open_issue(world.repo, f"task {i}", as_user="maintainer",
-                             labels=["orchestrator"]) for i in range(55)}
+                             labels=["orchestrator"]) for i in range(105)}
     emu.open_issue(world.repo, "unlabelled", as_user="maintainer")
     closed = emu.open_issue(world.repo, "done", as_user="maintainer", labels=["orchestrator"])
     emu.close(world.repo, closed, as_user="maintainer")
@@ -113,9 +113,9 @@ def test_reactions_on_issue_and_comment(world: World) -> None:
     world.forge.add_reaction(world.repo, number, "eyes")  # again: no error, no duplicate
     world.forge.add_reaction(world.repo, number, "+1", comment_id=comment)
     issue = world.emulator.issue(world.repo, number)
-    assert [(r.user.login, r.content) for r in issue.reactions] == [("orchestrator-bot", "eyes")]
+    assert [(r.user.login, r.content) for r in issue.reactions] == [(world.bot_login, "eyes")]
     assert [(r.user.login, r.content) for r in issue.comments[0].reactions] == [
-        ("orchestrator-bot", "+1")]
+        (world.bot_login, "+1")]
 
 
 def test_find_or_create_pull_is_idempotent_and_drafts_become_ready(world: World) -> None:
@@ -208,6 +208,6 @@ def test_write_without_permission_names_the_env_var(world: World) -> None:
 def test_clone_url_and_push_credentials_keep_the_token_out_of_urls(world: World) -> None:
     url = world.forge.clone_url(world.repo)
     assert url == world.emulator.clone_url(world.repo)
-    creds = world.forge.push_credentials()
-    assert world.bot.token not in url and world.bot.token not in repr(creds)
+    creds = world.forge.push_credentials(world.repo)
+    assert creds.token not in url and creds.token not in repr(creds)
     assert creds.git_config()["http.extraheader"].startswith("Authorization: Basic ")

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runner.forge.base import ForgeError, PushCredentials, RetryPolicy
+from runner.forge.base import ForgeError, PushCredentials, RetryPolicy, ReviewComment
 from runner.testing.forge import ForgeEmulator
 from tests.contract.forge.conftest import make_adapter
 
@@ -137,3 +137,33 @@ def test_the_forge_settings_shape_the_adapter(emu: ForgeEmulator, tmp_path: Path
     with pytest.raises(ForgeError, match="502"):  # retries: 0, so the one 502 is final
         forge.get_issue("maintainer/app", number)
     assert [x.status for x in emu.exchanges].count(502) == 1
+
+
+def test_a_502_after_the_forge_acted_never_leaves_two(emu: ForgeEmulator) -> None:
+    """The forge made the comment (the review, the PR, the status), then a proxy answered 502:
+    the retried operation finds what the first attempt made instead of making it again."""
+    repo = "maintainer/app"
+    forge = make_adapter(emu.flavour, emu, emu.state.user("bot").token, FAST)
+    number = emu.open_issue(repo, "t", as_user="maintainer")
+
+    emu.fail_after_acting(1)
+    forge.upsert_comment(repo, number, "orchestrator:status", "Run queued")
+    assert [c.body for c in emu.issue(repo, number).comments] == [
+        "Run queued\n\n<!-- orchestrator:status -->"]
+
+    sha = emu.push_branch(repo, "feature", {"a.py": "x = 1\n"}, as_user="bot")
+    emu.fail_after_acting(1)
+    pr = forge.find_or_create_pull(repo, "feature", "main", "Fix", "Closes #1")
+    assert len(emu.repo(repo).pulls()) == 1
+
+    emu.fail_after_acting(1)
+    review = forge.post_review(repo, pr.number, "One finding", [ReviewComment("a.py", 1, "x")],
+                               sha)
+    reviews = emu.issue(repo, pr.number).pull.reviews  # type: ignore[union-attr]
+    assert [(r.id, r.body) for r in reviews] == [(review, "One finding")]
+
+    emu.fail_after_acting(1)
+    forge.set_status(repo, sha, "orchestrator/ai-review", "success", "approved")
+    made = [s for s in emu.repo(repo).statuses if s.context == "orchestrator/ai-review"]
+    assert len(made) == 1
+    assert [x.status for x in emu.exchanges].count(502) == 4  # each write did fail once

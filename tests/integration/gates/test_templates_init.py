@@ -17,9 +17,11 @@ from click.testing import CliRunner
 
 from gates import ci
 from runner.cli import cli
+from runner.init import FORGE_DIRS, bare_installs, default_package
 
 ROOT = Path(__file__).resolve().parents[3]
 TEMPLATES = ROOT / "config" / "templates"
+PIN = "git+https://git.example.com/acme/orchestrator@" + "0123456789abcdef" * 2 + "01234567"
 
 
 def load_workflow(path: Path) -> dict[Any, Any]:
@@ -48,6 +50,28 @@ def test_templates_are_valid_workflows(kind: str) -> None:
         # Secrets never appear on a command line, only in env.
         for line in run_lines(wf):
             assert "secrets." not in line and "github.token" not in line
+
+
+@pytest.mark.parametrize("kind", ["github", "forgejo"])
+def test_no_template_installs_a_bare_package_name(kind: str, tmp_path: Path) -> None:
+    """The workflows hold the forge token and the LLM key: what they install is pinned."""
+    for name in ("orchestrator-gates.yml", "orchestrator-dispatch.yml"):
+        text = (TEMPLATES / kind / name).read_text()
+        assert bare_installs(text) == [], name
+        assert 'ORCHESTRATOR_PACKAGE: "__ORCHESTRATOR_PACKAGE__"' in text
+    # The check itself: each of these would install whatever a name resolves to today.
+    for bad in ['run: pip install gitops-agent-runner',
+                'run: python -m pip install -q "gitops-agent-runner>=0.1"',
+                'ORCHESTRATOR_PACKAGE: "gitops-agent-runner"',
+                'ORCHESTRATOR_PACKAGE: "gitops-agent-runner @ git+https://h/o/r@main"']:
+        assert bare_installs(bad), bad
+    repo = git_repo(tmp_path / "repo")
+    for unpinned in ("gitops-agent-runner", "git+https://h/o/r@main",
+                     "git+http://h/o/r@" + "a" * 40):
+        result = CliRunner().invoke(cli, ["init", str(repo), "--forge", kind, "--package",
+                                          unpinned])
+        assert result.exit_code == 2 and "is not pinned" in result.output
+    assert not (repo / FORGE_DIRS[kind]).exists()  # nothing written
 
 
 @pytest.mark.parametrize("kind", ["github", "forgejo"])
@@ -88,11 +112,14 @@ def test_init_writes_templates_and_prints_manual_steps(tmp_path: Path, kind: str
                                                        folder: str) -> None:
     repo = git_repo(tmp_path / "repo")
     result = CliRunner().invoke(cli, ["init", str(repo), "--forge", kind,
-                                      "--webhook-url", "https://runner.example"])
+                                      "--webhook-url", "https://runner.example", "--package", PIN])
     assert result.exit_code == 0, result.output
     for name in ("orchestrator-gates.yml", "orchestrator-dispatch.yml"):
         written = repo / folder / "workflows" / name
-        assert written.read_text() == (TEMPLATES / kind / name).read_text()
+        pinned = f'ORCHESTRATOR_PACKAGE: "gitops-agent-runner @ {PIN}"'
+        assert written.read_text() == (TEMPLATES / kind / name).read_text().replace(
+            'ORCHESTRATOR_PACKAGE: "__ORCHESTRATOR_PACKAGE__"', pinned)
+        assert pinned in written.read_text() and bare_installs(written.read_text()) == []
         assert f"wrote {folder}/workflows/{name}" in result.output
     assert (repo / ".orchestrator/gates.yml").read_text() == (ROOT / "config/gates.yml"
                                                               ).read_text()
@@ -105,25 +132,26 @@ def test_init_writes_templates_and_prints_manual_steps(tmp_path: Path, kind: str
 def test_init_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
     repo = git_repo(tmp_path / "repo")
     runner = CliRunner()
-    assert runner.invoke(cli, ["init", str(repo), "--forge", "forgejo"]).exit_code == 0
+    first = runner.invoke(cli, ["init", str(repo), "--forge", "forgejo", "--package", PIN])
+    assert first.exit_code == 0
     mine = repo / ".forgejo/workflows/orchestrator-gates.yml"
     mine.write_text("# my edits\n")
-    again = runner.invoke(cli, ["init", str(repo), "--forge", "forgejo"])
+    again = runner.invoke(cli, ["init", str(repo), "--forge", "forgejo", "--package", PIN])
     assert again.exit_code == 2
     assert "already exist" in again.output and "--force" in again.output
     assert mine.read_text() == "# my edits\n"
     # The forge is detected from the existing .forgejo folder.
-    forced = runner.invoke(cli, ["init", str(repo), "--force"])
+    forced = runner.invoke(cli, ["init", str(repo), "--force", "--package", PIN])
     assert forced.exit_code == 0 and mine.read_text() != "# my edits\n"
 
 
 def test_init_needs_a_checkout_and_a_forge(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
-    result = CliRunner().invoke(cli, ["init", str(plain), "--forge", "github"])
+    result = CliRunner().invoke(cli, ["init", str(plain), "--forge", "github", "--package", PIN])
     assert result.exit_code == 2 and "not a git checkout" in result.output
     repo = git_repo(tmp_path / "repo")
-    result = CliRunner().invoke(cli, ["init", str(repo)])
+    result = CliRunner().invoke(cli, ["init", str(repo), "--package", PIN])
     assert result.exit_code == 2 and "--forge github or --forge forgejo" in result.output
 
 
@@ -132,7 +160,8 @@ def test_written_dispatch_step_is_accepted_by_handle_event(tmp_path: Path) -> No
     if "handle-event" not in cli.commands:
         pytest.skip("`orchestrator handle-event` is not built yet (pipeline issue)")
     repo = git_repo(tmp_path / "repo")
-    assert CliRunner().invoke(cli, ["init", str(repo), "--forge", "forgejo"]).exit_code == 0
+    done = CliRunner().invoke(cli, ["init", str(repo), "--forge", "forgejo", "--package", PIN])
+    assert done.exit_code == 0
     wf = load_workflow(repo / ".forgejo/workflows/orchestrator-dispatch.yml")
     (command,) = [r for r in run_lines(wf) if "handle-event" in r]
     event = tmp_path / "event.json"
@@ -222,3 +251,15 @@ def test_ci_reports_http_errors_in_one_line(forge: str,
                     "orchestrator/issue-99"], {})
     assert code == 2
     assert "HTTP 404" in capsys.readouterr().err
+
+
+def test_init_pins_the_commit_it_was_installed_from(tmp_path: Path) -> None:
+    source = git_repo(tmp_path / "source")
+    subprocess.run(["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@e",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    subprocess.run(["git", "-C", str(source), "remote", "add", "origin",
+                    "git@git.example.com:acme/orchestrator.git"], check=True)
+    sha = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert default_package(source) == (
+        f"gitops-agent-runner @ git+https://git.example.com/acme/orchestrator.git@{sha}")
