@@ -377,7 +377,12 @@ def run_cmd(ctx: Context, ref: str, verbose: bool) -> None:
     from runner.policy import task_text
 
     issue = forge.get_issue(repo, number)
-    title, body, digest = task_text(issue.title, issue.body)
+    from runner.text import UnreadableText
+
+    try:
+        title, body, digest = task_text(issue.title, issue.body)
+    except UnreadableText as exc:
+        fail(f"{ref}: {exc}", 2)
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
     run, created = runner.store.create_run(repo, number, trigger_actor=actor, issue_title=title,
                                            issue_body=body, issue_hash=digest,

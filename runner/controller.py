@@ -26,9 +26,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from runner.config import Settings
+from runner.decline import decline
 from runner.forge.base import Forge, ForgeError, NotFound, Permission
 from runner.model import ACTIVE, KillRequest, Lease, Run, branch_name
-from runner.plan import Action, Cancel, IssueView, Nothing, RejectKill, Start, plan
+from runner.plan import Action, Cancel, Decline, IssueView, Nothing, RejectKill, Start, plan
 from runner.policy import Rules, kill_command, task_text
 from runner.store.base import LeaseLost, RunFinished, Store, StoreError
 from runner.workqueue import WorkQueue
@@ -239,6 +240,8 @@ class Controller:
             assert run is not None
             self.driver.reject_kill(run, action.comment_id, action.author)
             self.queue.add(key)  # there may be more to do for this issue
+        elif isinstance(action, Decline):
+            decline(self.store, forge, repo, number, action, worker=self.worker_id, ttl=self._ttl)
         return action
 
     def observe(self, forge: Forge, repo: str, number: int, run: Run | None) -> IssueView | None:

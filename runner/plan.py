@@ -19,6 +19,7 @@ from runner.policy import (
     latest_removal,
     task_text,
 )
+from runner.text import UnreadableText
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,19 @@ class RejectKill:
     author: str
 
 
-Action = Nothing | Start | Cancel | RejectKill
+@dataclass(frozen=True)
+class Decline:
+    """A trigger the runner does not act on (a user without permission added the label, or
+    the text cannot be read as a reader sees it): said once on the issue and kept, as a run
+    that ends at once, so that it is audited and looking again does nothing more."""
+
+    actor: str
+    reason: str  # what the issue is told, and the run's reason
+    trigger_at: str
+    trigger_count: int
+
+
+Action = Nothing | Start | Cancel | RejectKill | Decline
 
 
 def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
@@ -85,9 +98,6 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
     trigger = latest_addition(view.label_events, rules.trigger_label)
     if trigger is None:
         return Nothing("cannot tell who added the trigger label")
-    if not authorised(view.permissions.get(trigger.actor), rules.required_permission):
-        return Nothing(f"{trigger.actor} added {rules.trigger_label!r} without "
-                       f"{rules.required_permission} permission")
     # Forges keep label times to the second: count the additions, so that a label removed
     # and added again within one second still starts a new run.
     added = sum(1 for e in view.label_events if e.action == "added"
@@ -97,9 +107,18 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
                             else run.extra.get("trigger_at") == trigger.at.isoformat()):
         return Nothing(f"run {run.id} already {run.state} for this label; "
                        "remove and add the label to try again")
-    title, body, digest = task_text(issue.title, issue.body)
+    at = trigger.at.isoformat()
+    if not authorised(view.permissions.get(trigger.actor), rules.required_permission):
+        return Decline(trigger.actor, f"@{trigger.actor} added the `{rules.trigger_label}` "
+                       f"label without {rules.required_permission} permission on this "
+                       "repository, so no run starts; a user with that permission must add it",
+                       at, added)
+    try:
+        title, body, digest = task_text(issue.title, issue.body)
+    except UnreadableText as exc:
+        return Decline(trigger.actor, f"No run started: {exc}.", at, added)
     return Start(actor=trigger.actor, title=title, body=body, text_hash=digest,
-                 trigger_at=trigger.at.isoformat(), trigger_count=added)
+                 trigger_at=at, trigger_count=added)
 
 
 def _plan_active(view: IssueView | None, run: Run, rules: Rules) -> Action:

@@ -31,6 +31,7 @@ from runner.metrics import CONTENT_TYPE, Metrics
 from runner.model import ACTIVE, RunState, is_run_id
 from runner.store.base import RunFinished, RunNotFound, StoreError
 from runner.store.base import kill_all as kill_every_run
+from runner.text import UnreadableText
 from runner.webauth import Auth, Caller
 from runner.webpages import Pages
 
@@ -231,6 +232,8 @@ class Api:
             return _error(404, f"{repo} has no issue #{issue}")
         except ForgeError as exc:
             return _error(502, f"the forge failed: {exc}")
+        except UnreadableText as exc:
+            return _error(422, str(exc))
         return JSONResponse(run.to_dict(), status_code=201)
 
     async def metrics_text(self, request: Request, actor: str) -> Response:

@@ -9,8 +9,8 @@ import pytest
 
 from runner.forge.base import Comment, Issue, LabelEvent
 from runner.model import Run, RunState
-from runner.plan import Cancel, IssueView, Nothing, RejectKill, Start, plan
-from runner.policy import Rules, comments_for_agent, kill_command, strip_hidden, task_text
+from runner.plan import Cancel, Decline, IssueView, Nothing, RejectKill, Start, plan
+from runner.policy import Rules, comments_for_agent, kill_command, task_text
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 RULES = Rules(bot_user="orchestrator-bot")
@@ -52,15 +52,31 @@ def test_writer_label_starts_a_run_with_sanitised_text() -> None:
 
 
 @pytest.mark.parametrize("actor", ["mallory", "eve", "stranger"])
-def test_label_added_by_someone_without_write_starts_nothing(actor: str) -> None:
-    action = plan(view(issue("orchestrator"), added("orchestrator", actor)), None, RULES)
-    assert isinstance(action, Nothing) and "without write permission" in action.reason
+def test_label_added_by_someone_without_write_is_declined_once(actor: str) -> None:
+    looked = view(issue("orchestrator"), added("orchestrator", actor))
+    action = plan(looked, None, RULES)
+    assert isinstance(action, Decline) and "without write permission" in action.reason
+    assert (action.actor, action.trigger_count) == (actor, 1)
+    # the decline is kept as a run that failed at once: the next looks do nothing
+    kept = Run(id="r-0123456789ab", repo="acme/w", issue=7, state=RunState.FAILED,
+               extra={"trigger_at": action.trigger_at, "trigger_count": 1})
+    assert isinstance(plan(looked, kept, RULES), Nothing)
+    # a writer adding the label afterwards starts a run
+    relabelled = view(issue("orchestrator"), added("orchestrator", actor),
+                      added("orchestrator", "alice", 3))
+    assert isinstance(plan(relabelled, kept, RULES), Start)
+
+
+def test_text_the_runner_cannot_read_as_a_reader_does_is_declined_with_the_reason() -> None:
+    action = plan(view(issue("orchestrator", body="run ‮exe.bat"),
+                       added("orchestrator", "alice")), None, RULES)
+    assert isinstance(action, Decline) and "U+202E RIGHT-TO-LEFT OVERRIDE" in action.reason
 
 
 def test_required_permission_is_configurable() -> None:
     rules = replace(RULES, required_permission="admin")
     assert isinstance(plan(view(issue("orchestrator"), added("orchestrator", "alice")), None,
-                           rules), Nothing)
+                           rules), Decline)
     assert isinstance(plan(view(issue("orchestrator"), added("orchestrator", "root")), None,
                            rules), Start)
 
@@ -148,11 +164,10 @@ def test_kill_command_parsing() -> None:
     assert kill_command("/killall") is None
 
 
-def test_hidden_text_is_stripped() -> None:
-    assert strip_hidden("a<!-- x -->b") == "ab"
-    assert strip_hidden("a\u200bb\u202ec\U000e0041") == "abc"
-    assert strip_hidden("keep\n[//]: # (secret instructions)\nthis") == "keep\n\nthis"
-    assert strip_hidden("unterminated <!-- rest is hidden") == "unterminated"
+def test_the_task_text_and_its_hash_are_what_a_reader_sees() -> None:
+    title, body, digest = task_text("Bug\u200b", "a<!-- x -->b\n\n[//]: # (secret)\nthis")
+    assert (title, body) == ("Bug", "ab\n\nthis")
+    assert digest == task_text("Bug", "ab\n\nthis")[2]  # the hash covers the rendered text
 
 
 def test_only_writers_steer_the_agent() -> None:
