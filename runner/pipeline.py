@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from gates.checks import command_result
 from gates.choose import YOLO_LABEL, decide_yolo
 from gates.diff import parse_unified_diff
-from gates.model import GateResult, GatesError
+from gates.model import Diff, GateResult, GatesError
 from gates.profiles import REPO_CONFIG as REPO_GATES
 from gates.profiles import GatesConfig, Profile
 from gates.profiles import parse_config as parse_gates
@@ -88,6 +88,8 @@ class Workspace(Protocol):
     def head(self, wt: Any) -> str: ...
 
     def diff(self, wt: Any) -> str: ...
+
+    def changes(self, wt: Any) -> Diff: ...
 
     def conflicts(self, wt: Any, *, url: str | None = ..., token: str | None = ...
                   ) -> list[str]: ...
@@ -679,7 +681,7 @@ class Pipeline:
         if sha is None and not diff_text.strip():
             return [Failure("gate", "changes", "the branch has no changes against the base "
                             "branch: nothing was done for the issue")]
-        results = check_diff(parse_unified_diff(diff_text), ctx.profile,
+        results = check_diff(self.s.workspaces.changes(wt), ctx.profile,
                              ctx.run.extra.get("labels", ()), ctx.gates)
         if not ctx.skip_gates:
             results += self._sandbox_gates(ctx)

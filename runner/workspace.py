@@ -41,24 +41,15 @@ from urllib.parse import urlsplit
 
 import git
 
+from gates.diff import NAME_STATUS, diff_from_git
+from gates.model import Diff
+from gates.safegit import DIFF_FLAGS, git_argv, git_env
 from runner.model import branch_name
 
 log = logging.getLogger(__name__)
 
 REMOTE = "origin"
 FETCH_STAMP = "orchestrator-fetch-began"  # in the mirror: when its last completed fetch began
-# Flags on every host-side git command that touches a worktree: nothing the agent can write
-# may make git run code here. Command-line config also reaches git's child processes.
-SAFE_CONFIG = (
-    "core.hooksPath=/dev/null",
-    "core.fsmonitor=false",
-    "core.untrackedCache=false",
-    "diff.ignoreSubmodules=all",
-    "submodule.recurse=false",
-    "status.submoduleSummary=false",
-    "protocol.ext.allow=never",
-    "credential.helper=",
-)
 
 
 class WorkspaceError(Exception):
@@ -124,9 +115,7 @@ def _check_url(url: str) -> None:
 
 def _base_env() -> dict[str, str]:
     """The runner's environment without anything that would redirect or reconfigure git."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(GIT_TERMINAL_PROMPT="0", GCM_INTERACTIVE="never", LC_ALL="C")
-    return env
+    return {**git_env(), "LC_ALL": "C"}
 
 
 class Workspaces:
@@ -149,21 +138,21 @@ class Workspaces:
 
     def _git(self, args: Iterable[str], *, git_dir: Path | None = None,
              work_tree: Path | None = None, env: dict[str, str] | None = None,
-             token: str | None = None, check: bool = True,
-             ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
-        """Run git with an explicit repository and the safe flags; WorkspaceError on failure."""
+             token: str | None = None, check: bool = True, ok_codes: tuple[int, ...] = (0,),
+             errors: str = "surrogateescape") -> subprocess.CompletedProcess[str]:
+        """Run git with an explicit repository and the safe flags (``gates.safegit``);
+        WorkspaceError on failure. Output that is not UTF-8 (a path the agent named so) keeps
+        its bytes as surrogates by default, so a path read back names the same file."""
         full_env = _base_env()
         if git_dir is not None:
             full_env["GIT_DIR"] = str(git_dir)
         if work_tree is not None:
             full_env["GIT_WORK_TREE"] = str(work_tree)
         full_env.update(env or {})
-        argv = ["git"]
-        for item in SAFE_CONFIG:
-            argv += ["-c", item]
-        argv += list(args)
+        argv = git_argv(*args)
         try:
             proc = subprocess.run(argv, env=full_env, capture_output=True, text=True,
+                                  errors=errors,
                                   cwd=str(work_tree or git_dir or self.root),
                                   timeout=self.git_timeout, stdin=subprocess.DEVNULL)
         except FileNotFoundError:
@@ -627,10 +616,19 @@ class Workspaces:
         return [p for p in out.split("\0") if p]
 
     def diff(self, wt: Worktree) -> str:
-        """The branch's committed diff against the base branch (for pre-push checks)."""
+        """The branch's committed diff against the base branch (for the reviewer)."""
         base = f"refs/remotes/{REMOTE}/{wt.base_branch}"
-        return self._git(["diff", "--no-ext-diff", "--no-textconv",
-                          f"{base}...refs/heads/{wt.branch}"], git_dir=wt.mirror).stdout
+        return self._git(["diff", *DIFF_FLAGS, f"{base}...refs/heads/{wt.branch}"],
+                         git_dir=wt.mirror, errors="replace").stdout
+
+    def changes(self, wt: Worktree) -> Diff:
+        """The files the branch's commits change against the base branch, as git names them
+        (for the pre-push gates: ``gates.diff.diff_from_git``)."""
+        span = f"refs/remotes/{REMOTE}/{wt.base_branch}...refs/heads/{wt.branch}"
+        names = self._git(["diff", *NAME_STATUS, span], git_dir=wt.mirror).stdout
+        patch = self._git(["diff", *DIFF_FLAGS, "--find-renames", "--find-copies", span],
+                          git_dir=wt.mirror).stdout
+        return diff_from_git(names, patch, base=wt.base_branch)
 
     def conflicts(self, wt: Worktree, *, url: str | None = None, token: str | None = None
                   ) -> list[str]:
