@@ -67,7 +67,8 @@ def _paths() -> dict[str, Any]:
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "/healthz": {"get": {
-            "summary": "Liveness: the store answers; queue depth, slots, pause state.",
+            "summary": "Liveness: the store answers. With the bearer token also the worker, "
+                       "queue depth, slots, runs held and pause state; without it only ok.",
             "security": [],
             "responses": {"200": _json({"$ref": "#/components/schemas/Health"}, "Healthy."),
                           "503": _json({"$ref": "#/components/schemas/Health"},

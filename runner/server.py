@@ -136,10 +136,16 @@ class Api:
         return wrapper
 
     async def healthz(self, request: Request) -> Response:
+        """Healthy or not, for anyone (a probe); the details (worker, runs, queue, slots, the
+        store's error) only with the API token: run ids and host names are not public."""
+        trusted = self.auth.caller(request) is not None
         try:
             await run_in_threadpool(self.store.ping)
         except StoreError as exc:
-            return JSONResponse({"ok": False, "store": str(exc)}, status_code=503)
+            return JSONResponse({"ok": False, **({"store": str(exc)} if trusted else {})},
+                                status_code=503)
+        if not trusted:
+            return JSONResponse({"ok": True})
         status = await run_in_threadpool(self.runner.controller.status)
         return JSONResponse({"ok": True, **status})
 
