@@ -471,10 +471,20 @@ def handle_event_cmd(ctx: Context, event_name: str, event_file: str, verbose: bo
         return
     _setup_logging(verbose)
     runner = _build(ctx)
+    if event_name == "issues":  # the job's own event record: what the trigger saw
+        _witness(runner.controller.witnesses, repo, number, payload)
     outcome = runner.controller.handle_one(
         repo, number, trigger_event=_adds_trigger_label(event_name, payload,
                                                         runner.settings.labels.trigger))
     console.print(outcome, highlight=False)
+
+
+def _witness(witnesses: Any, repo: str, number: int, payload: dict[str, Any]) -> None:
+    """Remember who acted on the issue in this event and the text it had then."""
+    sender, issue = payload.get("sender"), payload.get("issue")
+    if isinstance(sender, dict) and isinstance(issue, dict):
+        witnesses.saw(repo, number, str(sender.get("login") or ""),
+                      str(payload.get("action") or ""), str(issue.get("body") or ""))
 
 
 def _adds_trigger_label(event_name: str, payload: dict[str, Any], trigger: str) -> bool | None:

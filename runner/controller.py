@@ -32,6 +32,7 @@ from runner.model import ACTIVE, KillRequest, Lease, Run, branch_name
 from runner.plan import Action, Cancel, Decline, IssueView, Nothing, RejectKill, Start, plan
 from runner.policy import Rules, kill_command, task_text
 from runner.store.base import LeaseLost, RunFinished, Store, StoreError
+from runner.witness import Witnesses
 from runner.workqueue import WorkQueue
 
 log = logging.getLogger("orchestrator.controller")
@@ -133,6 +134,7 @@ class Controller:
         self._threads: list[threading.Thread] = []
         self.rules = rules_for(settings)
         self.last_poll: float = 0.0
+        self.witnesses = Witnesses()  # what signed deliveries showed of issue texts
 
     # ------------------------------------------------------------ the loop
 
@@ -260,11 +262,14 @@ class Controller:
         if active and run is not None:
             since = datetime.fromtimestamp(int(run.created_at), tz=UTC)  # forges: seconds
             comments = tuple(forge.list_comments(repo, number, since=since))
+        edit, witnessed = (forge.last_body_edit(repo, number), self.witnesses.of(repo, number)) \
+            if not active else (None, ())
         actors = {e.actor for e in events} | {c.author for c in comments
                                               if kill_command(c.body) is not None}
+        actors |= {w.actor for w in witnessed} | ({edit.editor} if edit and edit.editor else set())
         permissions = {actor: self._permission(forge, repo, actor) for actor in actors}
         return IssueView(issue=issue, label_events=events, comments=comments,
-                         permissions=permissions)
+                         permissions=permissions, body_edit=edit, witnessed=witnessed)
 
     def _permission(self, forge: Forge, repo: str, user: str) -> Permission:
         cached = self._permissions.get((repo, user))

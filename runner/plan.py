@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from runner.forge.base import Comment, Issue, LabelEvent
+from runner.forge.base import BodyEdit, Comment, Issue, LabelEvent
 from runner.model import Run
 from runner.policy import (
     Rules,
+    Witness,
     authorised,
     kill_comments,
     latest_addition,
     latest_removal,
     task_text,
+    text_as_triggered,
 )
 from runner.text import UnreadableText
 
@@ -30,6 +32,8 @@ class IssueView:
     label_events: tuple[LabelEvent, ...] = ()
     comments: tuple[Comment, ...] = ()
     permissions: Mapping[str, str] = field(default_factory=dict)
+    body_edit: BodyEdit | None = None  # who last edited the text, where the forge says
+    witnessed: tuple[Witness, ...] = ()  # what signed deliveries showed of the text
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,10 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
                        f"label without {rules.required_permission} permission on this "
                        "repository, so no run starts; a user with that permission must add it",
                        at, added)
+    changed = text_as_triggered(issue, trigger, view.body_edit, view.witnessed,
+                                view.permissions, rules)
+    if changed is not None:
+        return Decline(trigger.actor, changed, at, added)
     try:
         title, body, digest = task_text(issue.title, issue.body)
     except UnreadableText as exc:

@@ -104,6 +104,9 @@ class Api:
                 return JSONResponse({"ignored": f"{event.repo} is not configured"},
                                     status_code=202)
             self.metrics.webhook_accepted(event.repo, event.number)
+            if event.issue_body is not None:  # before the look it leads to
+                self.runner.controller.witnesses.saw(event.repo, event.number, event.actor,
+                                                     event.action, event.issue_body)
             self.runner.controller.enqueue(event.repo, event.number)
         self.metrics.webhook_delivery(kind, _delivery_result(result.status, event is not None))
         return JSONResponse({"message": result.message}, status_code=result.status)

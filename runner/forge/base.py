@@ -136,6 +136,18 @@ class LabelEvent:
 
 
 @dataclass(frozen=True)
+class BodyEdit:
+    """Who last edited an issue's text, and when, as far as the forge records it.
+
+    ``recorded`` is False where the forge's API does not say (Forgejo): then ``at`` and
+    ``editor`` are None and the runner falls back on what signed deliveries showed it."""
+
+    recorded: bool
+    at: datetime | None = None  # None with ``recorded``: never edited
+    editor: str | None = None
+
+
+@dataclass(frozen=True)
 class PullRequest:
     number: int
     head: str  # branch name
@@ -266,6 +278,11 @@ class Forge(Protocol):
 
     def label_events(self, repo: str, number: int) -> list[LabelEvent]:
         """Who added and removed which label, and when, oldest first."""
+        ...
+
+    def last_body_edit(self, repo: str, number: int) -> BodyEdit:
+        """Who last edited the issue's text and when (GitHub), or that the forge does not say
+        (Forgejo): what shows that the text is the one the trigger saw."""
         ...
 
     def permission(self, repo: str, user: str) -> Permission:

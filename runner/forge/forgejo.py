@@ -19,6 +19,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from runner.forge.base import (
+    BodyEdit,
     CIContext,
     CIState,
     CIStateName,
@@ -277,6 +278,11 @@ class ForgejoForge:
                                   action="added" if raw.body == "1" else "removed",
                                   at=raw.created_at))
         return out
+
+    def last_body_edit(self, repo: str, number: int) -> BodyEdit:
+        """Forgejo's API does not say who edited an issue's text or when (its edit history is
+        shown in the web interface only): the runner relies on signed deliveries instead."""
+        return BodyEdit(recorded=False)
 
     def permission(self, repo: str, user: str) -> Permission:
         """admin (also owner), write, read or none. Needs a repository admin token."""

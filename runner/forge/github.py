@@ -23,6 +23,7 @@ from github.Repository import Repository
 
 from runner.forge.base import (
     MARKER_RE,
+    BodyEdit,
     CIContext,
     CIState,
     CIStateName,
@@ -47,6 +48,9 @@ T = TypeVar("T")
 # A check run counts as passed with these conclusions (GitHub's own rule for required checks).
 _CHECK_OK = {"success", "neutral", "skipped"}
 _CHECK_ERROR = {"cancelled", "stale"}
+# Who last edited an issue's text: GitHub's REST API does not say, its GraphQL API does.
+_LAST_EDIT = ("query($owner: String!, $name: String!, $number: Int!) { repository(owner: $owner, "
+              "name: $name) { issue(number: $number) { lastEditedAt editor { login } } } }")
 
 
 def _aware(at: datetime | None) -> datetime:
@@ -189,6 +193,20 @@ class GitHubForge:
                                       at=_aware(event.created_at)))
             return out
         return self._call(f"list events of {repo}#{number}", fetch)
+
+    def last_body_edit(self, repo: str, number: int) -> BodyEdit:
+        """``lastEditedAt`` and ``editor`` of the issue, which only GitHub's GraphQL API gives."""
+        owner, _, name = repo.partition("/")
+        _, data = self._call(f"last edit of {repo}#{number}",
+                             lambda: self.gh.requester.graphql_query(
+                                 _LAST_EDIT, {"owner": owner, "name": name, "number": number}))
+        issue = ((data.get("data") or {}).get("repository") or {}).get("issue")
+        if issue is None:
+            raise NotFound(f"GitHub: {repo}#{number} is not an issue (GraphQL)", 404)
+        at = issue.get("lastEditedAt")
+        editor = (issue.get("editor") or {}).get("login")
+        return BodyEdit(recorded=True, at=_aware(datetime.fromisoformat(at)) if at else None,
+                        editor=editor if at else None)
 
     def permission(self, repo: str, user: str) -> Permission:
         """admin, write, read or none (an unknown user is none)."""

@@ -46,6 +46,7 @@ class ForgeEvent:
     number: int | None = None  # the issue or PR to look at again
     comment_body: str | None = None
     label: str | None = None  # GitHub says which label; Forgejo's label_updated does not
+    issue_body: str | None = None  # the issue's text as the delivery showed it (issue events)
     sha: str | None = None  # for CI events and pushes to a PR
 
 
@@ -220,6 +221,11 @@ def _issue_number(payload: dict[str, Any]) -> int:
     return _number(_object(payload["issue"], "issue")["number"], "issue.number")
 
 
+def _issue_body(payload: dict[str, Any]) -> str:
+    body = _object(payload["issue"], "issue").get("body")
+    return "" if body is None else _text(body, "issue.body")
+
+
 def _github(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
     action = str(p.get("action", ""))
     common = {"forge": "github", "delivery": delivery, "actor": _sender(p), "action": action}
@@ -228,7 +234,8 @@ def _github(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
         return ForgeEvent(kind="ping", repo=str(repo), **common)  # type: ignore[arg-type]
     if name == "issues":
         return ForgeEvent(kind="issue", repo=_repo(p), number=_issue_number(p),
-                          label=_label(p), **common)  # type: ignore[arg-type]
+                          label=_label(p), issue_body=_issue_body(p),
+                          **common)  # type: ignore[arg-type]
     if name == "issue_comment":
         return ForgeEvent(kind="comment", repo=_repo(p), number=_issue_number(p),
                           comment_body=str(_object(p["comment"], "comment").get("body") or ""),
@@ -258,6 +265,7 @@ def _forgejo(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
         # controller re-reads the issue's labels instead of trusting this.
         number = _number(p["number"]) if p.get("number") else _issue_number(p)
         return ForgeEvent(kind="issue", repo=_repo(p), number=number, label=_label(p),
+                          issue_body=_issue_body(p) if "issue" in p else None,
                           **common)  # type: ignore[arg-type]
     if name == "issue_comment":
         comment = _object(p.get("comment") or {}, "comment")

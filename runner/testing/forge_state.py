@@ -128,6 +128,8 @@ class Issue:
     events: list[IssueEvent] = field(default_factory=list)
     reactions: list[Reaction] = field(default_factory=list)
     pull: Pull | None = None
+    body_edited_at: datetime | None = None  # GitHub's GraphQL lastEditedAt
+    body_editor: User | None = None
 
 
 @dataclass
@@ -371,6 +373,8 @@ class ForgeState:
         with self.lock:
             if title is not None or body is not None:
                 issue.title = title if title is not None else issue.title
+                if body is not None and body != issue.body:
+                    issue.body_edited_at, issue.body_editor = now(), user
                 issue.body = body if body is not None else issue.body
                 kind = "pull_request" if issue.pull else "issues"
                 self.emit(Happening(kind, "edited", repo, user, issue=issue))

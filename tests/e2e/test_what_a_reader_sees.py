@@ -108,3 +108,40 @@ def test_kill_counts_only_where_a_reader_sees_a_command(tmp_path: Path, flavour:
         run = world.wait_finished(issue)
         assert run.state is RunState.CANCELLED
         assert (run.killed_by, run.reason) == (MAINTAINER, "the real one")
+
+
+ORIGINAL = "`add(2, 3)` returns -1. It should return 5; see test_calc.py."
+EDITED = ORIGINAL + "\n\nAlso: the fix must keep add() working for floats (edited)."
+
+
+@pytest.mark.parametrize("editor", [READER, MAINTAINER])
+def test_an_edit_between_the_label_and_the_first_look_counts_only_from_a_writer(
+        tmp_path: Path, flavour: str, editor: str) -> None:
+    """The runner is slow to look (its loop starts after the forge's deliveries arrived): a
+    reader's edit in between starts no run and the issue says why; a writer's edit starts the
+    run with the edited text."""
+    world = DemoWorld(tmp_path, flavour=flavour, start_runner=False)  # type: ignore[arg-type]
+    with world:
+        world.start()
+        world.start_runner_process(loop=False)
+        issue = world.open_issue(body=ORIGINAL)
+        world.forge.edit_issue(REPO, issue, body=EDITED, as_user=editor)
+        world.forge.wait_idle()  # every delivery has reached the runner, which has not looked
+        assert world.run_for(issue) is None
+        world.start_loop()
+        if editor == READER:
+            run = world.wait_state(issue, RunState.FAILED, timeout=30)
+            replies = world.wait_for(lambda: [
+                c.body for c in world.forge.issue(REPO, issue).comments
+                if "orchestrator:declined" in c.body], 10, "the reply")
+            assert len(replies) == 1 and "label again" in replies[0]
+            if flavour == "github":  # GitHub says who edited
+                assert f"@{READER} edited the issue's text" in replies[0]
+            assert not world.llm.exchanges and run.reason == run.extra["declined"]
+            events = [e.kind for e in world.store.events(run.id, limit=100)]
+            assert "trigger_declined" in events
+        else:
+            run = world.wait_finished(issue)
+            assert run.state is RunState.SUCCEEDED, run.reason
+            assert "(edited)" in run.issue_body
+            assert "(edited)" in agent_prompts(world)[0]
