@@ -178,10 +178,13 @@ class _Html(HTMLParser):
 
     def take(self, fragment: str) -> str:
         self.out = []
-        self.feed(fragment)
-        if _UNFINISHED.match(self.rawdata):  # a tag, comment or declaration cut by the end of
-            self.rawdata = ""  # the document shows nothing in a browser (HTML's EOF rules)
-        self.goahead(True)  # anything else left over is text
+        try:
+            self.feed(fragment)
+            if _UNFINISHED.match(self.rawdata):  # a tag, comment or declaration cut by the end
+                self.rawdata = ""  # of the document shows nothing in a browser (HTML's EOF rules)
+            self.goahead(True)  # anything else left over is text
+        except AssertionError:  # markup the stdlib parser gives up on ("<![!"): a browser makes
+            self.reset()  # it a bogus comment; the rest of this fragment is dropped, not guessed
         return "".join(self.out)
 
 
