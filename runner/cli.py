@@ -21,6 +21,7 @@ from runner.model import ACTIVE, RunState, is_run_id
 from runner.store import open_store
 from runner.store.base import Store, StoreError
 from runner.store.base import kill_all as kill_every_run
+from runner.witness import Witnesses
 
 console = Console()
 err_console = Console(stderr=True)
@@ -479,7 +480,7 @@ def handle_event_cmd(ctx: Context, event_name: str, event_file: str, verbose: bo
     console.print(outcome, highlight=False)
 
 
-def _witness(witnesses: Any, repo: str, number: int, payload: dict[str, Any]) -> None:
+def _witness(witnesses: Witnesses, repo: str, number: int, payload: dict[str, Any]) -> None:
     """Remember who acted on the issue in this event and the text it had then."""
     sender, issue = payload.get("sender"), payload.get("issue")
     if isinstance(sender, dict) and isinstance(issue, dict):

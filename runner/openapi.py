@@ -100,6 +100,8 @@ def _paths() -> dict[str, Any]:
                               "400": _err("Malformed body."), "401": UNAUTHORISED,
                               "403": _err("Cross-site dashboard request."),
                               "404": _err("Repository not configured, or no such issue."),
+                              "422": _err("The issue's text holds a direction override: the "
+                                          "runner cannot tell what a reader sees."),
                               "502": _err("The forge failed."), "503": _err("Store down.")}}},
         "/api/runs/{run_id}": {"get": {
             "summary": "One run.", "security": secured, "parameters": RUN_PATH,
