@@ -124,7 +124,8 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
     try:
         title, body, digest = task_text(issue.title, issue.body)
     except UnreadableText as exc:
-        return Decline(trigger.actor, f"No run started: {exc}.", at, added)
+        return Decline(trigger.actor, f"No run started: {exc}, then add the "
+                       f"`{rules.trigger_label}` label again (remove it first).", at, added)
     return Start(actor=trigger.actor, title=title, body=body, text_hash=digest,
                  trigger_at=at, trigger_count=added)
 

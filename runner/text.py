@@ -112,7 +112,7 @@ def _refuse_direction(text: str, what: str) -> str:
             raise UnreadableText(
                 f"the {what} holds U+{ord(char):04X} {name}, which makes the characters around "
                 "it show in another order than they are stored, so the runner cannot tell what "
-                f"a reader sees; remove it from the {what}, then add the label again")
+                f"a reader sees; remove it from the {what}")
     return text
 
 

@@ -78,6 +78,8 @@ def test_text_the_runner_cannot_read_as_a_reader_does_is_declined_with_the_reaso
     action = plan(view(issue("orchestrator", body="run ‮exe.bat"),
                        added("orchestrator", "alice")), None, RULES)
     assert isinstance(action, Decline) and "U+202E RIGHT-TO-LEFT OVERRIDE" in action.reason
+    assert "remove it from the issue body, then add the `orchestrator` label again" in \
+        action.reason
 
 
 def test_required_permission_is_configurable() -> None:
