@@ -485,7 +485,8 @@ def _witness(witnesses: Witnesses, repo: str, number: int, payload: dict[str, An
     sender, issue = payload.get("sender"), payload.get("issue")
     if isinstance(sender, dict) and isinstance(issue, dict):
         witnesses.saw(repo, number, str(sender.get("login") or ""),
-                      str(payload.get("action") or ""), str(issue.get("body") or ""))
+                      str(payload.get("action") or ""), str(issue.get("title") or ""),
+                      str(issue.get("body") or ""))
 
 
 def _adds_trigger_label(event_name: str, payload: dict[str, Any], trigger: str) -> bool | None:

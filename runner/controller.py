@@ -262,14 +262,15 @@ class Controller:
         if active and run is not None:
             since = datetime.fromtimestamp(int(run.created_at), tz=UTC)  # forges: seconds
             comments = tuple(forge.list_comments(repo, number, since=since))
-        edit, witnessed = (forge.last_body_edit(repo, number), self.witnesses.of(repo, number)) \
+        edit, witnessed = (forge.last_text_edit(repo, number), self.witnesses.of(repo, number)) \
             if not active else (None, ())
         actors = {e.actor for e in events} | {c.author for c in comments
                                               if kill_command(c.body) is not None}
-        actors |= {w.actor for w in witnessed} | ({edit.editor} if edit and edit.editor else set())
+        actors |= {w.actor for w in witnessed}
+        actors |= {who for who in (edit.editor, edit.title_editor) if who} if edit else set()
         permissions = {actor: self._permission(forge, repo, actor) for actor in actors}
         return IssueView(issue=issue, label_events=events, comments=comments,
-                         permissions=permissions, body_edit=edit, witnessed=witnessed)
+                         permissions=permissions, text_edit=edit, witnessed=witnessed)
 
     def _permission(self, forge: Forge, repo: str, user: str) -> Permission:
         cached = self._permissions.get((repo, user))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from runner.forge.base import BodyEdit, Comment, Issue, LabelEvent
+from runner.forge.base import Comment, Issue, LabelEvent, TextEdit
 from runner.model import Run
 from runner.policy import (
     Rules,
@@ -32,7 +32,7 @@ class IssueView:
     label_events: tuple[LabelEvent, ...] = ()
     comments: tuple[Comment, ...] = ()
     permissions: Mapping[str, str] = field(default_factory=dict)
-    body_edit: BodyEdit | None = None  # who last edited the text, where the forge says
+    text_edit: TextEdit | None = None  # who last edited the text, where the forge says
     witnessed: tuple[Witness, ...] = ()  # what signed deliveries showed of the text
 
 
@@ -117,7 +117,7 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
                        f"label without {rules.required_permission} permission on this "
                        "repository, so no run starts; a user with that permission must add it",
                        at, added)
-    changed = text_as_triggered(issue, trigger, view.body_edit, view.witnessed,
+    changed = text_as_triggered(issue, trigger, view.text_edit, view.witnessed,
                                 view.permissions, rules)
     if changed is not None:
         return Decline(trigger.actor, changed, at, added)

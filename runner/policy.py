@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from runner.forge.base import MARKER_RE, PERMISSION_RANK, BodyEdit, Comment, Issue, LabelEvent
+from runner.forge.base import MARKER_RE, PERMISSION_RANK, Comment, Issue, LabelEvent, TextEdit
 from runner.model import text_hash
 from runner.text import UnreadableText, commands, visible, visible_title
 
@@ -40,25 +40,25 @@ def task_text(title: str, body: str) -> tuple[str, str, str]:
 @dataclass(frozen=True)
 class Witness:
     """A signed delivery showed that ``actor`` labelled, opened or edited the issue while its
-    text was the one with ``digest`` (``body_digest``)."""
+    title and text were the ones with ``digest`` (``text_digest``)."""
 
     actor: str
     digest: str
 
 
-def body_digest(body: str) -> str:
-    """The digest by which a witnessed issue text is compared with the text now."""
-    return text_hash(body)
+def text_digest(title: str, body: str) -> str:
+    """The digest by which a witnessed issue title and text are compared with them now."""
+    return text_hash(f"{title}\0{body}")
 
 
-def text_as_triggered(issue: Issue, trigger: LabelEvent, edit: BodyEdit | None,
+def text_as_triggered(issue: Issue, trigger: LabelEvent, edit: TextEdit | None,
                       witnessed: Iterable[Witness], permissions: Mapping[str, str],
                       rules: Rules) -> str | None:
-    """None when the issue's text now is one an authorised user saw when triggering (or wrote
-    since); else the reason no run may start, for the issue.
+    """None when the issue's title and text now are ones an authorised user saw when
+    triggering (or wrote since); else the reason no run may start, for the issue.
 
-    Where the forge records who last edited the text (GitHub): an edit after the trigger counts
-    only when its editor is authorised. Where it does not (Forgejo): the text must be one that a
+    Where the forge records who last edited them (GitHub): an edit after the trigger counts
+    only when its editor is authorised. Where it does not (Forgejo): they must be ones that a
     signed delivery showed an authorised user labelling, opening or editing; without any such
     delivery (polling only), the issue must not have changed since the trigger at all (to the
     second, as forges keep time). ``edit`` None: the caller did not look (no check).
@@ -69,16 +69,19 @@ def text_as_triggered(issue: Issue, trigger: LabelEvent, edit: BodyEdit | None,
     again = (f"A user with {perm} permission must read the issue as it is now and add the "
              f"`{label}` label again (remove it first).")
     if edit.recorded:
-        # An edit in the trigger's own second counts as after it: forges keep whole seconds.
-        if edit.at is None or int(edit.at.timestamp()) < int(trigger.at.timestamp()):
-            return None
-        if edit.editor and authorised(permissions.get(edit.editor), perm):
-            return None
-        return (f"No run started: @{edit.editor or 'someone'} edited the issue's text at "
-                f"{edit.at:%Y-%m-%d %H:%M:%S} UTC, after @{by} added the `{label}` label, "
-                f"without {perm} permission, so the text is not the one @{by} triggered. {again}")
+        for what, at, editor in (("text", edit.at, edit.editor),
+                                 ("title", edit.title_at, edit.title_editor)):
+            # An edit in the trigger's own second counts as after it: forges keep whole seconds.
+            if at is None or int(at.timestamp()) < int(trigger.at.timestamp()):
+                continue
+            if editor and authorised(permissions.get(editor), perm):
+                continue
+            return (f"No run started: @{editor or 'someone'} edited the issue's {what} at "
+                    f"{at:%Y-%m-%d %H:%M:%S} UTC, after @{by} added the `{label}` label, without "
+                    f"{perm} permission, so it is not the one @{by} triggered. {again}")
+        return None
     witnesses = list(witnessed)
-    digest = body_digest(issue.body)
+    digest = text_digest(issue.title, issue.body)
     if any(w.digest == digest and authorised(permissions.get(w.actor), perm) for w in witnesses):
         return None
     changed = issue.updated_at is not None and \
@@ -87,7 +90,7 @@ def text_as_triggered(issue: Issue, trigger: LabelEvent, edit: BodyEdit | None,
         return None
     return (f"No run started: the issue changed after @{by} added the `{label}` label, and this "
             "forge does not record who edits an issue's text, so the runner cannot show that "
-            f"the text now is the one @{by} triggered. {again}")
+            f"the title and text now are the ones @{by} triggered. {again}")
 
 
 def kill_command(body: str) -> str | None:

@@ -106,7 +106,8 @@ class Api:
             self.metrics.webhook_accepted(event.repo, event.number)
             if event.issue_body is not None:  # before the look it leads to
                 self.runner.controller.witnesses.saw(event.repo, event.number, event.actor,
-                                                     event.action, event.issue_body)
+                                                     event.action, event.issue_title or "",
+                                                     event.issue_body)
             self.runner.controller.enqueue(event.repo, event.number)
         self.metrics.webhook_delivery(kind, _delivery_result(result.status, event is not None))
         return JSONResponse({"message": result.message}, status_code=result.status)

@@ -1,5 +1,5 @@
 """What signed deliveries showed of an issue's text: who labelled, opened or edited it, and
-the digest of the text it had then. In memory, per process, bounded.
+the digest of the title and text it had then. In memory, per process, bounded.
 
 Where a forge does not record who edits an issue (Forgejo), this is how the runner shows that
 the text it starts from is one an authorised user saw when they triggered (``policy.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from runner.policy import Witness, body_digest
+from runner.policy import Witness, text_digest
 
 # Deliveries that say "this user acted on the issue while it read so".
 WITNESS_ACTIONS = frozenset({"opened", "edited", "labeled", "label_updated"})
@@ -27,14 +27,16 @@ class Witnesses:
         self._seen: OrderedDict[tuple[str, int], tuple[Witness, ...]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def saw(self, repo: str, number: int, actor: str, action: str, body: str) -> None:
+    def saw(self, repo: str, number: int, actor: str, action: str, title: str,
+            body: str) -> None:
         """Record that a signed delivery showed ``actor`` doing ``action`` on the issue while
-        its text was ``body`` (ignored for actions that say nothing about the text)."""
+        its title and text were ``title`` and ``body`` (ignored for actions that say nothing
+        about them)."""
         if action not in WITNESS_ACTIONS or not actor:
             return
         key = (repo.lower(), number)
         with self._lock:
-            kept = (*self._seen.pop(key, ()), Witness(actor, body_digest(body)))
+            kept = (*self._seen.pop(key, ()), Witness(actor, text_digest(title, body)))
             self._seen[key] = kept[-self._per_issue:]
             while len(self._seen) > self._issues:
                 self._seen.popitem(last=False)

@@ -136,15 +136,18 @@ class LabelEvent:
 
 
 @dataclass(frozen=True)
-class BodyEdit:
-    """Who last edited an issue's text, and when, as far as the forge records it.
+class TextEdit:
+    """Who last edited an issue's text (``at``, ``editor``) and its title (``title_at``,
+    ``title_editor``), and when, as far as the forge records it.
 
-    ``recorded`` is False where the forge's API does not say (Forgejo): then ``at`` and
-    ``editor`` are None and the runner falls back on what signed deliveries showed it."""
+    ``recorded`` is False where the forge's API does not say (Forgejo): then the rest is None
+    and the runner falls back on what signed deliveries showed it."""
 
     recorded: bool
     at: datetime | None = None  # None with ``recorded``: never edited
     editor: str | None = None
+    title_at: datetime | None = None  # None with ``recorded``: never retitled
+    title_editor: str | None = None
 
 
 @dataclass(frozen=True)
@@ -280,9 +283,9 @@ class Forge(Protocol):
         """Who added and removed which label, and when, oldest first."""
         ...
 
-    def last_body_edit(self, repo: str, number: int) -> BodyEdit:
-        """Who last edited the issue's text and when (GitHub), or that the forge does not say
-        (Forgejo): what shows that the text is the one the trigger saw."""
+    def last_text_edit(self, repo: str, number: int) -> TextEdit:
+        """Who last edited the issue's text and its title, and when (GitHub), or that the forge
+        does not say (Forgejo): what shows that the text is the one the trigger saw."""
         ...
 
     def permission(self, repo: str, user: str) -> Permission:

@@ -19,7 +19,6 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from runner.forge.base import (
-    BodyEdit,
     CIContext,
     CIState,
     CIStateName,
@@ -35,6 +34,7 @@ from runner.forge.base import (
     PushCredentials,
     RetryPolicy,
     ReviewComment,
+    TextEdit,
     auth_message,
     hidden_marker,
 )
@@ -279,10 +279,10 @@ class ForgejoForge:
                                   at=raw.created_at))
         return out
 
-    def last_body_edit(self, repo: str, number: int) -> BodyEdit:
+    def last_text_edit(self, repo: str, number: int) -> TextEdit:
         """Forgejo's API does not say who edited an issue's text or when (its edit history is
         shown in the web interface only): the runner relies on signed deliveries instead."""
-        return BodyEdit(recorded=False)
+        return TextEdit(recorded=False)
 
     def permission(self, repo: str, user: str) -> Permission:
         """admin (also owner), write, read or none. Needs a repository admin token."""

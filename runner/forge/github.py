@@ -23,7 +23,6 @@ from github.Repository import Repository
 
 from runner.forge.base import (
     MARKER_RE,
-    BodyEdit,
     CIContext,
     CIState,
     CIStateName,
@@ -39,6 +38,7 @@ from runner.forge.base import (
     PushCredentials,
     RetryPolicy,
     ReviewComment,
+    TextEdit,
     auth_message,
     hidden_marker,
 )
@@ -48,9 +48,12 @@ T = TypeVar("T")
 # A check run counts as passed with these conclusions (GitHub's own rule for required checks).
 _CHECK_OK = {"success", "neutral", "skipped"}
 _CHECK_ERROR = {"cancelled", "stale"}
-# Who last edited an issue's text: GitHub's REST API does not say, its GraphQL API does.
-_LAST_EDIT = ("query($owner: String!, $name: String!, $number: Int!) { repository(owner: $owner, "
-              "name: $name) { issue(number: $number) { lastEditedAt editor { login } } } }")
+# Who last edited an issue's text and title: GitHub's REST API does not say, GraphQL does.
+_LAST_EDIT = (
+    "query($owner: String!, $name: String!, $number: Int!) { repository(owner: $owner, "
+    "name: $name) { issue(number: $number) { lastEditedAt editor { login } "
+    "timelineItems(itemTypes: [RENAMED_TITLE_EVENT], last: 1) { nodes { "
+    "... on RenamedTitleEvent { createdAt actor { login } } } } } } }")
 
 
 def _aware(at: datetime | None) -> datetime:
@@ -194,8 +197,9 @@ class GitHubForge:
             return out
         return self._call(f"list events of {repo}#{number}", fetch)
 
-    def last_body_edit(self, repo: str, number: int) -> BodyEdit:
-        """``lastEditedAt`` and ``editor`` of the issue, which only GitHub's GraphQL API gives."""
+    def last_text_edit(self, repo: str, number: int) -> TextEdit:
+        """``lastEditedAt`` and ``editor`` of the issue and its last ``RenamedTitleEvent``,
+        which only GitHub's GraphQL API gives."""
         owner, _, name = repo.partition("/")
         _, data = self._call(f"last edit of {repo}#{number}",
                              lambda: self.gh.requester.graphql_query(
@@ -205,8 +209,13 @@ class GitHubForge:
             raise NotFound(f"GitHub: {repo}#{number} is not an issue (GraphQL)", 404)
         at = issue.get("lastEditedAt")
         editor = (issue.get("editor") or {}).get("login")
-        return BodyEdit(recorded=True, at=_aware(datetime.fromisoformat(at)) if at else None,
-                        editor=editor if at else None)
+        renames = ((issue.get("timelineItems") or {}).get("nodes") or [{}])[-1] or {}
+        title_at = renames.get("createdAt")
+        return TextEdit(recorded=True, at=_aware(datetime.fromisoformat(at)) if at else None,
+                        editor=editor if at else None,
+                        title_at=_aware(datetime.fromisoformat(title_at)) if title_at else None,
+                        title_editor=(renames.get("actor") or {}).get("login") if title_at
+                        else None)
 
     def permission(self, repo: str, user: str) -> Permission:
         """admin, write, read or none (an unknown user is none)."""

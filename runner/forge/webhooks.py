@@ -46,7 +46,8 @@ class ForgeEvent:
     number: int | None = None  # the issue or PR to look at again
     comment_body: str | None = None
     label: str | None = None  # GitHub says which label; Forgejo's label_updated does not
-    issue_body: str | None = None  # the issue's text as the delivery showed it (issue events)
+    issue_title: str | None = None  # the issue's title and text as the delivery showed them
+    issue_body: str | None = None  # (issue events)
     sha: str | None = None  # for CI events and pushes to a PR
 
 
@@ -221,9 +222,12 @@ def _issue_number(payload: dict[str, Any]) -> int:
     return _number(_object(payload["issue"], "issue")["number"], "issue.number")
 
 
-def _issue_body(payload: dict[str, Any]) -> str:
-    body = _object(payload["issue"], "issue").get("body")
-    return "" if body is None else _text(body, "issue.body")
+def _issue_text(payload: dict[str, Any]) -> tuple[str, str]:
+    """The issue's title and text as the delivery shows them."""
+    issue = _object(payload["issue"], "issue")
+    title, body = issue.get("title"), issue.get("body")
+    return ("" if title is None else _text(title, "issue.title"),
+            "" if body is None else _text(body, "issue.body"))
 
 
 def _github(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
@@ -233,8 +237,9 @@ def _github(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
         repo = _object(p.get("repository") or {}, "repository").get("full_name", "")
         return ForgeEvent(kind="ping", repo=str(repo), **common)  # type: ignore[arg-type]
     if name == "issues":
+        title, body = _issue_text(p)
         return ForgeEvent(kind="issue", repo=_repo(p), number=_issue_number(p),
-                          label=_label(p), issue_body=_issue_body(p),
+                          label=_label(p), issue_title=title, issue_body=body,
                           **common)  # type: ignore[arg-type]
     if name == "issue_comment":
         return ForgeEvent(kind="comment", repo=_repo(p), number=_issue_number(p),
@@ -264,8 +269,9 @@ def _forgejo(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
         # label_updated covers adding and removing, and "label" may be absent: the
         # controller re-reads the issue's labels instead of trusting this.
         number = _number(p["number"]) if p.get("number") else _issue_number(p)
+        title, body = _issue_text(p) if "issue" in p else (None, None)
         return ForgeEvent(kind="issue", repo=_repo(p), number=number, label=_label(p),
-                          issue_body=_issue_body(p) if "issue" in p else None,
+                          issue_title=title, issue_body=body,
                           **common)  # type: ignore[arg-type]
     if name == "issue_comment":
         comment = _object(p.get("comment") or {}, "comment")

@@ -507,7 +507,8 @@ class GitHubApi(BaseApi):
         return Reply(200, {"errors": [{"message": "Could not resolve to a node"}]})
 
     def _last_edit(self, req: Request) -> Reply:
-        """``repository(owner, name) { issue(number) { lastEditedAt editor { login } } }``."""
+        """``repository(owner, name) { issue(number) { lastEditedAt editor { login }
+        timelineItems(itemTypes: [RENAMED_TITLE_EVENT], last: 1) {...} } }``."""
         variables = (req.body or {}).get("variables") or {}
         try:
             repo = self.state.repo(str(variables["owner"]), str(variables["name"]))
@@ -519,10 +520,14 @@ class GitHubApi(BaseApi):
         if issue.pull is not None:
             return Reply(200, {"data": {"repository": {"issue": None}}, "errors": [
                 {"type": "NOT_FOUND", "message": "Could not resolve to an Issue"}]})
-        editor = issue.body_editor
+        editor, renamer = issue.body_editor, issue.retitled_by
+        renames = [] if issue.retitled_at is None else [{
+            "createdAt": iso(issue.retitled_at),
+            "actor": {"login": renamer.login} if renamer else None}]
         return Reply(200, {"data": {"repository": {"issue": {
             "lastEditedAt": iso(issue.body_edited_at),
-            "editor": {"login": editor.login} if editor else None}}}})
+            "editor": {"login": editor.login} if editor else None,
+            "timelineItems": {"nodes": renames}}}}})
 
 
 class ForgejoApi(BaseApi):

@@ -130,6 +130,8 @@ class Issue:
     pull: Pull | None = None
     body_edited_at: datetime | None = None  # GitHub's GraphQL lastEditedAt
     body_editor: User | None = None
+    retitled_at: datetime | None = None  # GitHub's GraphQL RenamedTitleEvent
+    retitled_by: User | None = None
 
 
 @dataclass
@@ -372,9 +374,11 @@ class ForgeState:
                    body: str | None = None, state: str | None = None) -> Issue:
         with self.lock:
             if title is not None or body is not None:
-                issue.title = title if title is not None else issue.title
                 if body is not None and body != issue.body:
                     issue.body_edited_at, issue.body_editor = now(), user
+                if title is not None and title != issue.title:
+                    issue.retitled_at, issue.retitled_by = now(), user
+                issue.title = title if title is not None else issue.title
                 issue.body = body if body is not None else issue.body
                 kind = "pull_request" if issue.pull else "issues"
                 self.emit(Happening(kind, "edited", repo, user, issue=issue))
