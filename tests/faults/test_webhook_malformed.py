@@ -31,11 +31,12 @@ def flavoured_world(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
 
 
 def nested(depth: int, kind: str) -> bytes:
-    """A JSON object whose ``issue`` field nests ``depth`` containers deep."""
+    """A convincing delivery with a field the runner does not read (``issue.milestone``) that
+    nests ``depth`` containers deep."""
     inner = ("[" * depth + "]" * depth) if kind == "list" else \
         ('{"a":' * depth + "1" + "}" * depth)
     base = json.dumps(labelled(1))
-    return base.replace('"title": "x"', f'"title": {inner}', 1).encode()
+    return base.replace('"state": "open"', f'"state": "open", "milestone": {inner}', 1).encode()
 
 
 # Issue numbers no forge gives: too big for the forges' 32 bits (a 31-digit one reached the
