@@ -3,6 +3,11 @@
 The checkout may hold uncommitted and untracked files (the pre-push gates look at the agent's
 work before the runner commits it), so the diff is taken from the merge base to the working
 tree, and untracked files count as wholly added.
+
+Which files a diff touches comes from git itself (``--name-status -z``: every path whole, both
+names of a rename or copy, binary, empty, mode-only and deleted files included), never from
+the patch text, whose ``diff --git a/x b/y`` headers cannot be split reliably (a path may hold
+" b/", quotes or newlines); the patch only adds the lines each file gains.
 """
 
 from __future__ import annotations
@@ -13,11 +18,10 @@ import subprocess
 from pathlib import Path
 
 from gates.model import Diff, FileDiff, GatesError
+from gates.safegit import DIFF_FLAGS, git_argv, git_env
 
-# git must never run code the checkout controls: no hooks, no fsmonitor, no external diff
-# drivers or textconv filters (a .gitattributes written by the agent could name one).
-_SAFE_GIT = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
-             "-c", "core.quotePath=false", "-c", "diff.noprefix=false"]
+# --name-status with both names of renamed and copied files, for every diff the gates read.
+NAME_STATUS = ("--name-status", "-z", "--find-renames", "--find-copies", *DIFF_FLAGS)
 _HUNK = re.compile(r"^@@ -\d+(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 GIT_TIMEOUT_S = 120.0
 # Untracked files larger than this are counted as changed but not read line by line.
@@ -25,11 +29,11 @@ MAX_UNTRACKED_BYTES = 2_000_000
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_EXTERNAL_DIFF": "",
-           "GIT_CONFIG_NOSYSTEM": "1"}
+    """git's output, bytes that are not UTF-8 kept as surrogates (so a path read from it names
+    the same file again)."""
     try:
-        proc = subprocess.run(["git", *_SAFE_GIT, *args], cwd=repo, env=env, capture_output=True,
-                              text=True, errors="replace", timeout=GIT_TIMEOUT_S)
+        proc = subprocess.run(git_argv(*args), cwd=repo, env=git_env(), capture_output=True,
+                              text=True, errors="surrogateescape", timeout=GIT_TIMEOUT_S)
     except FileNotFoundError:
         raise GatesError("git is not installed (the gates need it to compute the diff)") from None
     except subprocess.TimeoutExpired:
@@ -38,6 +42,43 @@ def _git(repo: Path, *args: str, check: bool = True) -> str:
         first = (proc.stderr.strip().splitlines() or ["(no message)"])[0]
         raise GatesError(f"git {' '.join(args[:2])} failed in {repo}: {first}")
     return proc.stdout
+
+
+def shown(text: str) -> str:
+    """Text read with surrogates for bytes that are not UTF-8, as it can be printed."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def parse_name_status(output: str) -> list[tuple[str, str, str | None]]:
+    """``git diff --name-status -z`` -> (status letter, path, old path of a rename or copy)."""
+    fields = output.split("\0")
+    out: list[tuple[str, str, str | None]] = []
+    i = 0
+    while i < len(fields) and fields[i]:
+        status = fields[i][:1]
+        if status in ("R", "C") and i + 2 < len(fields):
+            out.append((status, fields[i + 2], fields[i + 1]))
+            i += 3
+        elif i + 1 < len(fields):
+            out.append((status, fields[i + 1], None))
+            i += 2
+        else:
+            raise GatesError(f"git diff --name-status gave a record without a path: {output!r}")
+    return out
+
+
+def diff_from_git(name_status: str, patch: str, base: str = "") -> Diff:
+    """The files git names (``--name-status -z`` output), with the lines each one adds and
+    removes taken from the ``patch`` of the same diff where the patch names it."""
+    lines = {f.path: f for f in parse_unified_diff(shown(patch)).files}
+    files = []
+    for status, raw_path, raw_old in parse_name_status(name_status):
+        path, old = shown(raw_path), shown(raw_old) if raw_old is not None else None
+        found = lines.get(path)
+        kind = "B" if found is not None and found.status == "B" and status == "M" else status
+        files.append(FileDiff(path=path, status=kind, added=found.added if found else (),
+                              removed_count=found.removed_count if found else 0, old_path=old))
+    return Diff(base=base, files=tuple(files))
 
 
 def _unquote(path: str) -> str:
@@ -146,17 +187,17 @@ def collect_diff(repo: str | os.PathLike[str], base: str) -> Diff:
     inside = _git(path, "rev-parse", "--is-inside-work-tree", check=False).strip()
     if inside != "true":
         raise GatesError(f"{path} is not a git checkout (run the gates inside a clone)")
-    check = subprocess.run(["git", *_SAFE_GIT, "rev-parse", "--verify", "--quiet",
-                            f"{base}^{{commit}}"], cwd=path, capture_output=True, text=True,
-                           timeout=GIT_TIMEOUT_S)
+    check = subprocess.run(git_argv("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"),
+                           cwd=path, env=git_env(), capture_output=True, text=True,
+                           errors="replace", timeout=GIT_TIMEOUT_S)
     if check.returncode != 0:
         raise GatesError(f"base {base!r} is not a commit in {path} (fetch it first, e.g. "
                          f"`git fetch origin {base.removeprefix('origin/')}`, or pass --base)")
     fork = merge_base(path, base)
-    patch = _git(path, "diff", "--no-color", "--no-ext-diff", "--no-textconv", "--unified=0",
-                 "--find-renames", fork, "--")
-    diff = parse_unified_diff(patch, base=base)
-    files = list(diff.files)
+    names = _git(path, "diff", *NAME_STATUS, fork, "--")
+    patch = _git(path, "diff", *DIFF_FLAGS, "--unified=0", "--find-renames", "--find-copies",
+                 fork, "--")
+    files = list(diff_from_git(names, patch, base=base).files)
     untracked = _git(path, "ls-files", "--others", "--exclude-standard", "-z").split("\0")
     for name in filter(None, untracked):
         files.append(_untracked(path, name))
@@ -164,14 +205,14 @@ def collect_diff(repo: str | os.PathLike[str], base: str) -> Diff:
 
 
 def _untracked(repo: Path, name: str) -> FileDiff:
-    file = repo / name
+    file, path = repo / name, shown(name)  # ``name`` keeps its bytes: it opens the file
     try:
         if file.is_symlink() or not file.is_file() or file.stat().st_size > MAX_UNTRACKED_BYTES:
-            return FileDiff(path=name, status="A")
+            return FileDiff(path=path, status="A")
         data = file.read_bytes()
     except OSError:
-        return FileDiff(path=name, status="A")
+        return FileDiff(path=path, status="A")
     if b"\0" in data[:8192]:
-        return FileDiff(path=name, status="B")
+        return FileDiff(path=path, status="B")
     lines = data.decode("utf-8", "replace").splitlines()
-    return FileDiff(path=name, status="A", added=tuple(enumerate(lines, start=1)))
+    return FileDiff(path=path, status="A", added=tuple(enumerate(lines, start=1)))

@@ -50,7 +50,7 @@ class FileDiff:
     """One changed file: its path after the change and the lines it adds (number, text)."""
 
     path: str
-    status: str = "M"  # A added, M modified, D deleted, R renamed, B binary
+    status: str = "M"  # A added, M modified, D deleted, R renamed, C copied, T type, B binary
     added: tuple[tuple[int, str], ...] = ()
     removed_count: int = 0
     old_path: str | None = None

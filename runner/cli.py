@@ -22,6 +22,7 @@ from runner.model import ACTIVE, RunState, is_run_id
 from runner.store import open_store
 from runner.store.base import Store, StoreError
 from runner.store.base import kill_all as kill_every_run
+from runner.witness import Witnesses
 
 console = Console()
 err_console = Console(stderr=True)
@@ -387,7 +388,12 @@ def run_cmd(ctx: Context, ref: str, verbose: bool) -> None:
     from runner.policy import task_text
 
     issue = forge.get_issue(repo, number)
-    title, body, digest = task_text(issue.title, issue.body)
+    from runner.text import UnreadableText
+
+    try:
+        title, body, digest = task_text(issue.title, issue.body)
+    except UnreadableText as exc:
+        fail(f"{ref}: {exc}", 2)
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
     run, created = runner.store.create_run(repo, number, trigger_actor=actor, issue_title=title,
                                            issue_body=body, issue_hash=digest,
@@ -476,10 +482,21 @@ def handle_event_cmd(ctx: Context, event_name: str, event_file: str, verbose: bo
         return
     _setup_logging(verbose)
     runner = _build(ctx)
+    if event_name == "issues":  # the job's own event record: what the trigger saw
+        _witness(runner.controller.witnesses, repo, number, payload)
     outcome = runner.controller.handle_one(
         repo, number, trigger_event=_adds_trigger_label(event_name, payload,
                                                         runner.settings.labels.trigger))
     console.print(outcome, highlight=False)
+
+
+def _witness(witnesses: Witnesses, repo: str, number: int, payload: dict[str, Any]) -> None:
+    """Remember who acted on the issue in this event and the text it had then."""
+    sender, issue = payload.get("sender"), payload.get("issue")
+    if isinstance(sender, dict) and isinstance(issue, dict):
+        witnesses.saw(repo, number, str(sender.get("login") or ""),
+                      str(payload.get("action") or ""), str(issue.get("title") or ""),
+                      str(issue.get("body") or ""))
 
 
 def _adds_trigger_label(event_name: str, payload: dict[str, Any], trigger: str) -> bool | None:

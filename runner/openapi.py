@@ -72,7 +72,8 @@ def _paths() -> dict[str, Any]:
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     return {
         "/healthz": {"get": {
-            "summary": "Liveness: the store answers; queue depth, slots, pause state.",
+            "summary": "Liveness: the store answers. With the bearer token also the worker, "
+                       "queue depth, slots, runs held and pause state; without it only ok.",
             "security": [],
             "responses": {"200": _json({"$ref": "#/components/schemas/Health"}, "Healthy."),
                           "503": _json({"$ref": "#/components/schemas/Health"},
@@ -104,6 +105,8 @@ def _paths() -> dict[str, Any]:
                               "400": _err("Malformed body."), "401": UNAUTHORISED,
                               "403": _err("Cross-site dashboard request."),
                               "404": _err("Repository not configured, or no such issue."),
+                              "422": _err("The issue's text holds a direction override: the "
+                                          "runner cannot tell what a reader sees."),
                               "502": _err("The forge failed."), "503": _err("Store down.")}}},
         "/api/runs/{run_id}": {"get": {
             "summary": "One run.", "security": secured, "parameters": RUN_PATH,

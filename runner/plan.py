@@ -9,17 +9,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from runner.forge.base import Comment, Issue, LabelEvent
+from runner.forge.base import Comment, Issue, LabelEvent, TextEdit
 from runner.model import Run
 from runner.policy import (
     Rules,
+    Witness,
     authorised,
     kill_comments,
     label_priority,
     latest_addition,
     latest_removal,
     task_text,
+    text_as_triggered,
 )
+from runner.text import UnreadableText
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class IssueView:
     label_events: tuple[LabelEvent, ...] = ()
     comments: tuple[Comment, ...] = ()
     permissions: Mapping[str, str] = field(default_factory=dict)
+    text_edit: TextEdit | None = None  # who last edited the text, where the forge says
+    witnessed: tuple[Witness, ...] = ()  # what signed deliveries showed of the text
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,19 @@ class RejectKill:
     author: str
 
 
-Action = Nothing | Start | Cancel | RejectKill
+@dataclass(frozen=True)
+class Decline:
+    """A trigger the runner does not act on (a user without permission added the label, or
+    the text cannot be read as a reader sees it): said once on the issue and kept, as a run
+    that ends at once, so that it is audited and looking again does nothing more."""
+
+    actor: str
+    reason: str  # what the issue is told, and the run's reason
+    trigger_at: str
+    trigger_count: int
+
+
+Action = Nothing | Start | Cancel | RejectKill | Decline
 
 
 def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
@@ -87,9 +104,6 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
     trigger = latest_addition(view.label_events, rules.trigger_label)
     if trigger is None:
         return Nothing("cannot tell who added the trigger label")
-    if not authorised(view.permissions.get(trigger.actor), rules.required_permission):
-        return Nothing(f"{trigger.actor} added {rules.trigger_label!r} without "
-                       f"{rules.required_permission} permission")
     # Forges keep label times to the second: count the additions, so that a label removed
     # and added again within one second still starts a new run.
     added = sum(1 for e in view.label_events if e.action == "added"
@@ -98,11 +112,25 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
                             else run.details.trigger_at == trigger.at.isoformat()):
         return Nothing(f"run {run.id} already {run.state} for this label; "
                        "remove and add the label to try again")
-    title, body, digest = task_text(issue.title, issue.body)
+    at = trigger.at.isoformat()
+    if not authorised(view.permissions.get(trigger.actor), rules.required_permission):
+        return Decline(trigger.actor, f"@{trigger.actor} added the `{rules.trigger_label}` "
+                       f"label without {rules.required_permission} permission on this "
+                       "repository, so no run starts; a user with that permission must add it",
+                       at, added)
+    changed = text_as_triggered(issue, trigger, view.text_edit, view.witnessed,
+                                view.permissions, rules)
+    if changed is not None:
+        return Decline(trigger.actor, changed, at, added)
+    try:
+        title, body, digest = task_text(issue.title, issue.body)
+    except UnreadableText as exc:
+        return Decline(trigger.actor, f"No run started: {exc}, then add the "
+                       f"`{rules.trigger_label}` label again (remove it first).", at, added)
     priority = label_priority(issue.labels, view.label_events, view.permissions,
                               rules.required_permission)
     return Start(actor=trigger.actor, title=title, body=body, text_hash=digest,
-                 trigger_at=trigger.at.isoformat(), trigger_count=added, priority=priority)
+                 trigger_at=at, trigger_count=added, priority=priority)
 
 
 def _plan_active(view: IssueView | None, run: Run, rules: Rules) -> Action:

@@ -1,27 +1,17 @@
-"""Pure rules: who may start and kill runs, what counts as a kill, what text reaches a model.
+"""Pure rules: who may start and kill runs, what counts as a kill, what text reaches a model
+(rendered by ``runner.text``).
 
 Nothing here touches the network, the disk or a process; ``plan.py`` builds on it.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from runner.forge.base import MARKER_RE, PERMISSION_RANK, Comment, LabelEvent
+from runner.forge.base import MARKER_RE, PERMISSION_RANK, Comment, Issue, LabelEvent, TextEdit
 from runner.model import text_hash
-
-# Characters a human does not see but a model reads: zero-width, bidi controls, tag characters.
-_INVISIBLE = re.compile(
-    "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
-    "\U000e0000-\U000e007f]"
-)
-_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
-# Markdown "comments" that render as nothing: [//]: # (hidden) and [comment]: <> (hidden)
-_MD_COMMENT = re.compile(r"^\s{0,3}\[(?://|comment)\]:\s*(?:#|<>)\s*.*$", re.MULTILINE | re.I)
-_KILL = re.compile(r"^\s*/kill(?:\s+(?P<reason>[^\n]*))?\s*$", re.MULTILINE)
+from runner.text import UnreadableText, commands, visible, visible_title
 
 
 @dataclass(frozen=True)
@@ -40,31 +30,77 @@ def authorised(permission: str | None, required: str = "write") -> bool:
     return PERMISSION_RANK.get(permission or "none", 0) >= PERMISSION_RANK[required]
 
 
-def strip_hidden(text: str) -> str:
-    """The text without what a reader cannot see: HTML and Markdown comments, zero-width and
-    bidi control characters. Applied to everything before it reaches a model."""
-    text = unicodedata.normalize("NFC", text)
-    text = _HTML_COMMENT.sub("", text)
-    text = _MD_COMMENT.sub("", text)
-    text = _INVISIBLE.sub("", text)
-    return text.strip()
-
-
 def task_text(title: str, body: str) -> tuple[str, str, str]:
-    """(title, body, hash) of the issue as the agent will be given it."""
-    clean_title, clean_body = strip_hidden(title), strip_hidden(body)
-    return clean_title, clean_body, text_hash(f"{clean_title}\n\n{clean_body}")
+    """(title, body, hash) of the issue as a reader of its page sees it, which is what the agent
+    is given and what the hash covers. Raises ``UnreadableText`` when the runner cannot tell
+    what a reader sees (a direction override): the run must not start."""
+    shown_title, shown_body = visible_title(title), visible(body, what="issue body")
+    return shown_title, shown_body, text_hash(f"{shown_title}\n\n{shown_body}")
+
+
+@dataclass(frozen=True)
+class Witness:
+    """A signed delivery showed that ``actor`` labelled, opened or edited the issue while its
+    title and text were the ones with ``digest`` (``text_digest``)."""
+
+    actor: str
+    digest: str
+
+
+def text_digest(title: str, body: str) -> str:
+    """The digest by which a witnessed issue title and text are compared with them now."""
+    return text_hash(f"{title}\0{body}")
+
+
+def text_as_triggered(issue: Issue, trigger: LabelEvent, edit: TextEdit | None,
+                      witnessed: Iterable[Witness], permissions: Mapping[str, str],
+                      rules: Rules) -> str | None:
+    """None when the issue's title and text now are ones an authorised user saw when
+    triggering (or wrote since); else the reason no run may start, for the issue.
+
+    Where the forge records who last edited them (GitHub): an edit after the trigger counts
+    only when its editor is authorised. Where it does not (Forgejo): they must be ones that a
+    signed delivery showed an authorised user labelling, opening or editing; without any such
+    delivery (polling only), the issue must not have changed since the trigger at all (to the
+    second, as forges keep time). ``edit`` None: the caller did not look (no check).
+    """
+    if edit is None:
+        return None
+    perm, label, by = rules.required_permission, rules.trigger_label, trigger.actor
+    again = (f"A user with {perm} permission must read the issue as it is now and add the "
+             f"`{label}` label again (remove it first).")
+    if edit.recorded:
+        for what, at, editor in (("text", edit.at, edit.editor),
+                                 ("title", edit.title_at, edit.title_editor)):
+            # An edit in the trigger's own second counts as after it: forges keep whole seconds.
+            if at is None or int(at.timestamp()) < int(trigger.at.timestamp()):
+                continue
+            if editor and authorised(permissions.get(editor), perm):
+                continue
+            return (f"No run started: @{editor or 'someone'} edited the issue's {what} at "
+                    f"{at:%Y-%m-%d %H:%M:%S} UTC, after @{by} added the `{label}` label, without "
+                    f"{perm} permission, so it is not the one @{by} triggered. {again}")
+        return None
+    witnesses = list(witnessed)
+    digest = text_digest(issue.title, issue.body)
+    if any(w.digest == digest and authorised(permissions.get(w.actor), perm) for w in witnesses):
+        return None
+    changed = issue.updated_at is not None and \
+        int(issue.updated_at.timestamp()) > int(trigger.at.timestamp())
+    if not witnesses and not changed:
+        return None
+    return (f"No run started: the issue changed after @{by} added the `{label}` label, and this "
+            "forge does not record who edits an issue's text, so the runner cannot show that "
+            f"the title and text now are the ones @{by} triggered. {again}")
 
 
 def kill_command(body: str) -> str | None:
-    """The reason of a ``/kill [reason]`` line in a comment ('' without one), else None.
-
-    Hidden text is stripped first, so a ``/kill`` inside an HTML comment does not count.
-    """
-    match = _KILL.search(strip_hidden(body))
-    if match is None:
-        return None
-    return (match.group("reason") or "").strip()
+    """The reason of a ``/kill [reason]`` paragraph line in a comment ('' without one), else
+    None. In code, a quote or hidden text it is no command (``text.commands``)."""
+    for command in commands(body):
+        if command.name == "kill":
+            return command.argument
+    return None
 
 
 def latest_addition(events: Iterable[LabelEvent], label: str) -> LabelEvent | None:
@@ -124,14 +160,17 @@ def is_own(comment: Comment, rules: Rules) -> bool:
 def comments_for_agent(comments: Iterable[Comment], permissions: Mapping[str, str],
                        rules: Rules) -> list[tuple[str, str]]:
     """(author, text) of the comments that may steer the agent: by users with the required
-    permission, not the bot, not kill commands, hidden text stripped."""
+    permission, not the bot, not kill commands, as a reader sees them."""
     out = []
     for comment in comments:
         if is_own(comment, rules) or kill_command(comment.body) is not None:
             continue
         if not authorised(permissions.get(comment.author), rules.required_permission):
             continue
-        text = strip_hidden(comment.body)
+        try:
+            text = visible(comment.body, what="comment")
+        except UnreadableText as exc:  # a writer's comment, but not one the runner can read
+            text = f"(comment withheld: {exc})"
         if text:
             out.append((comment.author, text))
     return out

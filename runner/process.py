@@ -32,14 +32,15 @@ class ProcessInterrupted(Exception):
 
 def run(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
         timeout: float | None = None, cancel: Cancel | None = None,
-        input: str | None = None) -> subprocess.CompletedProcess[str]:
+        input: str | None = None, errors: str = "strict") -> subprocess.CompletedProcess[str]:
     """Run ``argv`` to its end and capture its text output, like ``subprocess.run``.
 
     Raises ``ProcessInterrupted`` within about ``SLICE_S + GRACE_S`` of ``cancel`` being set
     and ``subprocess.TimeoutExpired`` after ``timeout`` seconds; either way the whole process
     group is stopped and reaped first. ``FileNotFoundError`` when the program is missing.
     """
-    proc = subprocess.Popen(list(argv), env=env, cwd=cwd, text=True, start_new_session=True,
+    proc = subprocess.Popen(list(argv), env=env, cwd=cwd, text=True, errors=errors,
+                            start_new_session=True,
                             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = None if timeout is None else time.monotonic() + timeout

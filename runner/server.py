@@ -32,6 +32,7 @@ from runner.metrics import CONTENT_TYPE, Metrics
 from runner.model import ACTIVE, RunState, is_run_id
 from runner.store.base import RunFinished, RunNotFound, StoreError
 from runner.store.base import kill_all as kill_every_run
+from runner.text import UnreadableText
 from runner.webauth import Auth, Caller
 from runner.webpages import Pages
 
@@ -116,6 +117,10 @@ class Api:
             else:
                 assert event.number is not None
                 self.metrics.webhook_accepted(event.repo, event.number)
+                if event.issue_body is not None:  # before the look it leads to
+                    self.runner.controller.witnesses.saw(event.repo, event.number, event.actor,
+                                                         event.action, event.issue_title or "",
+                                                         event.issue_body)
                 self.runner.controller.enqueue(event.repo, event.number)
         self.metrics.webhook_delivery(kind, _delivery_result(result.status, event is not None))
         return JSONResponse({"message": result.message}, status_code=result.status)
@@ -148,10 +153,16 @@ class Api:
         return wrapper
 
     async def healthz(self, request: Request) -> Response:
+        """Healthy or not, for anyone (a probe); the details (worker, runs, queue, slots, the
+        store's error) only with the API token: run ids and host names are not public."""
+        trusted = self.auth.caller(request) is not None
         try:
             await run_in_threadpool(self.store.ping)
         except StoreError as exc:
-            return JSONResponse({"ok": False, "store": str(exc)}, status_code=503)
+            return JSONResponse({"ok": False, **({"store": str(exc)} if trusted else {})},
+                                status_code=503)
+        if not trusted:
+            return JSONResponse({"ok": True})
         status = await run_in_threadpool(self.runner.controller.status)
         return JSONResponse({"ok": True, **status})
 
@@ -244,6 +255,8 @@ class Api:
             return _error(404, f"{repo} has no issue #{issue}")
         except ForgeError as exc:
             return _error(502, f"the forge failed: {exc}")
+        except UnreadableText as exc:
+            return _error(422, str(exc))
         return JSONResponse(run.to_dict(), status_code=201)
 
     async def metrics_text(self, request: Request, actor: str) -> Response:

@@ -41,6 +41,9 @@ from urllib.parse import urlsplit
 
 import git
 
+from gates.diff import NAME_STATUS, diff_from_git
+from gates.model import Diff
+from gates.safegit import DIFF_FLAGS, git_argv, git_env
 from runner import process
 from runner.model import branch_name
 from runner.process import Cancel
@@ -49,18 +52,6 @@ log = logging.getLogger(__name__)
 
 REMOTE = "origin"
 FETCH_STAMP = "orchestrator-fetch-began"  # in the mirror: when its last completed fetch began
-# Flags on every host-side git command that touches a worktree: nothing the agent can write
-# may make git run code here. Command-line config also reaches git's child processes.
-SAFE_CONFIG = (
-    "core.hooksPath=/dev/null",
-    "core.fsmonitor=false",
-    "core.untrackedCache=false",
-    "diff.ignoreSubmodules=all",
-    "submodule.recurse=false",
-    "status.submoduleSummary=false",
-    "protocol.ext.allow=never",
-    "credential.helper=",
-)
 
 
 class WorkspaceError(Exception):
@@ -134,9 +125,7 @@ def _check_url(url: str) -> None:
 
 def _base_env() -> dict[str, str]:
     """The runner's environment without anything that would redirect or reconfigure git."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(GIT_TERMINAL_PROMPT="0", GCM_INTERACTIVE="never", LC_ALL="C")
-    return env
+    return {**git_env(), "LC_ALL": "C"}
 
 
 class Workspaces:
@@ -160,22 +149,22 @@ class Workspaces:
     def _git(self, args: Iterable[str], *, git_dir: Path | None = None,
              work_tree: Path | None = None, env: dict[str, str] | None = None,
              token: str | None = None, check: bool = True, ok_codes: tuple[int, ...] = (0,),
-             cancel: Cancel | None = None) -> subprocess.CompletedProcess[str]:
-        """Run git with an explicit repository and the safe flags; WorkspaceError on failure,
-        Interrupted when ``cancel`` is set while it runs (its process group is stopped)."""
+             cancel: Cancel | None = None,
+             errors: str = "surrogateescape") -> subprocess.CompletedProcess[str]:
+        """Run git with an explicit repository and the safe flags (``gates.safegit``);
+        WorkspaceError on failure, Interrupted when ``cancel`` is set while it runs (its
+        process group is stopped). Output that is not UTF-8 (a path the agent named so) keeps
+        its bytes as surrogates by default, so a path read back names the same file."""
         full_env = _base_env()
         if git_dir is not None:
             full_env["GIT_DIR"] = str(git_dir)
         if work_tree is not None:
             full_env["GIT_WORK_TREE"] = str(work_tree)
         full_env.update(env or {})
-        argv = ["git"]
-        for item in SAFE_CONFIG:
-            argv += ["-c", item]
-        argv += list(args)
+        argv = git_argv(*args)
         try:
             proc = process.run(argv, env=full_env, cwd=str(work_tree or git_dir or self.root),
-                               timeout=self.git_timeout, cancel=cancel)
+                               timeout=self.git_timeout, cancel=cancel, errors=errors)
         except process.ProcessInterrupted:
             raise Interrupted(f"git {_shown(args)} was stopped: the run was cancelled") from None
         except FileNotFoundError:
@@ -670,11 +659,19 @@ class Workspaces:
         return [p for p in out.split("\0") if p]
 
     def diff(self, wt: Worktree, *, cancel: Cancel | None = None) -> str:
-        """The branch's committed diff against the base branch (for pre-push checks)."""
+        """The branch's committed diff against the base branch (for the reviewer)."""
         base = f"refs/remotes/{REMOTE}/{wt.base_branch}"
-        return self._git(["diff", "--no-ext-diff", "--no-textconv",
-                          f"{base}...refs/heads/{wt.branch}"], git_dir=wt.mirror,
-                         cancel=cancel).stdout
+        return self._git(["diff", *DIFF_FLAGS, f"{base}...refs/heads/{wt.branch}"],
+                         git_dir=wt.mirror, errors="replace", cancel=cancel).stdout
+
+    def changes(self, wt: Worktree, *, cancel: Cancel | None = None) -> Diff:
+        """The files the branch's commits change against the base branch, as git names them
+        (for the pre-push gates: ``gates.diff.diff_from_git``)."""
+        span = f"refs/remotes/{REMOTE}/{wt.base_branch}...refs/heads/{wt.branch}"
+        names = self._git(["diff", *NAME_STATUS, span], git_dir=wt.mirror, cancel=cancel).stdout
+        patch = self._git(["diff", *DIFF_FLAGS, "--find-renames", "--find-copies", span],
+                          git_dir=wt.mirror, cancel=cancel).stdout
+        return diff_from_git(names, patch, base=wt.base_branch)
 
     def conflicts(self, wt: Worktree, *, url: str | None = None, token: str | None = None,
                   cancel: Cancel | None = None) -> list[str]:

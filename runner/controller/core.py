@@ -13,14 +13,16 @@ from runner.config import Settings
 from runner.controller.bus import BusListener
 from runner.controller.ci_job import handle_one
 from runner.controller.slots import Slots
+from runner.decline import decline
 from runner.forge.base import Forge, ForgeError, NotFound, Permission, own_logins
 from runner.forge.budget import poll_every
 from runner.model import ACTIVE, Lease, Run, RunDetails, branch_name
-from runner.plan import Action, Cancel, IssueView, Nothing, RejectKill, Start, plan
+from runner.plan import Action, Cancel, Decline, IssueView, Nothing, RejectKill, Start, plan
 from runner.policy import is_priority_label, kill_command, task_text
 from runner.run.handle import RunHandle
 from runner.run.readers import rules_for
 from runner.store.base import RunFinished, Store, StoreError
+from runner.witness import Witnesses
 from runner.workqueue import WorkQueue, issue_key, parse_key
 
 log = logging.getLogger("orchestrator.controller")
@@ -76,6 +78,7 @@ class Controller:
         self._threads: list[threading.Thread] = []
         self.rules = rules_for(settings, own_logins(forges.values()))
         self.last_poll: float = 0.0
+        self.witnesses = Witnesses()  # what signed deliveries showed of issue texts
 
     # ------------------------------------------------------------ the loop
 
@@ -216,6 +219,9 @@ class Controller:
             assert run is not None
             self.driver.reject_kill(run, action.comment_id, action.author)
             self.queue.add(key)  # there may be more to do for this issue
+        elif isinstance(action, Decline):
+            decline(self.store, forge, repo, number, action, worker=self.worker_id,
+                    ttl=self.settings.limits.lease_ttl)
         return action
 
     def observe(self, forge: Forge, repo: str, number: int, run: Run | None) -> IssueView | None:
@@ -235,11 +241,14 @@ class Controller:
         if active and run is not None:
             since = datetime.fromtimestamp(int(run.created_at), tz=UTC)  # forges: seconds
             comments = tuple(forge.list_comments(repo, number, since=since))
+        edit, witnessed = (forge.last_text_edit(repo, number), self.witnesses.of(repo, number)) \
+            if not active else (None, ())
         actors = {e.actor for e in events} | {c.author for c in comments
                                               if kill_command(c.body) is not None}
+        actors |= {w.actor for w in witnessed} | ({edit.editor} if edit and edit.editor else set())
         permissions = {actor: self._permission(forge, repo, actor) for actor in actors}
         return IssueView(issue=issue, label_events=events, comments=comments,
-                         permissions=permissions)
+                         permissions=permissions, text_edit=edit, witnessed=witnessed)
 
     def _permission(self, forge: Forge, repo: str, user: str) -> Permission:
         cached = self._permissions.get((repo, user))

@@ -145,6 +145,21 @@ class LabelEvent:
 
 
 @dataclass(frozen=True)
+class TextEdit:
+    """Who last edited an issue's text (``at``, ``editor``) and its title (``title_at``,
+    ``title_editor``), and when, as far as the forge records it.
+
+    ``recorded`` is False where the forge's API does not say (Forgejo): then the rest is None
+    and the runner falls back on what signed deliveries showed it."""
+
+    recorded: bool
+    at: datetime | None = None  # None with ``recorded``: never edited
+    editor: str | None = None
+    title_at: datetime | None = None  # None with ``recorded``: never retitled
+    title_editor: str | None = None
+
+
+@dataclass(frozen=True)
 class PullRequest:
     number: int
     head: str  # branch name
@@ -290,6 +305,11 @@ class Forge(Protocol):
 
     def label_events(self, repo: str, number: int) -> list[LabelEvent]:
         """Who added and removed which label, and when, oldest first."""
+        ...
+
+    def last_text_edit(self, repo: str, number: int) -> TextEdit:
+        """Who last edited the issue's text and its title, and when (GitHub), or that the forge
+        does not say (Forgejo): what shows that the text is the one the trigger saw."""
         ...
 
     def permission(self, repo: str, user: str) -> Permission:

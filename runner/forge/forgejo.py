@@ -35,6 +35,7 @@ from runner.forge.base import (
     RateLimited,
     RetryPolicy,
     ReviewComment,
+    TextEdit,
     auth_message,
     hidden_marker,
 )
@@ -308,6 +309,11 @@ class ForgejoForge:
                                   action="added" if raw.body == "1" else "removed",
                                   at=raw.created_at))
         return out
+
+    def last_text_edit(self, repo: str, number: int) -> TextEdit:
+        """Forgejo's API does not say who edited an issue's text or when (its edit history is
+        shown in the web interface only): the runner relies on signed deliveries instead."""
+        return TextEdit(recorded=False)
 
     @_operation
     def permission(self, repo: str, user: str) -> Permission:

@@ -40,6 +40,7 @@ from runner.forge.base import (
     RateLimited,
     RetryPolicy,
     ReviewComment,
+    TextEdit,
     auth_message,
     hidden_marker,
 )
@@ -57,6 +58,12 @@ T = TypeVar("T")
 # A check run counts as passed with these conclusions (GitHub's own rule for required checks).
 _CHECK_OK = {"success", "neutral", "skipped"}
 _CHECK_ERROR = {"cancelled", "stale"}
+# Who last edited an issue's text and title: GitHub's REST API does not say, GraphQL does.
+_LAST_EDIT = (
+    "query($owner: String!, $name: String!, $number: Int!) { repository(owner: $owner, "
+    "name: $name) { issue(number: $number) { lastEditedAt editor { login } "
+    "timelineItems(itemTypes: [RENAMED_TITLE_EVENT], last: 1) { nodes { "
+    "... on RenamedTitleEvent { createdAt actor { login } } } } } } }")
 
 
 def _aware(at: datetime | None) -> datetime:
@@ -300,6 +307,26 @@ class GitHubForge:
                                       else "removed", at=_iso(event.get("created_at"))))
             return out
         return self._call(f"list events of {repo}#{number}", fetch)
+
+    def last_text_edit(self, repo: str, number: int) -> TextEdit:
+        """``lastEditedAt`` and ``editor`` of the issue and its last ``RenamedTitleEvent``,
+        which only GitHub's GraphQL API gives."""
+        owner, _, name = repo.partition("/")
+        _, data = self._call(f"last edit of {repo}#{number}",
+                             lambda: self._client(repo).requester.graphql_query(
+                                 _LAST_EDIT, {"owner": owner, "name": name, "number": number}))
+        issue = ((data.get("data") or {}).get("repository") or {}).get("issue")
+        if issue is None:
+            raise NotFound(f"GitHub: {repo}#{number} is not an issue (GraphQL)", 404)
+        at = issue.get("lastEditedAt")
+        editor = (issue.get("editor") or {}).get("login")
+        renames = ((issue.get("timelineItems") or {}).get("nodes") or [{}])[-1] or {}
+        title_at = renames.get("createdAt")
+        return TextEdit(recorded=True, at=_aware(datetime.fromisoformat(at)) if at else None,
+                        editor=editor if at else None,
+                        title_at=_aware(datetime.fromisoformat(title_at)) if title_at else None,
+                        title_editor=(renames.get("actor") or {}).get("login") if title_at
+                        else None)
 
     def permission(self, repo: str, user: str) -> Permission:
         """admin, write, read or none (an unknown user is none)."""

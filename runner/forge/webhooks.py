@@ -5,8 +5,9 @@ Framework-neutral: ``handle_delivery(headers, body, secret, seen=...)`` returns 
 reading a payload file) wraps it in three lines. An event only names an issue (or a commit) to
 look at again; the runner re-reads the forge and never trusts the payload's story.
 
-Statuses: 413 body over 5 MB, 401 missing or bad signature, 400 malformed JSON, 200 a repeated
-delivery id (nothing done twice), 202 an accepted event, or an unknown event, ignored.
+Statuses: 413 body over 5 MB, 401 missing or bad signature, 400 malformed JSON (not JSON,
+nested over 64 deep, a field of the wrong type, an issue number outside 1..2**31-1), 200 a
+repeated delivery id (nothing done twice), 202 an accepted event, or an unknown event, ignored.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 MAX_BODY = 5 * 1024 * 1024
+MAX_DEPTH = 64  # real deliveries nest about 6 deep; deeper is an attack on the parser
+MAX_NUMBER = 2**31 - 1  # issue and pull request numbers are 32-bit on both forges
+# What reading a well-signed but malformed payload can raise: the delivery is refused (400).
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
+              RecursionError)
 
 ForgeKind = Literal["github", "forgejo"]
 EventKind = Literal["issue", "comment", "pull", "ci", "ping"]
@@ -40,6 +46,8 @@ class ForgeEvent:
     number: int | None = None  # the issue or PR to look at again
     comment_body: str | None = None
     label: str | None = None  # GitHub says which label; Forgejo's label_updated does not
+    issue_title: str | None = None  # the issue's title and text as the delivery showed them
+    issue_body: str | None = None  # (issue events)
     sha: str | None = None  # for CI events and pushes to a PR
     branch: str | None = None  # the head branch, for CI and pull-request events
     # For CI events: True when it says something finished (a final status, a completed check
@@ -146,15 +154,20 @@ def handle_delivery(headers: Mapping[str, str], body: bytes, secret: str | bytes
         return WebhookResult(401, "bad signature: the webhook's secret differs from ours")
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except RecursionError:
+        return WebhookResult(400, f"the body nests deeper than {MAX_DEPTH} levels")
+    except ValueError:  # not JSON, not UTF-8, or an integer of thousands of digits
         return WebhookResult(400, "the body is not JSON (set the webhook's content type to "
                                   "application/json)")
     if not isinstance(payload, dict):
         return WebhookResult(400, "the body is JSON but not an object")
+    if _depth(payload) > MAX_DEPTH:
+        return WebhookResult(400, f"the body nests deeper than {MAX_DEPTH} levels")
     try:
         event = (_github if forge == "github" else _forgejo)(event_name, payload, delivery)
-    except (KeyError, TypeError, ValueError) as exc:
-        return WebhookResult(400, f"{forge} {event_name} payload lacks a field: {exc}")
+    except _MALFORMED as exc:
+        return WebhookResult(400, f"{forge} {event_name} payload lacks a field or has one of "
+                                  f"the wrong type: {type(exc).__name__} {str(exc)[:200]}")
     if event is None:
         return WebhookResult(202, f"{forge} event {event_name!r} ignored")
     if seen is not None and delivery and not seen.first_time(delivery):
@@ -162,43 +175,97 @@ def handle_delivery(headers: Mapping[str, str], body: bytes, secret: str | bytes
     return WebhookResult(202, f"{forge} {event_name}.{event.action} accepted", event)
 
 
+def _depth(value: Any) -> int:
+    """How deep JSON containers nest in ``value`` (iteratively: no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                stack.extend((child, level + 1) for child in
+                             (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} is not a string")
+    return value
+
+
+def _number(value: Any, what: str = "number") -> int:
+    """An issue or pull request number: an integer from 1 to 2**31-1, nothing else."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NUMBER:
+        raise ValueError(f"{what} is not an integer from 1 to {MAX_NUMBER}")
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is not an object")
+    return value
+
+
 def _repo(payload: dict[str, Any]) -> str:
-    return str(payload["repository"]["full_name"])
+    return _text(_object(payload["repository"], "repository")["full_name"],
+                 "repository.full_name")
 
 
 def _sender(payload: dict[str, Any]) -> str:
-    sender = payload.get("sender") or {}
+    sender = _object(payload.get("sender") or {}, "sender")
     return str(sender.get("login", ""))
+
+
+def _label(payload: dict[str, Any]) -> str | None:
+    name = _object(payload.get("label") or {}, "label").get("name")
+    return None if name is None else _text(name, "label.name")
+
+
+def _issue_number(payload: dict[str, Any]) -> int:
+    return _number(_object(payload["issue"], "issue")["number"], "issue.number")
+
+
+def _issue_text(payload: dict[str, Any]) -> tuple[str, str]:
+    """The issue's title and text as the delivery shows them."""
+    issue = _object(payload["issue"], "issue")
+    title, body = issue.get("title"), issue.get("body")
+    return ("" if title is None else _text(title, "issue.title"),
+            "" if body is None else _text(body, "issue.body"))
 
 
 def _github(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
     action = str(p.get("action", ""))
     common = {"forge": "github", "delivery": delivery, "actor": _sender(p), "action": action}
     if name == "ping":
-        repo = (p.get("repository") or {}).get("full_name", "")
+        repo = _object(p.get("repository") or {}, "repository").get("full_name", "")
         return ForgeEvent(kind="ping", repo=str(repo), **common)  # type: ignore[arg-type]
     if name == "issues":
-        label = (p.get("label") or {}).get("name")
-        return ForgeEvent(kind="issue", repo=_repo(p), number=int(p["issue"]["number"]),
-                          label=label, **common)  # type: ignore[arg-type]
+        title, body = _issue_text(p)
+        return ForgeEvent(kind="issue", repo=_repo(p), number=_issue_number(p),
+                          label=_label(p), issue_title=title, issue_body=body,
+                          **common)  # type: ignore[arg-type]
     if name == "issue_comment":
-        return ForgeEvent(kind="comment", repo=_repo(p), number=int(p["issue"]["number"]),
-                          comment_body=str(p["comment"].get("body") or ""),
+        return ForgeEvent(kind="comment", repo=_repo(p), number=_issue_number(p),
+                          comment_body=str(_object(p["comment"], "comment").get("body") or ""),
                           **common)  # type: ignore[arg-type]
     if name in ("pull_request", "pull_request_review"):
-        pull = p["pull_request"]
-        return ForgeEvent(kind="pull", repo=_repo(p), number=int(pull["number"]),
-                          sha=str(pull["head"]["sha"]), branch=_ref(pull["head"]),
+        pull = _object(p["pull_request"], "pull_request")
+        head = _object(pull["head"], "head")
+        return ForgeEvent(kind="pull", repo=_repo(p), number=_number(pull["number"]),
+                          sha=str(head["sha"]), branch=_ref(head),
                           **common)  # type: ignore[arg-type]
     if name == "status":
         return ForgeEvent(kind="ci", repo=_repo(p), sha=str(p["sha"]),
                           finished=p.get("state") != "pending",
                           **common)  # type: ignore[arg-type]
     if name in ("check_run", "check_suite", "workflow_run"):
-        item = p[name]
+        item = _object(p[name], name)
         pulls = item.get("pull_requests") or []
-        number = int(pulls[0]["number"]) if pulls else None
-        branch = item.get("head_branch") or (item.get("check_suite") or {}).get("head_branch")
+        number = _number(_object(pulls[0], "pull_requests[0]")["number"]) if pulls else None
+        suite = item.get("check_suite") or {}
+        branch = item.get("head_branch") or (suite.get("head_branch")
+                                             if isinstance(suite, dict) else None)
         return ForgeEvent(kind="ci", repo=_repo(p), sha=str(item["head_sha"]), number=number,
                           branch=str(branch) if branch else None,
                           finished=action == "completed",
@@ -217,18 +284,20 @@ def _forgejo(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
     if name == "issues":
         # label_updated covers adding and removing, and "label" may be absent: the
         # controller re-reads the issue's labels instead of trusting this.
-        label = (p.get("label") or {}).get("name")
-        number = p.get("number") or p["issue"]["number"]
-        return ForgeEvent(kind="issue", repo=_repo(p), number=int(number), label=label,
+        number = _number(p["number"]) if p.get("number") else _issue_number(p)
+        title, body = _issue_text(p) if "issue" in p else (None, None)
+        return ForgeEvent(kind="issue", repo=_repo(p), number=number, label=_label(p),
+                          issue_title=title, issue_body=body,
                           **common)  # type: ignore[arg-type]
     if name == "issue_comment":
-        return ForgeEvent(kind="comment", repo=_repo(p), number=int(p["issue"]["number"]),
-                          comment_body=str((p.get("comment") or {}).get("body") or ""),
+        comment = _object(p.get("comment") or {}, "comment")
+        return ForgeEvent(kind="comment", repo=_repo(p), number=_issue_number(p),
+                          comment_body=str(comment.get("body") or ""),
                           **common)  # type: ignore[arg-type]
     if name in ("pull_request", "pull_request_review"):
-        pull = p["pull_request"]
-        head = pull.get("head") or {}
-        return ForgeEvent(kind="pull", repo=_repo(p), number=int(pull["number"]),
+        pull = _object(p["pull_request"], "pull_request")
+        head = _object(pull.get("head") or {}, "head")
+        return ForgeEvent(kind="pull", repo=_repo(p), number=_number(pull["number"]),
                           sha=str(head.get("sha") or "") or None, branch=_ref(head),
                           **common)  # type: ignore[arg-type]
     if name == "status":

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from gates.model import GateResult
+from gates.model import Diff, GateResult
 from gates.profiles import GatesConfig, Profile
 from gates.secrets import redact as redact_secrets
 from runner.agent.base import Agent
@@ -52,6 +52,8 @@ class Workspace(Protocol):
     def head(self, wt: Any) -> str: ...
 
     def diff(self, wt: Any, *, cancel: threading.Event | None = ...) -> str: ...
+
+    def changes(self, wt: Any, *, cancel: threading.Event | None = ...) -> Diff: ...
 
     def conflicts(self, wt: Any, *, url: str | None = ..., token: str | None = ...,
                   cancel: threading.Event | None = ...) -> list[str]: ...

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 from gates.checks import command_result
-from gates.diff import parse_unified_diff
 from gates.model import GateResult
 from gates.run import check_diff
 from runner.agent.base import Comment as TaskComment
@@ -83,8 +82,8 @@ def _pre_push(ctx: RunContext, summary: str) -> list[Failure]:
     if sha is None and not diff_text.strip():
         return [Failure("gate", "changes", "the branch has no changes against the base "
                         "branch: nothing was done for the issue")]
-    results = check_diff(parse_unified_diff(diff_text), ctx.profile, ctx.details.labels,
-                         ctx.gates)
+    results = check_diff(workspaces.changes(wt, cancel=ctx.handle.cancel), ctx.profile,
+                         ctx.details.labels, ctx.gates)
     if not ctx.skip_gates:
         results += _sandbox_gates(ctx)
     ctx.gate_results = results

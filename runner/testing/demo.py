@@ -164,14 +164,21 @@ class DemoWorld:
                 data[section] = values
         return data
 
-    def start_runner_process(self) -> None:
-        """Wire and start the runner in this process: HTTP server and controller."""
+    def start_runner_process(self, *, loop: bool = True) -> None:
+        """Wire and start the runner in this process: HTTP server and (unless ``loop`` is
+        False: ``start_loop`` later, as a runner slow to look) the controller."""
         from runner.wiring import build
 
         settings = Settings.model_validate(self.settings_dict())
         self.runner = build(settings, worker="demo-runner", serving=True)
         self.server = serve_in_thread(self.runner, "127.0.0.1", 0)
         self.forge.add_webhook(REPO, f"{self.server.url}/webhooks/{self.flavour}", self.secret)
+        if loop:
+            self.start_loop()
+
+    def start_loop(self) -> None:
+        """Start the controller of a runner started with ``loop=False``: it looks at what the
+        webhooks queued meanwhile, and at every labelled issue."""
         self._loop = threading.Thread(target=self.runner.controller.run,
                                       name="orchestrator-controller", daemon=True)
         self._loop.start()

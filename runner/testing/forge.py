@@ -317,6 +317,13 @@ class ForgeEmulator:
         return self.state.add_comment(repo, self.state.issue(repo, number),
                                       self._actor(as_user), body).id
 
+    def edit_issue(self, full_name: str, number: int, *, as_user: str, title: str | None = None,
+                   body: str | None = None) -> None:
+        """Edit an issue's title or text as ``as_user`` (GitHub records who edited the text)."""
+        repo = self.repo(full_name)
+        self.state.edit_issue(repo, self.state.issue(repo, number), self._actor(as_user),
+                              title=title, body=body)
+
     def close(self, full_name: str, number: int, *, as_user: str) -> None:
         """Close an issue or PR as ``as_user``."""
         repo = self.repo(full_name)

@@ -27,6 +27,7 @@ from runner.testing.forge_state import (
     Repo,
     ReviewRecord,
     User,
+    iso,
 )
 
 
@@ -486,6 +487,8 @@ class GitHubApi(BaseApi):
         if req.user is None:
             return Reply(401, {"message": "Requires authentication"})
         query = str((req.body or {}).get("query", ""))
+        if "lastEditedAt" in query:
+            return self._last_edit(req)
         variables = (req.body or {}).get("variables", {}).get("input", {})
         match = re.search(r"(markPullRequestReadyForReview|convertPullRequestToDraft)\(", query)
         if match is None:
@@ -503,6 +506,29 @@ class GitHubApi(BaseApi):
                                   "pullRequest": {"isDraft": issue.pull.draft}}
                         return Reply(200, {"data": {name: result}})
         return Reply(200, {"errors": [{"message": "Could not resolve to a node"}]})
+
+    def _last_edit(self, req: Request) -> Reply:
+        """``repository(owner, name) { issue(number) { lastEditedAt editor { login }
+        timelineItems(itemTypes: [RENAMED_TITLE_EVENT], last: 1) {...} } }``."""
+        variables = (req.body or {}).get("variables") or {}
+        try:
+            repo = self.state.repo(str(variables["owner"]), str(variables["name"]))
+            self.state.need(repo, req.user, "read")
+            issue = self.state.issue(repo, int(variables["number"]))
+        except (KeyError, ValueError, TypeError, EmulatorError):
+            return Reply(200, {"errors": [{"type": "NOT_FOUND", "message": "Could not resolve "
+                                                                           "to an Issue"}]})
+        if issue.pull is not None:
+            return Reply(200, {"data": {"repository": {"issue": None}}, "errors": [
+                {"type": "NOT_FOUND", "message": "Could not resolve to an Issue"}]})
+        editor, renamer = issue.body_editor, issue.retitled_by
+        renames = [] if issue.retitled_at is None else [{
+            "createdAt": iso(issue.retitled_at),
+            "actor": {"login": renamer.login} if renamer else None}]
+        return Reply(200, {"data": {"repository": {"issue": {
+            "lastEditedAt": iso(issue.body_edited_at),
+            "editor": {"login": editor.login} if editor else None,
+            "timelineItems": {"nodes": renames}}}}})
 
 
 class ForgejoApi(BaseApi):

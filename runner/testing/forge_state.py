@@ -128,6 +128,10 @@ class Issue:
     events: list[IssueEvent] = field(default_factory=list)
     reactions: list[Reaction] = field(default_factory=list)
     pull: Pull | None = None
+    body_edited_at: datetime | None = None  # GitHub's GraphQL lastEditedAt
+    body_editor: User | None = None
+    retitled_at: datetime | None = None  # GitHub's GraphQL RenamedTitleEvent
+    retitled_by: User | None = None
 
 
 @dataclass
@@ -370,6 +374,10 @@ class ForgeState:
                    body: str | None = None, state: str | None = None) -> Issue:
         with self.lock:
             if title is not None or body is not None:
+                if body is not None and body != issue.body:
+                    issue.body_edited_at, issue.body_editor = now(), user
+                if title is not None and title != issue.title:
+                    issue.retitled_at, issue.retitled_by = now(), user
                 issue.title = title if title is not None else issue.title
                 issue.body = body if body is not None else issue.body
                 kind = "pull_request" if issue.pull else "issues"

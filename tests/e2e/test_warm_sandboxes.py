@@ -29,6 +29,11 @@ def warm_ids(docker_client: Any) -> set[str]:
             and c["Names"][0].lstrip("/").startswith("orchestrator-warm-")}
 
 
+def bearer(world: DemoWorld) -> dict[str, str]:
+    """/healthz gives its details only with the API token."""
+    return {"Authorization": f"Bearer {world.env['DEMO_API_TOKEN']}"}
+
+
 def test_a_run_starts_in_a_warm_sandbox_which_is_refilled_and_drained(
         tmp_path: Path, sandbox_image: str, docker_client: Any) -> None:
     with DemoWorld(tmp_path, settings={"sandbox": {"warm": 2}}) as world:
@@ -36,7 +41,7 @@ def test_a_run_starts_in_a_warm_sandbox_which_is_refilled_and_drained(
         url = f"{world.server.url}/healthz"
 
         def ready() -> int:
-            health = httpx.get(url, timeout=10).json()
+            health = httpx.get(url, timeout=10, headers=bearer(world)).json()
             assert health["warm_target"] == 2
             return int(health["warm_sandboxes"])
 
@@ -70,7 +75,8 @@ def test_sandbox_env_reaches_the_agents_commands_in_a_warm_sandbox(
     settings = {"sandbox": {"warm": 1, "env": {"PIP_INDEX_URL": "http://mirror.invalid/simple"}}}
     with DemoWorld(tmp_path, settings=settings, agent=policy) as world:
         assert world.server is not None
-        world.wait_for(lambda: httpx.get(f"{world.server.url}/healthz", timeout=10)
+        world.wait_for(lambda: httpx.get(f"{world.server.url}/healthz", timeout=10,
+                                         headers=bearer(world))
                        .json()["warm_sandboxes"] == 1, 120, "a warm sandbox")
         issue = world.open_issue()
         run = world.wait_finished(issue)

@@ -31,12 +31,9 @@ DELIVERY_HEADERS = ["X-GitHub-Delivery", "X-Forgejo-Delivery", "X-Gitea-Delivery
 EVENTS = ["issues", "issue_comment", "pull_request", "ping", "push", "label", "", "issues\x00"]
 
 
-@pytest.fixture(scope="module")
-def app_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DemoWorld, Runner,
-                                                                          TestClient]]:
-    """A wired runner (controller loop not started) behind the app, in a Starlette client
-    that re-raises any exception the app lets out: a crash fails the test."""
-    world = DemoWorld(tmp_path_factory.mktemp("fuzz"), sandbox="local",
+def app_world_of(tmp_path_factory: pytest.TempPathFactory, flavour: str
+               ) -> Iterator[tuple[DemoWorld, Runner, TestClient]]:
+    world = DemoWorld(tmp_path_factory.mktemp("fuzz"), sandbox="local", flavour=flavour,  # type: ignore[arg-type]
                       start_runner=False).start()
     try:
         runner = build(Settings.model_validate(world.settings_dict()), worker="fuzz")
@@ -44,6 +41,14 @@ def app_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DemoWo
             yield world, runner, client
     finally:
         world.stop()
+
+
+@pytest.fixture(scope="module")
+def app_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DemoWorld, Runner,
+                                                                          TestClient]]:
+    """A wired runner (controller loop not started) behind the app, in a Starlette client
+    that re-raises any exception the app lets out: a crash fails the test."""
+    yield from app_world_of(tmp_path_factory, "github")
 
 
 def labelled(number: int, label: str = "orchestrator") -> dict[str, Any]:
