@@ -123,6 +123,8 @@ class RunDetails:
     rejected_kills: tuple[int, ...] = ()  # /kill comments answered as not allowed
     ci_deadline: float = 0.0  # epoch seconds by which CI must finish on the head
     ci_looks: int = 0  # how many times CI was read on this head (sets the poll backoff)
+    # The last pre-push gate results (as GateResult.to_dict), for the reviewer in a later claim.
+    gate_results: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

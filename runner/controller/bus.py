@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ class BusListener:
     """Delivers kills to this process's slots and wakes a slot for runnable work."""
 
     def __init__(self, controller: Controller) -> None:
+        self.controller = controller
         self.store = controller.store
         self.stopping = controller.stopping
         self.slots = controller.slots
@@ -65,8 +67,18 @@ class BusListener:
         if kind == "kill":
             kill = KillRequest(run_id=message["run"], actor=message.get("actor", ""),
                                reason=message.get("reason", ""), at=time.time())
-            self.slots.deliver_kill(kill)
+            if not self.slots.deliver_kill(kill):
+                # Not ours to stop: if nobody works on the run (it waits), cancel it, off
+                # this thread so that the kills after it are not held up.
+                threading.Thread(target=self._cancel_unowned, args=(kill,), daemon=True,
+                                 name=f"orchestrator-kill-{kill.run_id}").start()
         elif kind == "wake":
             self.slots.notify()
         elif kind == "resume":
             self.slots.notify_all()
+
+    def _cancel_unowned(self, kill: KillRequest) -> None:
+        try:
+            self.controller.cancel_unowned(kill)
+        except Exception as exc:  # the next look at the issue cancels it instead
+            log.warning("run %s: cannot cancel it here: %s", kill.run_id, exc)

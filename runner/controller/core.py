@@ -16,7 +16,7 @@ from runner.controller.slots import Slots
 from runner.decline import decline
 from runner.forge.base import Forge, ForgeError, NotFound, Permission, own_logins
 from runner.forge.budget import poll_every
-from runner.model import ACTIVE, Lease, Run, RunDetails, branch_name
+from runner.model import ACTIVE, KillRequest, Lease, Run, RunDetails, branch_name
 from runner.plan import Action, Cancel, Decline, IssueView, Nothing, RejectKill, Start, plan
 from runner.policy import is_priority_label, kill_command, task_text
 from runner.run.handle import RunHandle
@@ -281,12 +281,19 @@ class Controller:
                                                reason=action.reason)
             except RunFinished:
                 return
-        self.slots.deliver_kill(kill)
-        lease = self.store.claim_run(action.run_id, self.worker_id,
+        if not self.slots.deliver_kill(kill):
+            self.cancel_unowned(kill)
+
+    def cancel_unowned(self, kill: KillRequest) -> None:
+        """Carry out ``kill`` here if no process works on its run (it waits for CI, it is
+        queued, or its owner died): claim it and cancel it. A no-op when it is owned (its
+        owner stops it) or ended."""
+        lease = self.store.claim_run(kill.run_id, self.worker_id,
                                      self.settings.limits.lease_ttl)
-        if lease is not None:  # nobody owns it: cancel it here and now
-            run = self.store.get_run(action.run_id)
-            self.driver.cancel_unowned(run, action.actor, action.reason, lease)
+        if lease is None:
+            return
+        run = self.store.get_run(kill.run_id)
+        self.driver.cancel_unowned(run, kill.actor, kill.reason, lease)
 
     def dispatch(self, repo: str, issue: int, actor: str) -> Run:
         """Start a run without a label (the API, for other control planes); the existing
@@ -296,7 +303,8 @@ class Controller:
         title, body, digest = task_text(found.title, found.body)
         run, _ = self.store.create_run(repo, issue, trigger_actor=actor, issue_title=title,
                                        issue_body=body, issue_hash=digest,
-                                       branch=branch_name(issue))
+                                       branch=branch_name(issue),
+                                       priority=self.settings.repo(repo).priority)
         self.slots.notify()
         return run
 

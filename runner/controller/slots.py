@@ -56,13 +56,15 @@ class Slots:
         with self._wake:
             self._wake.notify_all()
 
-    def deliver_kill(self, kill: KillRequest) -> None:
-        """Stop the run now if a slot of this process works on it."""
+    def deliver_kill(self, kill: KillRequest) -> bool:
+        """Stop the run now if a slot of this process works on it; True when one does."""
         with self._handles_lock:
             handle = self.handles.get(kill.run_id)
-        if handle is not None:
-            log.info("run %s: kill by %s (%s)", kill.run_id, kill.actor, kill.reason)
-            handle.trigger(kill)
+        if handle is None:
+            return False
+        log.info("run %s: kill by %s (%s)", kill.run_id, kill.actor, kill.reason)
+        handle.trigger(kill)
+        return True
 
     def work_loop(self) -> None:
         """One slot: claim the next step, work it, until the controller stops."""
@@ -111,6 +113,13 @@ class Slots:
             if not crashed and not waiting:  # after a crash the lease lapses by itself
                 with contextlib.suppress(StoreError):
                     self.store.release(handle.lease)
+            if waiting and handle.kill is not None:
+                # The kill came as the run began to wait: it has no owner to stop it now.
+                try:
+                    self.controller.cancel_unowned(handle.kill)
+                except Exception as exc:  # the next look at the issue cancels it instead
+                    log.warning("run %s: cannot cancel it here: %s", lease.run_id, exc)
+                waiting = False
             if not waiting:  # the issue may want something else now; a waiting run's is
                 try:          # looked at when its event comes
                     run = self.store.get_run(lease.run_id)

@@ -45,6 +45,7 @@ from runner.forge.retry import (
     is_rate_limit,
     rate_limit_wait,
     retry_after_seconds,
+    stop_if_cancelled,
 )
 from runner.forge.retry import (
     retrying as _retrying,
@@ -194,6 +195,8 @@ class ForgejoForge:
         """One request, never repeated here: a POST after a 502 may have acted. Whole
         operations are retried instead (``_operation``), each reading before it writes."""
         what = f"{method} {path}"
+        if method != "GET":
+            stop_if_cancelled()
         self.stats.request()
         try:
             response = self.http.request(method, path, params=params, json=json)

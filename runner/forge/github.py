@@ -51,6 +51,7 @@ from runner.forge.retry import (
     is_rate_limit,
     rate_limit_wait,
     retry_after_seconds,
+    stop_if_cancelled,
 )
 
 T = TypeVar("T")
@@ -348,14 +349,17 @@ class GitHubForge:
                 except GithubException as exc:
                     if exc.status != 422:  # 422: someone created it meanwhile
                         raise
+            stop_if_cancelled()
             gh_repo.get_issue(number).add_to_labels(name)
         self._call(f"add label {name!r} to {repo}#{number}", add)
 
     def remove_label(self, repo: str, number: int, name: str) -> None:
         """Remove the label; a label that is not there is fine."""
+        def remove() -> None:
+            stop_if_cancelled()
+            self._repo(repo).get_issue(number).remove_from_labels(name)
         with contextlib.suppress(NotFound):
-            self._call(f"remove label {name!r} from {repo}#{number}",
-                       lambda: self._repo(repo).get_issue(number).remove_from_labels(name))
+            self._call(f"remove label {name!r} from {repo}#{number}", remove)
 
     def upsert_comment(self, repo: str, number: int, marker: str, body: str) -> Comment:
         """Edit our comment carrying ``marker``, or create it."""
@@ -366,6 +370,7 @@ class GitHubForge:
         def upsert() -> Comment:
             issue = self._repo(repo).get_issue(number)
             found = next((c for c in issue.get_comments() if marker in (c.body or "")), None)
+            stop_if_cancelled()
             if found is None:
                 found = issue.create_comment(body)
             elif found.body != body:
@@ -380,6 +385,7 @@ class GitHubForge:
         """React to the issue, or to its comment ``comment_id``."""
         def react() -> None:
             issue = self._repo(repo).get_issue(number)
+            stop_if_cancelled()
             if comment_id is None:
                 issue.create_reaction(content)
             else:
@@ -407,6 +413,7 @@ class GitHubForge:
             found = self._find_pull(repo, head, base)
             if found is not None:
                 return found
+            stop_if_cancelled()
             try:
                 return self._to_pull(self._repo(repo).create_pull(
                     base=base, head=head, title=title, body=body, draft=draft))
@@ -432,6 +439,7 @@ class GitHubForge:
                 fields["title"] = title
             if body is not None:
                 fields["body"] = body
+            stop_if_cancelled()
             if fields:
                 pr.edit(**fields)
             if draft is False and pr.draft:
@@ -497,6 +505,7 @@ class GitHubForge:
                 if (latest is not None and latest.state == state
                         and (latest.description or "") == description[:140]):
                     return
+            stop_if_cancelled()
             if target_url:
                 commit.create_status(state, target_url=target_url,
                                      description=description[:140], context=context)
@@ -521,6 +530,7 @@ class GitHubForge:
                         return int(old.id)
             lines: list[Any] = [{"path": c.path, "line": c.line, "side": "RIGHT", "body": c.body}
                                 for c in comments]
+            stop_if_cancelled()
             if commit_sha:
                 review = pr.create_review(commit=gh_repo.get_commit(commit_sha), body=body,
                                           event="COMMENT", comments=lines)

@@ -70,6 +70,26 @@ class Interrupted(ForgeError):
     """A forge call was waiting to retry when its run was killed."""
 
 
+def stop_if_cancelled() -> None:
+    """Before each write a forge operation makes: Interrupted when the run it works for was
+    killed meanwhile (a step left behind by a kill must not write after it, not even the POST
+    that follows the GET it was blocked in)."""
+    event = _cancel.get()
+    if event is not None and event.is_set():
+        raise Interrupted("the run was killed: this forge write was not made")
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """The kill's own record (the trigger label taken off) is written though the run's cancel
+    is set."""
+    token = _cancel.set(None)
+    try:
+        yield
+    finally:
+        _cancel.reset(token)
+
+
 @contextlib.contextmanager
 def interrupt_on(event: threading.Event) -> Iterator[None]:
     """Within this block (this thread), a retry's sleep ends when ``event`` is set."""

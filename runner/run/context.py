@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from gates.model import Diff, GateResult
+from gates.model import Diff
 from gates.profiles import GatesConfig, Profile
 from gates.secrets import redact as redact_secrets
 from runner.agent.base import Agent
@@ -126,7 +126,6 @@ class RunContext:
     worktree: Any = None
     sandbox: Sandbox | None = None
     warm: bool = False  # the run took a sandbox started ahead of it
-    gate_results: list[GateResult] = field(default_factory=list)
     last_active: RunState = RunState.QUEUED  # for the checklist of a run that ended early
     comments: tuple[int, list[tuple[str, str]]] | None = None  # (iteration, writers' comments)
 

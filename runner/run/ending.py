@@ -10,6 +10,7 @@ import contextlib
 import logging
 
 from runner.forge.base import ForgeError
+from runner.forge.retry import uninterrupted
 from runner.model import RunState
 from runner.run.context import RunContext
 from runner.run.pushing import pr_body
@@ -43,7 +44,7 @@ def cancelled(ctx: RunContext, actor: str | None = None, reason: str | None = No
                                    reason=reason, fence=ctx.fence)
     ctx.event("killed", {"actor": actor, "reason": reason, "state": str(state),
                          "requested_at": kill.at if kill else None}, actor=actor)
-    with contextlib.suppress(ForgeError):
+    with contextlib.suppress(ForgeError), uninterrupted():  # the kill's own record
         ctx.forge.remove_label(ctx.run.repo, ctx.run.issue, ctx.settings.labels.trigger)
 
 

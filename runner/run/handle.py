@@ -42,8 +42,14 @@ class RunHandle:
                 return
             self.cancel.set()
             callbacks, self._on_kill = self._on_kill, []
+        # Each in a thread of its own: stopping a container takes a second or more, and the
+        # caller (the bus listener) has the next run's kill to deliver.
         for callback in callbacks:
-            try:
-                callback()
-            except Exception:  # a failed stop must not keep the others from running
-                log.exception("kill callback for %s failed", self.run_id)
+            threading.Thread(target=self._call, args=(callback,), daemon=True,
+                             name=f"orchestrator-kill-{self.run_id}").start()
+
+    def _call(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:  # a failed stop must not keep the others from running
+            log.exception("kill callback for %s failed", self.run_id)

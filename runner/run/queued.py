@@ -42,6 +42,7 @@ def step(ctx: RunContext) -> Outcome:
         ctx.before_write()
         forge.upsert_comment(run.repo, run.issue, "orchestrator:too-large", sizing.comment)
         if sizing.label:
+            ctx.before_write()
             forge.add_label(run.repo, run.issue, sizing.label)
         raise RunFailed("too large for one run (the 50% rule): " + sizing.reason)
     ctx.move(RunState.PREPARING)

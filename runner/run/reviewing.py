@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gates.diff import parse_unified_diff
+from gates.model import GateResult
 from runner import review
 from runner.forge.base import ReviewComment
 from runner.model import RunState
@@ -21,7 +22,8 @@ def step(ctx: RunContext) -> Outcome:
     try:
         verdict = review.review(
             review.ReviewInput(issue_title=run.issue_title, issue_body=run.issue_body,
-                               diff=diff_text, gate_results=tuple(ctx.gate_results),
+                               diff=diff_text, gate_results=tuple(
+                                   GateResult.from_dict(r) for r in ctx.details.gate_results),
                                repo=run.repo, issue_number=run.issue),
             client=ctx.services.review_client, model=settings.review.model,
             threshold=threshold, max_diff_chars=settings.review.max_diff_chars,

@@ -86,7 +86,7 @@ def _pre_push(ctx: RunContext, summary: str) -> list[Failure]:
                          ctx.details.labels, ctx.gates)
     if not ctx.skip_gates:
         results += _sandbox_gates(ctx)
-    ctx.gate_results = results
+    ctx.note(gate_results=tuple(r.to_dict() for r in results))
     ctx.event("gates", {"stage": "pre-push", "results": [r.to_dict() for r in results]})
     failed = [r for r in results if not r.passed]
     secrets_found = any(r.gate == "secrets" for r in failed)

@@ -330,8 +330,9 @@ class RedisStore:
             pipe.multi()
             if not run.terminal:
                 self._write_run(pipe, new)
-            if fence is not None:
+            if fence is not None:  # parked: nobody holds it, and nobody lost it either
                 pipe.delete(self._k("lease", run_id))
+                pipe.srem(self._k("leased"), run_id)
             return new
 
         return self._atomic([self._k("run", run_id), self._k("lease", run_id)], body)
