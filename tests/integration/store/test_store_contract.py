@@ -347,3 +347,15 @@ def test_kill_in_one_process_reaches_another_within_a_second(store: Store, spec:
     proc.join(10)
     assert received_run == run.id
     assert received_at - sent < 1.0
+
+
+def test_a_parked_run_is_not_reported_as_a_lost_owner(store: Store) -> None:
+    """A run that waits gave its lease back on purpose: recovery neither audits it as
+    ``lease_expired`` ("lost its owner") nor counts it as recovered."""
+    run, _ = store.create_run("acme/w", 1)
+    lease = store.claim("w1", ttl=30)
+    assert lease is not None
+    assert store.park(run.id, time.time() + 600, fence=lease.token, wakes=run.wakes)
+    assert store.recover_expired() == []
+    assert [e.kind for e in store.events(run.id, limit=100)
+            if e.kind == "lease_expired"] == []
