@@ -108,6 +108,7 @@ class Slots:
             log.warning("run %s stopped on an error (%s: %s); it is retried when its lease "
                         "lapses", lease.run_id, type(exc).__name__, exc)
         finally:
+            handle.released.set()  # its heartbeat stops now, not a period later
             with self._handles_lock:
                 self.handles.pop(lease.run_id, None)
             if not crashed and not waiting:  # after a crash the lease lapses by itself
@@ -130,10 +131,7 @@ class Slots:
 
     def _heartbeat(self, handle: RunHandle) -> None:
         period = max(self._ttl / 3, 0.2)
-        while not self.stopping.wait(period):
-            with self._handles_lock:
-                if self.handles.get(handle.run_id) is not handle:
-                    return
+        while not handle.released.wait(period) and not self.stopping.is_set():
             try:
                 handle.lease = self.store.renew(handle.lease, self._ttl)
             except LeaseLost:

@@ -21,6 +21,7 @@ class RunHandle:
     cancel: threading.Event = field(default_factory=threading.Event)
     kill: KillRequest | None = None
     lease_lost: bool = False
+    released: threading.Event = field(default_factory=threading.Event)  # the claim is over
     _on_kill: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
