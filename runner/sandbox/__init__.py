@@ -37,7 +37,10 @@ def make_backend(settings: Settings) -> SandboxBackend:
 
 
 def spec_limits(settings: Settings) -> dict[str, object]:
-    """The SandboxSpec fields the configuration sets: image, limits, network, env."""
+    """The SandboxSpec fields the configuration sets: image, limits, network, runtime, env,
+    and whether a command agent's model gateway needs a channel into the sandbox."""
     cfg = settings.sandbox
+    gateway = settings.agent.kind == "command" and settings.agent.gateway.enabled
     return {"image": cfg.image, "cpus": cfg.cpus, "memory": cfg.memory, "pids": cfg.pids,
-            "network": cfg.network, "env": dict(cfg.env)}
+            "network": cfg.network, "runtime": cfg.runtime, "gateway": gateway,
+            "env": dict(cfg.env)}
