@@ -160,7 +160,10 @@ class DockerSandbox:
             with contextlib.suppress(OSError):
                 raw.close()
         output.flush()
-        exit_code = self.api.exec_inspect(exec_id).get("ExitCode")
+        try:
+            exit_code = self.api.exec_inspect(exec_id).get("ExitCode")
+        except docker.errors.NotFound:  # gVisor forgets the execs of a stopped container
+            exit_code = None
         elapsed = time.monotonic() - started
         if timeout is not None and (timed_out.is_set() or (
                 exit_code in (124, 137) and elapsed >= timeout * 0.98)):
