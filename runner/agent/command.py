@@ -119,7 +119,8 @@ class CommandAgent:
                 channel = ModelChannel(self.config, budget, self.environ, emit)
             except AgentError as exc:
                 return Outcome("error", error=str(exc))
-            emit.secrets += [*channel.secrets, channel.gateway.token]
+            emit.secrets += channel.secrets
+            emit.aliases[channel.gateway.token] = "[run credential]"
         workdir = self._setup(sandbox, emit)
         if isinstance(workdir, Outcome):
             return workdir
@@ -232,6 +233,7 @@ class _Emitter:
     def __init__(self, sink: EventSink, secrets: list[str]) -> None:
         self.sink = sink
         self.secrets = secrets
+        self.aliases: dict[str, str] = {}  # values shown by a name of what they are
         self.buffer: list[str] = []
         self.size = 0
         self.last = time.monotonic()
@@ -241,6 +243,8 @@ class _Emitter:
     def scrub(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "[redacted]")
+        for value, name in self.aliases.items():
+            text = text.replace(value, name)
         return text
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:

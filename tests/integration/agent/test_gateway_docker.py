@@ -1,0 +1,264 @@
+"""A command agent in a real container reaches its model only through the run's gateway.
+
+The agent is a Python script on the real anthropic SDK (tests/unit/agent/sdk_agent.py), put
+into the container with the SDK; it gets nothing but the gateway's base URL and a per-run
+credential. It fixes a real bug against the LLM emulator, under the engine's default
+runtime and under gVisor, while the key stays out of the container and nothing but the
+gateway is reachable from it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import json
+import re
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.agent.base import Task
+from runner.agent.command import CommandAgent
+from runner.config import AgentConfig
+from runner.model import Budget
+from runner.sandbox.base import SandboxSpec
+from runner.sandbox.docker import DockerBackend, DockerSandbox
+from runner.testing.forge import ForgeEmulator
+from runner.testing.llm import LLMEmulator, Reply
+from tests.conftest import missing
+from tests.integration.sandbox.conftest import require_runtime
+from tests.unit.agent.project import TEST_COMMAND, fixing_script, write_project
+
+pytestmark = [pytest.mark.docker, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+IMAGE = "orchestrator-sandbox:latest"
+KEY_ENV = "ORCH_TEST_GATEWAY_KEY"
+KEY = "sk-ant-test-" + uuid.uuid4().hex  # the real key, as far as this test is concerned
+SDK_AGENT = Path(__file__).parents[2] / "unit" / "agent" / "sdk_agent.py"
+TASK = Task(title="add() is broken", body="test_calc fails; fix add().", repo="acme/calc",
+            issue=1)
+BUDGET = Budget(max_turns=20, max_tokens=1_000_000, max_cost_usd=10.0)
+# The SDK goes into the workspace (the sandbox's tmpfs are noexec; a real CLI agent comes in
+# the image) and leaves it before the test looks at the work.
+SDK = "/workspace/.sdk"
+AGENT = f"PYTHONPATH={SDK} python3 {SDK}/sdk_agent.py {{prompt_file}}"
+# Run inside the container before the agent: which addresses answer, what the environment
+# (every process's) holds.
+PROBE = r'''
+import glob, os, socket, sys, urllib.request
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        print("REACHED", target)
+    except OSError as exc:
+        print("UNREACHABLE", target, type(exc).__name__)
+with urllib.request.urlopen(os.environ["ORCHESTRATOR_GATEWAY"] + "/healthz", timeout=10) as r:
+    print("GATEWAY", r.read().decode())
+print("ENV", sorted(os.environ.items()))
+for path in glob.glob("/proc/[0-9]*/environ"):
+    try:
+        print("PROCENV", path, open(path, "rb").read().replace(b"\0", b" ").decode())
+    except OSError:
+        pass
+'''
+Events = list[tuple[str, dict[str, Any]]]
+
+
+def _sdk_tar() -> bytes:
+    """The anthropic SDK and what it needs, from this interpreter's site-packages (the
+    sandbox image's python3 is the same minor version), plus the agent script."""
+    seen: set[str] = set()
+    todo = ["anthropic"]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        while todo:
+            name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                dist = importlib.metadata.distribution(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue  # a dependency for other Pythons or platforms
+            for requirement in dist.requires or []:
+                if "extra ==" not in requirement:
+                    todo.append(re.split(r"[ <>=!~;\[(]", requirement, maxsplit=1)[0])
+            for file in dist.files or []:
+                if ".." not in file.parts and "__pycache__" not in file.parts:
+                    tar.add(str(file.locate()), arcname=str(file), recursive=False)
+        tar.add(str(SDK_AGENT), arcname="sdk_agent.py")
+        data = PROBE.encode()
+        info = tarfile.TarInfo("probe.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def sdk_tar() -> bytes:
+    return _sdk_tar()
+
+
+@pytest.fixture(params=[None, "runsc"], ids=["runc", "runsc"])
+def runtime(request: pytest.FixtureRequest, docker_client: Any) -> str | None:
+    require_runtime(docker_client, request.param)
+    return request.param  # type: ignore[no-any-return]
+
+
+def _sandbox(docker_client: Any, tmp_path: Path, sdk_tar: bytes,
+             runtime: str | None) -> Iterator[DockerSandbox]:
+    try:
+        docker_client.images.get(IMAGE)
+    except Exception:
+        missing(f"the sandbox image {IMAGE} is missing: run scripts/build-sandbox-image")
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    write_project(origin)
+    git = ["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "buggy"], check=True)
+    repo = tmp_path / "worktree"
+    subprocess.run([*git, "worktree", "add", "-q", "-b", "orchestrator/issue-1", str(repo)],
+                   check=True)
+    backend = DockerBackend(docker_client, state_dir=tmp_path / "state", image=IMAGE,
+                            secrets=[KEY])
+    box = backend.start(SandboxSpec(run_id=f"gw-test-{uuid.uuid4().hex[:8]}", repo="acme/calc",
+                                    issue=1, worktree=repo, image=IMAGE, gateway=True,
+                                    runtime=runtime))
+    try:
+        put = box.exec(["bash", "-c", f"mkdir -p {SDK} && tar -x -C {SDK}"], stdin=sdk_tar,
+                       timeout=120)
+        assert put.ok, put.output
+        yield box
+    finally:
+        box.remove()
+
+
+@pytest.fixture
+def sandbox(docker_client: Any, tmp_path: Path, sdk_tar: bytes, runtime: str | None
+            ) -> Iterator[DockerSandbox]:
+    yield from _sandbox(docker_client, tmp_path, sdk_tar, runtime)
+
+
+@pytest.fixture
+def runc_sandbox(docker_client: Any, tmp_path: Path, sdk_tar: bytes
+                 ) -> Iterator[DockerSandbox]:
+    yield from _sandbox(docker_client, tmp_path, sdk_tar, None)
+
+
+def run_agent(sandbox: DockerSandbox, llm: LLMEmulator, command: str = AGENT,
+              budget: Budget = BUDGET, cancel: threading.Event | None = None
+              ) -> tuple[Any, Events]:
+    config = AgentConfig(kind="command", command=command, base_url=llm.base_url,
+                         api_key_env=KEY_ENV)
+    seen: Events = []
+    outcome = CommandAgent(config, timeout=300, environ={KEY_ENV: KEY}).run(
+        TASK, sandbox, budget, cancel or threading.Event(),
+        lambda kind, data: seen.append((kind, data)))
+    return outcome, seen
+
+
+def output_of(seen: Events) -> str:
+    return "".join(d["text"] for k, d in seen if k == "agent.output")
+
+
+def _host_addresses() -> list[str]:
+    """This machine's addresses a container could try: loopback, the Docker bridge's
+    gateway, the host's own."""
+    found = {"127.0.0.1"}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent; the route picks an address
+            found.add(s.getsockname()[0])
+        except OSError:
+            pass
+    done = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True)
+    found |= set(re.findall(r"inet (\d+\.\d+\.\d+\.\d+)", done.stdout))
+    return sorted(found)
+
+
+def test_the_agent_fixes_the_bug_through_the_gateway_and_reaches_nothing_else(
+        sandbox: DockerSandbox, tmp_path: Path) -> None:
+    key = KEY
+    # What the container must not reach: the forge, a runner port open on every interface,
+    # the model's own address (served on every interface here), and another host.
+    runner_port = socket.socket()
+    runner_port.bind(("0.0.0.0", 0))
+    runner_port.listen(8)
+    with ForgeEmulator("github", tmp_path / "forge") as forge, \
+            LLMEmulator(policy=fixing_script(), api_key=key, host="0.0.0.0") as llm:
+        llm_port, api_port = llm.port, runner_port.getsockname()[1]
+        targets = [f"127.0.0.1:{forge.port}", "1.1.1.1:443"] + [
+            f"{address}:{port}" for address in _host_addresses()
+            for port in (api_port, llm_port)]
+        # From the host they all answer (but the other host): the probe can see a way out.
+        for target in targets[:1] + targets[2:]:
+            host, port = target.rsplit(":", 1)
+            socket.create_connection((host, int(port)), timeout=3).close()
+        llm.policy = fixing_script()
+        command = f"python3 {SDK}/probe.py {' '.join(targets)} && {AGENT}"
+        outcome, seen = run_agent(sandbox, llm, command=command)
+        exchanges = list(llm.exchanges)
+    runner_port.close()
+    sandbox.exec(["rm", "-rf", SDK], timeout=60)
+    output = output_of(seen)
+    assert outcome.stop_reason == "done", (outcome.error, output[-3000:])
+    assert "GATEWAY ok" in output
+    for target in targets:
+        assert f"UNREACHABLE {target}" in output, (target, output[:3000])
+    assert "REACHED" not in output
+    # The agent had the gateway's credential, never the key, in any process's environment.
+    assert "ANTHROPIC_API_KEY', '[run credential]'" in output
+    assert key not in output and "[redacted]" not in output
+    assert sandbox.exec(TEST_COMMAND, timeout=60).ok
+    assert len(exchanges) == 5 and outcome.turns == 5 and outcome.usage.cost_usd > 0
+    # Nor in the container's files, its processes now, or the engine's view of it.
+    found = sandbox.exec(["bash", "-c", "grep -rlF -f /dev/stdin --exclude-dir=proc "
+                          "--exclude-dir=sys --exclude-dir=dev / /proc/[0-9]*/environ "
+                          "2>/dev/null; true"], stdin=key.encode(), timeout=120)
+    assert found.output.strip() == "", found.output
+    assert key not in json.dumps(sandbox.inspect())
+    assert key not in repr(seen)
+
+
+def test_overspending_stops_the_run_with_reason_budget(runc_sandbox: DockerSandbox) -> None:
+    budget = Budget(max_turns=20, max_tokens=1_000_000, max_cost_usd=0.0001)
+    with LLMEmulator(policy=fixing_script(), api_key=KEY) as llm:
+        outcome, seen = run_agent(runc_sandbox, llm, budget=budget)
+    assert outcome.stop_reason == "budget", outcome
+    turns = [d for k, d in seen if k == "agent.turn"]
+    assert len(turns) == outcome.turns == 1
+    assert turns[0]["tokens_in"] > 0 and turns[0]["cost_usd"] > 0
+    assert "budget is spent" in output_of(seen)
+
+
+def test_a_kill_during_a_slow_model_call_cuts_it(runc_sandbox: DockerSandbox) -> None:
+    cancel = threading.Event()
+    with LLMEmulator(script=[Reply.text("slow", delay=120)], api_key=KEY) as llm:
+        result: dict[str, Any] = {}
+        worker = threading.Thread(target=lambda: result.update(
+            outcome=run_agent(runc_sandbox, llm, cancel=cancel)[0]))
+        worker.start()
+        deadline = time.monotonic() + 60
+        while not llm.exchanges:
+            assert time.monotonic() < deadline, "the agent never called the model"
+            time.sleep(0.05)
+        cancel.set()
+        worker.join(15)  # the reply would take two minutes
+        deadline = time.monotonic() + 5
+        while not llm.exchanges[0].aborted and time.monotonic() < deadline:
+            time.sleep(0.02)
+        aborted = llm.exchanges[0].aborted
+    assert not worker.is_alive()
+    assert result["outcome"].stop_reason == "cancelled"
+    assert aborted  # the gateway hung up on the provider
