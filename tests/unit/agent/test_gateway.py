@@ -7,6 +7,7 @@ gateway's unix socket, which forwards to the emulator with the key. The Docker v
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ from runner.agent.base import Task
 from runner.agent.command import CommandAgent
 from runner.agent.gateway import Gateway, Upstream
 from runner.agent.meter import Meter, ReplyReader
-from runner.config import AgentConfig
+from runner.config import AgentConfig, Price
 from runner.model import Budget
 from runner.testing.llm import LLMEmulator, Reply
 from tests.unit.agent.hostsandbox import HostSandbox
@@ -201,3 +202,98 @@ def test_without_a_key_the_command_agent_says_which_variable(tmp_path: Path) -> 
     outcome = agent.run(TASK, box, BUDGET, threading.Event(), lambda kind, data: None)
     assert outcome.stop_reason == "error" and KEY_ENV in outcome.error
     assert TEST_COMMAND  # the project's test command is what the agent runs in the others
+
+
+class FakeOpenAI:
+    """Just enough of an OpenAI-compatible API, on loopback, to see what the gateway sends:
+    chat completions (JSON or a stream whose usage comes only when asked for) and responses."""
+
+    KEY = "sk-openai-real"
+
+    def __init__(self) -> None:
+        from starlette.applications import Starlette
+        from starlette.requests import Request as HttpRequest
+        from starlette.responses import JSONResponse, StreamingResponse
+        from starlette.routing import Route
+
+        self.seen: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+
+        async def chat(request: HttpRequest) -> Any:
+            body = await request.json()
+            self.seen.append(("chat", dict(request.headers), body))
+            if request.headers.get("authorization") != f"Bearer {self.KEY}":
+                return JSONResponse({"error": {"message": "bad key"}}, status_code=401)
+            usage = {"prompt_tokens": 120, "completion_tokens": 9,
+                     "prompt_tokens_details": {"cached_tokens": 100}}
+            if not body.get("stream"):
+                return JSONResponse({"choices": [{"message": {"content": "hi"},
+                                                  "finish_reason": "stop"}], "usage": usage})
+
+            async def events() -> Any:
+                yield b'data: {"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n'
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    yield f'data: {{"choices":[],"usage":{json.dumps(usage)}}}\n\n'.encode()
+                yield b"data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        async def responses(request: HttpRequest) -> Any:
+            body = await request.json()
+            self.seen.append(("responses", dict(request.headers), body))
+            return JSONResponse({"status": "completed", "output": [
+                {"type": "function_call", "name": "shell"}],
+                "usage": {"input_tokens": 40, "output_tokens": 4}})
+
+        self.app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                                     Route("/v1/responses", responses, methods=["POST"])])
+
+
+def test_an_openai_compatible_api_is_forwarded_with_its_key_and_metered(tmp_path: Path
+                                                                        ) -> None:
+    import uvicorn
+
+    fake = FakeOpenAI()
+    server = uvicorn.Server(uvicorn.Config(fake.app, host="127.0.0.1", port=0,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    events: Events = []
+    prices = {**AgentConfig().prices, "gpt-test": Price(input=1, output=10, cache_read=0.1,
+                                                        cache_write=0)}
+    meter = Meter(BUDGET, prices, lambda kind, data: events.append((kind, data)))
+    gw = Gateway(Upstream("anthropic", "http://127.0.0.1:9", "unused"), meter,
+                 lambda kind, data: events.append((kind, data)),
+                 openai=Upstream("openai", f"http://127.0.0.1:{port}/v1", FakeOpenAI.KEY))
+    path = gw.start(tmp_path)
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(path)),
+                          base_url="http://gateway/openai/v1",
+                          headers={"authorization": f"Bearer {gw.token}",
+                                   "openai-organization": "someone-else"}) as client:
+            chat = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
+            assert client.post("/chat/completions", json=chat).json()["choices"]
+            streamed = client.post("/chat/completions", json={**chat, "stream": True})
+            assert "[DONE]" in streamed.text
+            assert client.post("/responses", json={"model": "gpt-test", "input": "hi"}
+                               ).status_code == 200
+            unpriced = client.post("/chat/completions", json={**chat, "model": "gpt-other"})
+            assert unpriced.status_code == 400 and "agent.prices" in \
+                unpriced.json()["error"]["message"]
+    finally:
+        gw.close()
+        server.should_exit = True
+        thread.join(5)
+    # The real key went upstream instead of the credential; the account header did not.
+    assert all(h["authorization"] == f"Bearer {FakeOpenAI.KEY}" for _, h, _ in fake.seen)
+    assert all("openai-organization" not in h for _, h, _ in fake.seen)
+    # The gateway asked the stream for its usage, and metered all three replies.
+    assert fake.seen[1][2]["stream_options"] == {"include_usage": True}
+    turns = [d for k, d in events if k == "agent.turn"]
+    assert [(t["tokens_in"], t["cache_read"], t["tokens_out"]) for t in turns] == [
+        (20, 100, 9), (20, 100, 9), (40, 0, 4)]
+    assert turns[2]["tools"] == ["shell"] and not any(t["usage_estimated"] for t in turns)
+    assert meter.turns == 3 and meter.usage.cost_usd == pytest.approx(
+        (20 * 1 + 100 * 0.1 + 9 * 10) * 2 / 1e6 + (40 * 1 + 4 * 10) / 1e6)
