@@ -1,21 +1,18 @@
 """A command agent in a real container reaches its model only through the run's gateway.
 
-The agent is a Python script on the real anthropic SDK (tests/unit/agent/sdk_agent.py), put
-into the container with the SDK; it gets nothing but the gateway's base URL and a per-run
-credential. It fixes a real bug against the LLM emulator, under the engine's default
-runtime and under gVisor, while the key stays out of the container and nothing but the
-gateway is reachable from it.
+The agent is a Python script on the real anthropic SDK (tests/unit/agent/sdk_agent.py), in
+an image built on the sandbox image with the SDK (sdk_image.py); it gets nothing but the
+gateway's base URL and a per-run credential. It fixes a real bug against the LLM emulator,
+under the engine's default runtime and under gVisor, while the key stays out of the
+container and nothing but the gateway is reachable from it.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import io
 import json
 import re
 import socket
 import subprocess
-import tarfile
 import threading
 import time
 import uuid
@@ -34,78 +31,27 @@ from runner.sandbox.docker import DockerBackend, DockerSandbox
 from runner.testing.forge import ForgeEmulator
 from runner.testing.llm import LLMEmulator, Reply
 from tests.conftest import missing
+from tests.integration.agent.sdk_image import AGENT, BASE, SDK_DIR, sdk_image
 from tests.integration.sandbox.conftest import require_runtime
 from tests.unit.agent.project import TEST_COMMAND, fixing_script, write_project
 
 pytestmark = [pytest.mark.docker, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-IMAGE = "orchestrator-sandbox:latest"
 KEY_ENV = "ORCH_TEST_GATEWAY_KEY"
 KEY = "sk-ant-test-" + uuid.uuid4().hex  # the real key, as far as this test is concerned
-SDK_AGENT = Path(__file__).parents[2] / "unit" / "agent" / "sdk_agent.py"
 TASK = Task(title="add() is broken", body="test_calc fails; fix add().", repo="acme/calc",
             issue=1)
 BUDGET = Budget(max_turns=20, max_tokens=1_000_000, max_cost_usd=10.0)
-# The SDK goes into the workspace (the sandbox's tmpfs are noexec; a real CLI agent comes in
-# the image) and leaves it before the test looks at the work.
-SDK = "/workspace/.sdk"
-AGENT = f"PYTHONPATH={SDK} python3 {SDK}/sdk_agent.py {{prompt_file}}"
-# Run inside the container before the agent: which addresses answer, what the environment
-# (every process's) holds.
-PROBE = r'''
-import glob, os, socket, sys, urllib.request
-for target in sys.argv[1:]:
-    host, port = target.rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-        print("REACHED", target)
-    except OSError as exc:
-        print("UNREACHABLE", target, type(exc).__name__)
-with urllib.request.urlopen(os.environ["ORCHESTRATOR_GATEWAY"] + "/healthz", timeout=10) as r:
-    print("GATEWAY", r.read().decode())
-print("ENV", sorted(os.environ.items()))
-for path in glob.glob("/proc/[0-9]*/environ"):
-    try:
-        print("PROCENV", path, open(path, "rb").read().replace(b"\0", b" ").decode())
-    except OSError:
-        pass
-'''
 Events = list[tuple[str, dict[str, Any]]]
 
 
-def _sdk_tar() -> bytes:
-    """The anthropic SDK and what it needs, from this interpreter's site-packages (the
-    sandbox image's python3 is the same minor version), plus the agent script."""
-    seen: set[str] = set()
-    todo = ["anthropic"]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        while todo:
-            name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
-            if name in seen:
-                continue
-            seen.add(name)
-            try:
-                dist = importlib.metadata.distribution(name)
-            except importlib.metadata.PackageNotFoundError:
-                continue  # a dependency for other Pythons or platforms
-            for requirement in dist.requires or []:
-                if "extra ==" not in requirement:
-                    todo.append(re.split(r"[ <>=!~;\[(]", requirement, maxsplit=1)[0])
-            for file in dist.files or []:
-                if ".." not in file.parts and "__pycache__" not in file.parts:
-                    tar.add(str(file.locate()), arcname=str(file), recursive=False)
-        tar.add(str(SDK_AGENT), arcname="sdk_agent.py")
-        data = PROBE.encode()
-        info = tarfile.TarInfo("probe.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
-def sdk_tar() -> bytes:
-    return _sdk_tar()
+def image(docker_client: Any) -> str:
+    try:
+        docker_client.images.get(BASE)
+    except Exception:
+        missing(f"the sandbox image {BASE} is missing: run scripts/build-sandbox-image")
+    return sdk_image(docker_client)
 
 
 @pytest.fixture(params=[None, "runsc"], ids=["runc", "runsc"])
@@ -114,12 +60,8 @@ def runtime(request: pytest.FixtureRequest, docker_client: Any) -> str | None:
     return request.param  # type: ignore[no-any-return]
 
 
-def _sandbox(docker_client: Any, tmp_path: Path, sdk_tar: bytes,
+def _sandbox(docker_client: Any, tmp_path: Path, image: str,
              runtime: str | None) -> Iterator[DockerSandbox]:
-    try:
-        docker_client.images.get(IMAGE)
-    except Exception:
-        missing(f"the sandbox image {IMAGE} is missing: run scripts/build-sandbox-image")
     origin = tmp_path / "origin"
     origin.mkdir()
     write_project(origin)
@@ -130,30 +72,27 @@ def _sandbox(docker_client: Any, tmp_path: Path, sdk_tar: bytes,
     repo = tmp_path / "worktree"
     subprocess.run([*git, "worktree", "add", "-q", "-b", "orchestrator/issue-1", str(repo)],
                    check=True)
-    backend = DockerBackend(docker_client, state_dir=tmp_path / "state", image=IMAGE,
+    backend = DockerBackend(docker_client, state_dir=tmp_path / "state", image=image,
                             secrets=[KEY])
     box = backend.start(SandboxSpec(run_id=f"gw-test-{uuid.uuid4().hex[:8]}", repo="acme/calc",
-                                    issue=1, worktree=repo, image=IMAGE, gateway=True,
+                                    issue=1, worktree=repo, image=image, gateway=True,
                                     runtime=runtime))
     try:
-        put = box.exec(["bash", "-c", f"mkdir -p {SDK} && tar -x -C {SDK}"], stdin=sdk_tar,
-                       timeout=120)
-        assert put.ok, put.output
         yield box
     finally:
         box.remove()
 
 
 @pytest.fixture
-def sandbox(docker_client: Any, tmp_path: Path, sdk_tar: bytes, runtime: str | None
+def sandbox(docker_client: Any, tmp_path: Path, image: str, runtime: str | None
             ) -> Iterator[DockerSandbox]:
-    yield from _sandbox(docker_client, tmp_path, sdk_tar, runtime)
+    yield from _sandbox(docker_client, tmp_path, image, runtime)
 
 
 @pytest.fixture
-def runc_sandbox(docker_client: Any, tmp_path: Path, sdk_tar: bytes
+def runc_sandbox(docker_client: Any, tmp_path: Path, image: str
                  ) -> Iterator[DockerSandbox]:
-    yield from _sandbox(docker_client, tmp_path, sdk_tar, None)
+    yield from _sandbox(docker_client, tmp_path, image, None)
 
 
 def run_agent(sandbox: DockerSandbox, llm: LLMEmulator, command: str = AGENT,
@@ -206,11 +145,10 @@ def test_the_agent_fixes_the_bug_through_the_gateway_and_reaches_nothing_else(
             host, port = target.rsplit(":", 1)
             socket.create_connection((host, int(port)), timeout=3).close()
         llm.policy = fixing_script()
-        command = f"python3 {SDK}/probe.py {' '.join(targets)} && {AGENT}"
+        command = f"python3 {SDK_DIR}/probe.py {' '.join(targets)} && {AGENT}"
         outcome, seen = run_agent(sandbox, llm, command=command)
         exchanges = list(llm.exchanges)
     runner_port.close()
-    sandbox.exec(["rm", "-rf", SDK], timeout=60)
     output = output_of(seen)
     assert outcome.stop_reason == "done", (outcome.error, output[-3000:])
     assert "GATEWAY ok" in output
