@@ -75,9 +75,11 @@ class ModelChannel:
                        OPENAI_API_KEY=token)
         return env
 
-    def close(self) -> None:
-        """Close the gateway (connections cut at once) and stop the forwarder."""
+    def close(self, *, wait: bool = True) -> None:
+        """Close the gateway (connections cut at once) and stop the forwarder, which ends by
+        itself once the gateway's socket is gone: ``wait=False`` (a kill) leaves it to that."""
         self.gateway.close()
-        if self.forwarder is not None:
+        forwarder, self.forwarder = self.forwarder, None
+        if forwarder is not None and wait:
             with contextlib.suppress(Exception):
-                self.forwarder.stop()
+                forwarder.stop()

@@ -146,9 +146,10 @@ class CommandAgent:
             return self._run(sandbox, workdir, command, stdin_file, cancel, emit, channel)
         finally:
             if channel is not None:
-                channel.close()
-            with contextlib.suppress(Exception):  # the sandbox may be gone after a kill
-                sandbox.exec(["rm", "-rf", "--", workdir], timeout=30)
+                channel.close(wait=not cancel.is_set())
+            if not cancel.is_set():  # after a kill the container goes anyway: no waiting
+                with contextlib.suppress(Exception):
+                    sandbox.exec(["rm", "-rf", "--", workdir], timeout=30)
 
     def _setup(self, sandbox: Sandbox, emit: _Emitter) -> str | Outcome:
         result = sandbox.exec(["bash", "-c", _SETUP, "setup", sandbox.run_id or "run"],
@@ -196,8 +197,11 @@ class CommandAgent:
         while thread.is_alive():
             if cancel.wait(0.1):
                 if channel is not None:
-                    channel.close()  # a model call in flight is cut now, not after the kill
-                kill()
+                    # A model call in flight is cut now, not after the kill.
+                    channel.close(wait=False)
+                    thread.join(0.2)  # an agent waiting on the model may end by itself
+                if thread.is_alive():
+                    kill()
                 return ended("cancelled", emit.tail(), "cancelled")
             stop = channel.meter.stop_reason if channel is not None else None
             if stop is not None and channel is not None:

@@ -4,7 +4,8 @@ CLI agents speak HTTP to a base URL; the sandbox has no network but its own loop
 few lines of Python (the sandbox image has python3) listen on ``127.0.0.1:<free port>`` inside
 the container and pipe each connection to the run's gateway socket, bind-mounted from the
 runner. It checks the socket answers before it says its port, so a sandbox that cannot reach
-the socket (gVisor without ``--host-uds=open``) fails with a message, not a hung agent.
+the socket (gVisor without ``--host-uds=open``) fails with a message, not a hung agent, and it
+exits by itself once the gateway has deleted its socket.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from runner.sandbox.base import Sandbox
 
 START_TIMEOUT = 15.0
+EXIT_WAIT = 1.0  # seconds the forwarder has to notice its socket is gone
 
 # argv: the socket path. Prints "<port> <pid>" once it listens, or "ERROR <why>" and exits 3.
 SCRIPT = r'''
@@ -57,8 +59,9 @@ async def main():
     probe.close()
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], os.getpid(), flush=True)
-    async with server:
-        await server.serve_forever()
+    while os.path.exists(SOCK):  # the gateway deletes its socket when it closes
+        await asyncio.sleep(0.2)
+    os._exit(0)  # connections still open go with the process
 
 asyncio.run(main())
 '''
@@ -117,9 +120,17 @@ class Forwarder:
             f"docs/sandbox.md)")
 
     def stop(self) -> None:
-        """End the process (the sandbox may be gone already)."""
+        """Wait for the process to end (it does once the gateway's socket is gone), killing it
+        if it does not. The sandbox may be gone already."""
+        if self._thread is not None:
+            self._thread.join(EXIT_WAIT)
+            if not self._thread.is_alive():
+                self._thread, self.pid = None, 0
         if self.pid:
-            with contextlib.suppress(Exception):
-                self.sandbox.exec(["kill", "-KILL", str(self.pid)], timeout=10)
+            with contextlib.suppress(Exception):  # bash's kill: the image need not have procps
+                self.sandbox.exec(["bash", "-c", 'kill -KILL "$1"', "kill", str(self.pid)],
+                                  timeout=10)
+            self.pid = 0
         if self._thread is not None:
             self._thread.join(3)
+            self._thread = None

@@ -90,6 +90,7 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
         self._open: set[httpx.Response] = set()
+        self._sending: set[asyncio.Task[Any]] = set()  # requests waiting for the provider
 
     # -------------------------------------------------------------- lifetime
 
@@ -143,11 +144,12 @@ class Gateway:
         if loop is not None and server is not None and not loop.is_closed():
             with contextlib.suppress(Exception):
                 asyncio.run_coroutine_threadsafe(self._shutdown(server), loop).result(2)
-        if self._thread is not None:
-            self._thread.join(3)
+        # Everything is cut already; the server's thread winds down on its own (a tick).
         self._server = self._thread = None
 
     async def _shutdown(self, server: uvicorn.Server) -> None:
+        for task in list(self._sending):  # a reply not begun yet: its request is dropped
+            task.cancel()
         for response in list(self._open):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(response.aclose(), 0.5)
@@ -234,10 +236,19 @@ class Gateway:
             headers["authorization"] = f"Bearer {upstream.key}"
         started = time.monotonic()
         assert self._client is not None
+        task = asyncio.current_task()
+        if task is not None:
+            self._sending.add(task)
         try:
             outgoing = self._client.build_request(request.method, url, headers=headers,
                                                   content=body)
             response = await self._client.send(outgoing, stream=True)
+        except asyncio.CancelledError:  # the gateway is closing: the run has ended
+            if model is not None:
+                self.meter.record(model, 499, Reading(), provider=provider, stream=stream,
+                                  seconds=time.monotonic() - started)
+            return _error(provider, Refusal(503, "api_error",
+                                            "orchestrator gateway: the run has ended"))
         except httpx.HTTPError as exc:
             if model is not None:
                 self.meter.record(model, 502, Reading(), provider=provider, stream=stream,
@@ -246,6 +257,9 @@ class Gateway:
             return _error(provider, Refusal(502, "api_error", (
                 f"orchestrator gateway: cannot reach the {provider} API at {host} "
                 f"({type(exc).__name__})")))
+        finally:
+            if task is not None:
+                self._sending.discard(task)
         self._open.add(response)
         streaming = response.headers.get("content-type", "").startswith("text/event-stream")
         reader = ReplyReader(provider, streaming) if model is not None else None
