@@ -3,7 +3,6 @@ and a command agent runs inside the container with only the environment it was g
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import uuid
@@ -22,7 +21,7 @@ from runner.sandbox.base import SandboxSpec
 from runner.sandbox.docker import DockerBackend, DockerSandbox
 from runner.testing.llm import LLMEmulator
 from tests.conftest import missing
-from tests.unit.agent.project import FIXED, TEST_COMMAND, fixing_script, write_project
+from tests.unit.agent.project import FIXED, TEST_COMMAND, fixing_script, project_worktree
 
 pytestmark = [pytest.mark.docker, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -41,17 +40,7 @@ def sandbox(docker_client: Any, tmp_path: Path) -> Iterator[DockerSandbox]:
         docker_client.images.get(IMAGE)
     except Exception:
         missing(f"the sandbox image {IMAGE} is missing: run scripts/build-sandbox-image")
-    # A real git worktree, as the pipeline prepares it (its .git is a file the sandbox masks).
-    origin = tmp_path / "origin"
-    origin.mkdir()
-    write_project(origin)
-    git = ["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "buggy"], check=True)
-    repo = tmp_path / "worktree"
-    subprocess.run([*git, "worktree", "add", "-q", "-b", "orchestrator/issue-1", str(repo)],
-                   check=True)
+    repo = project_worktree(tmp_path)
     backend = DockerBackend(docker_client, state_dir=tmp_path / "state", image=IMAGE)
     box = backend.start(SandboxSpec(run_id=f"agent-test-{uuid.uuid4().hex[:8]}",
                                     repo="acme/calc", issue=1, worktree=repo, image=IMAGE))

@@ -33,7 +33,7 @@ from runner.testing.llm import LLMEmulator, Reply
 from tests.conftest import missing
 from tests.integration.agent.sdk_image import AGENT, BASE, SDK_DIR, sdk_image
 from tests.integration.sandbox.conftest import require_runtime
-from tests.unit.agent.project import TEST_COMMAND, fixing_script, write_project
+from tests.unit.agent.project import TEST_COMMAND, fixing_script, project_worktree
 
 pytestmark = [pytest.mark.docker, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -62,16 +62,7 @@ def runtime(request: pytest.FixtureRequest, docker_client: Any) -> str | None:
 
 def _sandbox(docker_client: Any, tmp_path: Path, image: str,
              runtime: str | None) -> Iterator[DockerSandbox]:
-    origin = tmp_path / "origin"
-    origin.mkdir()
-    write_project(origin)
-    git = ["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "buggy"], check=True)
-    repo = tmp_path / "worktree"
-    subprocess.run([*git, "worktree", "add", "-q", "-b", "orchestrator/issue-1", str(repo)],
-                   check=True)
+    repo = project_worktree(tmp_path)
     backend = DockerBackend(docker_client, state_dir=tmp_path / "state", image=image,
                             secrets=[KEY])
     box = backend.start(SandboxSpec(run_id=f"gw-test-{uuid.uuid4().hex[:8]}", repo="acme/calc",
@@ -121,8 +112,11 @@ def _host_addresses() -> list[str]:
             found.add(s.getsockname()[0])
         except OSError:
             pass
-    done = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True)
-    found |= set(re.findall(r"inet (\d+\.\d+\.\d+\.\d+)", done.stdout))
+    try:  # every interface's address (iproute2 may be missing: then the two above)
+        done = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True)
+        found |= set(re.findall(r"inet (\d+\.\d+\.\d+\.\d+)", done.stdout))
+    except OSError:
+        pass
     return sorted(found)
 
 
