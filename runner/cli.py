@@ -253,21 +253,48 @@ def _doctor_checks(ctx: Context) -> list[Check]:
 
     from runner.forge.app_doctor import app_checks  # PyGithub only when the doctor runs
 
+    def runtime() -> str:
+        s = state.get("settings") or config.load(ctx.config_path, require_secrets=False)
+        client = state.get("docker")
+        if client is None:
+            raise DoctorFail("needs the Docker engine (see above)")
+        return runtime_status(client, s.sandbox.runtime)
+
     apps: list[Check] = []
     try:
         loaded = config.load(ctx.config_path, require_secrets=False)
         uses_docker = loaded.sandbox.backend == "docker"
+        wants_runtime = uses_docker and loaded.sandbox.runtime is not None
         apps = [Check(c.name, True, c.run) for c in app_checks(loaded)]
     except config.ConfigError:
-        uses_docker = True
+        uses_docker, wants_runtime = True, False
     return [
         Check("python", True, python),
         Check("config", True, settings),
         Check("store", True, store),
         Check("docker", uses_docker, docker_engine),
         Check("sandbox image", uses_docker, image),
+        Check("runtime", wants_runtime, runtime),
         *apps,
     ]
+
+
+def runtime_status(client: Any, wanted: str | None) -> str:
+    """Whether the engine has the sandbox's runtime (``sandbox.runtime``); DoctorFail with the
+    fix when a configured one is missing. Without one configured, says if gVisor could be."""
+    runtimes = sorted((client.info().get("Runtimes") or {}).keys())
+    if wanted is None:
+        gvisor = "runsc (gVisor) is available: sandbox.runtime: runsc" if "runsc" in runtimes \
+            else "runsc (gVisor) is not registered: scripts/register-runsc"
+        return f"the engine's default; {gvisor}"
+    if wanted not in runtimes:
+        raise DoctorFail(f"sandbox.runtime is {wanted!r} but the engine has only "
+                         f"{', '.join(runtimes) or 'its default'}: "
+                         + ("run scripts/register-runsc as root (installs runsc and adds it "
+                            "to /etc/docker/daemon.json)" if wanted == "runsc" else
+                            f"register {wanted} in /etc/docker/daemon.json")
+                         + ", or unset sandbox.runtime")
+    return f"{wanted} ({'gVisor' if wanted == 'runsc' else 'registered'})"
 
 
 @cli.command("doctor")

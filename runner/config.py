@@ -198,6 +198,20 @@ def _default_prices() -> dict[str, Price]:
     }
 
 
+class GatewayConfig(Section):
+    """The model gateway a command agent reaches instead of holding a key (docs/agent.md)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="kind command: the agent reaches the model only through a per-run gateway "
+                    "in the runner, which holds the key and meters the budget")
+    openai_base_url: str | None = Field(
+        default=None,
+        description="also forward an OpenAI-compatible API (e.g. https://api.openai.com/v1) "
+                    "at <gateway>/openai/v1")
+    openai_api_key_env: EnvName = Field(default="OPENAI_API_KEY")
+
+
 class AgentConfig(Section):
     kind: Literal["claude", "command"] = Field(
         default="claude", description="claude: built-in loop in the runner; command: a CLI agent"
@@ -222,6 +236,7 @@ class AgentConfig(Section):
         description="env vars given to a command agent; this puts those secrets in the container",
     )
     prices: dict[str, Price] = Field(default_factory=_default_prices)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -247,6 +262,9 @@ class SandboxConfig(Section):
     memory: Size = Field(default=parse_size("2g"), description="e.g. 2g, 512m")
     pids: int = Field(default=512, gt=0)
     network: Literal["none", "bridge"] = Field(default="none")
+    runtime: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the engine's OCI runtime (default: the engine's default; runsc: gVisor)")
     env: dict[EnvName, str] = Field(
         default_factory=dict,
         description="variables set in every sandbox (never a secret: a value equal to one of "

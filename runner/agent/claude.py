@@ -37,8 +37,9 @@ from runner.agent.base import (
     Task,
     clip,
 )
+from runner.agent.meter import cost_of, usage_dict
 from runner.agent.tools import TOOL_SPECS, ToolResult, run_bash, run_editor
-from runner.config import AgentConfig, Price
+from runner.config import AgentConfig
 from runner.model import Budget, Usage
 from runner.paths import CONFIG_DIR
 from runner.provider import (
@@ -76,12 +77,6 @@ def load_system_prompt(path: Path = PROMPT_FILE) -> str:
     except OSError as exc:
         raise AgentError(f"cannot read the agent's system prompt {path}: {exc.strerror}; "
                          f"restore config/prompts/agent-system.md from the repository") from None
-
-
-def cost_of(usage: Usage, price: Price) -> float:
-    """USD for ``usage`` at ``price`` (USD per million tokens of each kind)."""
-    return (usage.tokens_in * price.input + usage.tokens_out * price.output
-            + usage.cache_read * price.cache_read + usage.cache_write * price.cache_write) / 1e6
 
 
 class ClaudeAgent:
@@ -166,7 +161,7 @@ class _Run:
             session.close()
         self.event("agent.stop", {"reason": outcome.stop_reason, "turns": outcome.turns,
                                   "summary": outcome.summary, "error": outcome.error,
-                                  **_usage_dict(outcome.usage)})
+                                  **usage_dict(outcome.usage)})
         return outcome
 
     def outcome(self, reason: StopReason, message: str = "", summary: str = "") -> Outcome:
@@ -179,7 +174,7 @@ class _Run:
         if share >= self.budget.warn_at and not self.warned:
             self.warned = True
             self.event("agent.budget_warning", {"share": round(share, 3), "turns": self.turns,
-                                                **_usage_dict(self.usage)})
+                                                **usage_dict(self.usage)})
         reason = self.budget.exceeded(self.turns, self.usage)
         # The next prompt is at least the last one: stop before the API refuses it as too long.
         if reason is None and self.prompt_tokens + self.agent.max_output_tokens > \
@@ -216,7 +211,7 @@ class _Run:
                 "turn": self.turns, "stop_reason": message.stop_reason, "text": text,
                 "tools": [c["name"] for c in calls], "seconds": round(time.monotonic() -
                                                                       started, 3),
-                **_usage_dict(turn_usage), "total_cost_usd": round(self.usage.cost_usd, 6)})
+                **usage_dict(turn_usage), "total_cost_usd": round(self.usage.cost_usd, 6)})
             self.messages.append({"role": "assistant",
                                   "content": blocks or [{"type": "text", "text": "(no reply)"}]})
             finish = next((c for c in calls if c["name"] == "finish"), None)
@@ -357,10 +352,6 @@ def _assistant_blocks(content: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _usage_dict(usage: Usage) -> dict[str, Any]:
-    return {"tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out,
-            "cache_read": usage.cache_read, "cache_write": usage.cache_write,
-            "cost_usd": round(usage.cost_usd, 6)}
 
 
 def _scrub(value: Any, secret: str) -> Any:

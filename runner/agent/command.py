@@ -3,14 +3,16 @@
     agent:
       kind: command
       command: claude -p "$(cat {prompt_file})" --dangerously-skip-permissions
-      pass_env: [ANTHROPIC_API_KEY]      # puts this key into the container!
 
 The task prompt is written to a private file in the container (``{prompt_file}`` in the
-template names it; a template without it gets the prompt on stdin). The variables named in
-``pass_env`` are copied from the runner's environment into that command's environment only,
-via a file that is read and deleted before the agent starts, so their values never appear on
-a command line. Such an agent also needs network access (``sandbox.network: bridge``) to
-reach its model: both are its operator's explicit choice.
+template names it; a template without it gets the prompt on stdin). The agent reaches its
+model through the run's model gateway (``runner.agent.channel``; ``agent.gateway``): its
+environment holds ``ANTHROPIC_BASE_URL`` and a per-run ``ANTHROPIC_API_KEY`` that only that
+gateway accepts; the gateway holds the real key, meters every request and enforces the
+budget, and the sandbox keeps ``network: none``. The variables named in ``pass_env`` are
+copied from the runner's environment into that command's environment only (a key passed this
+way is in the container: the operator's explicit choice). Both go via a file that is read and
+deleted before the agent starts, so their values never appear on a command line.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from runner.agent.base import (
     CancelToken,
     EventSink,
     Outcome,
+    StopReason,
     Task,
     clip,
     truncate,
 )
+from runner.agent.channel import ModelChannel
+from runner.agent.meter import usage_dict
 from runner.config import AgentConfig
 from runner.model import Budget, Usage
 from runner.sandbox.base import ExecResult, Sandbox
@@ -45,6 +50,7 @@ PREAMBLE = (
 FLUSH_SECONDS = 0.5
 FLUSH_BYTES = 4000
 KILL_GRACE = 3.0
+REFUSAL_GRACE = 2.0  # seconds an agent refused over budget may take to exit by itself
 TAIL_CHARS = 8000
 
 # Makes a private directory for the run's files where the sandbox lets us write (the root
@@ -82,8 +88,9 @@ exit 0
 class CommandAgent:
     """A configured CLI agent (``agent.command``) run inside the sandbox.
 
-    There is no token accounting: the budget's turn and cost caps cannot be enforced, only
-    ``timeout``; the outcome's usage is zero.
+    Through the gateway (the default), its model requests are metered and the budget's turn,
+    token and cost caps enforced as for the built-in agent; without it (``agent.gateway.
+    enabled: false``) only ``timeout`` bounds it and the outcome's usage is zero.
     """
 
     def __init__(self, config: AgentConfig, *, timeout: float = 3600.0,
@@ -106,24 +113,43 @@ class CommandAgent:
                                           f"remove it from agent.pass_env")
         secrets = [self.environ[name] for name in self.config.pass_env if self.environ[name]]
         emit = _Emitter(on_event, secrets)
+        channel = None
+        if self.config.gateway.enabled:
+            try:
+                channel = ModelChannel(self.config, budget, self.environ, emit)
+            except AgentError as exc:
+                return Outcome("error", error=str(exc))
+            emit.secrets += channel.secrets
+            emit.aliases[channel.gateway.token] = "[run credential]"
         workdir = self._setup(sandbox, emit)
         if isinstance(workdir, Outcome):
             return workdir
         prompt_file = f"{workdir}/prompt.md"
         try:
             self._write(sandbox, prompt_file, (PREAMBLE + task.prompt()).encode())
-            if self.config.pass_env:
-                lines = [f"{name}={shlex.quote(self.environ[name])}"
-                         for name in self.config.pass_env]
+            env = {name: self.environ[name] for name in self.config.pass_env}
+            if channel is not None:
+                try:
+                    env.update(channel.open(sandbox))
+                except AgentError as exc:
+                    return emit.stop(Outcome("error", error=str(exc)))
+            if env:
+                lines = [f"{name}={shlex.quote(value)}" for name, value in env.items()]
                 self._write(sandbox, f"{workdir}/env", ("\n".join(lines) + "\n").encode())
             command = self.template.replace("{prompt_file}", shlex.quote(prompt_file))
             stdin_file = prompt_file if "{prompt_file}" not in self.template else "/dev/null"
             emit("agent.start", {"command": self.template, "pass_env": self.config.pass_env,
-                                 "iteration": task.iteration, "timeout_s": self.timeout})
-            return self._run(sandbox, workdir, command, stdin_file, cancel, emit)
+                                 "gateway": channel is not None, "iteration": task.iteration,
+                                 "timeout_s": self.timeout,
+                                 "max_turns": budget.max_turns, "max_tokens": budget.max_tokens,
+                                 "max_cost_usd": budget.max_cost_usd})
+            return self._run(sandbox, workdir, command, stdin_file, cancel, emit, channel)
         finally:
-            with contextlib.suppress(Exception):  # the sandbox may be gone after a kill
-                sandbox.exec(["rm", "-rf", "--", workdir], timeout=30)
+            if channel is not None:
+                channel.close(wait=not cancel.is_set())
+            if not cancel.is_set():  # after a kill the container goes anyway: no waiting
+                with contextlib.suppress(Exception):
+                    sandbox.exec(["rm", "-rf", "--", workdir], timeout=30)
 
     def _setup(self, sandbox: Sandbox, emit: _Emitter) -> str | Outcome:
         result = sandbox.exec(["bash", "-c", _SETUP, "setup", sandbox.run_id or "run"],
@@ -142,9 +168,21 @@ class CommandAgent:
             raise AgentError(f"cannot write {path} in the sandbox: {result.output.strip()}")
 
     def _run(self, sandbox: Sandbox, workdir: str, command: str, stdin_file: str,
-             cancel: CancelToken, emit: _Emitter) -> Outcome:
+             cancel: CancelToken, emit: _Emitter, channel: ModelChannel | None) -> Outcome:
         box: dict[str, Any] = {}
         started = time.monotonic()
+
+        def ended(reason: StopReason, summary: str = "", error: str = "") -> Outcome:
+            usage, turns = channel.meter.snapshot() if channel is not None else (Usage(), 0)
+            return emit.stop(Outcome(reason, summary=summary, usage=usage, turns=turns,
+                                     error=error))
+
+        def kill() -> None:
+            # Stop the agent's process group by its id, then give the exec a moment.
+            with contextlib.suppress(Exception):
+                sandbox.exec(["bash", "-c", _KILL, "kill", workdir], timeout=10)
+            thread.join(KILL_GRACE)
+            emit.flush()
 
         def work() -> None:
             try:
@@ -158,29 +196,39 @@ class CommandAgent:
         thread.start()
         while thread.is_alive():
             if cancel.wait(0.1):
-                # Stop the agent's process group by its id, then give the exec a moment.
-                with contextlib.suppress(Exception):
-                    sandbox.exec(["bash", "-c", _KILL, "kill", workdir], timeout=10)
-                thread.join(KILL_GRACE)
-                emit.flush()
-                return emit.stop(Outcome("cancelled", summary=emit.tail(),
-                                         error="cancelled"))
+                if channel is not None:
+                    # A model call in flight is cut now, not after the kill.
+                    channel.close(wait=False)
+                    thread.join(0.2)  # an agent waiting on the model may end by itself
+                if thread.is_alive():
+                    kill()
+                return ended("cancelled", emit.tail(), "cancelled")
+            stop = channel.meter.stop_reason if channel is not None else None
+            if stop is not None and channel is not None:
+                # A request over a cap was refused: the run stops, as the built-in agent's does.
+                # The agent gets a moment to say what it was told, then it is stopped.
+                thread.join(REFUSAL_GRACE)
+                kill()
+                return ended("max_turns" if stop == "max_turns" else "budget", emit.tail(),
+                             channel.meter.stop_message)
         emit.flush()
         seconds = time.monotonic() - started
         if "error" in box:
-            return emit.stop(Outcome("error", error=f"the sandbox failed while running the "
-                                                    f"agent: {box['error']}"))
+            return ended("error", error=f"the sandbox failed while running the agent: "
+                                        f"{box['error']}")
         result: ExecResult = box["result"]
+        stop = channel.meter.stop_reason if channel is not None else None
+        if stop is not None and channel is not None:  # refused, and the agent gave up at once
+            return ended("max_turns" if stop == "max_turns" else "budget", emit.tail(),
+                         channel.meter.stop_message)
         if result.timed_out:
-            return emit.stop(Outcome("error", summary=emit.tail(), error=(
-                f"the agent command was killed after {self.timeout:g} s "
-                f"(sandbox.run_timeout)")))
+            return ended("error", emit.tail(), f"the agent command was killed after "
+                                               f"{self.timeout:g} s (sandbox.run_timeout)")
         if result.exit_code != 0:
-            return emit.stop(Outcome("error", summary=emit.tail(), error=(
+            return ended("error", emit.tail(), (
                 f"the agent command exited with code {result.exit_code} after "
-                f"{seconds:.0f} s; its last output:\n{emit.tail(1000)}")))
-        return emit.stop(Outcome("done", summary=emit.tail() or "The agent command finished.",
-                                 usage=Usage()))
+                f"{seconds:.0f} s; its last output:\n{emit.tail(1000)}"))
+        return ended("done", emit.tail() or "The agent command finished.")
 
 
 class _Emitter:
@@ -189,6 +237,7 @@ class _Emitter:
     def __init__(self, sink: EventSink, secrets: list[str]) -> None:
         self.sink = sink
         self.secrets = secrets
+        self.aliases: dict[str, str] = {}  # values shown by a name of what they are
         self.buffer: list[str] = []
         self.size = 0
         self.last = time.monotonic()
@@ -198,6 +247,8 @@ class _Emitter:
     def scrub(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "[redacted]")
+        for value, name in self.aliases.items():
+            text = text.replace(value, name)
         return text
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
@@ -228,5 +279,6 @@ class _Emitter:
 
     def stop(self, outcome: Outcome) -> Outcome:
         self("agent.stop", {"reason": outcome.stop_reason, "error": outcome.error,
-                            "summary": outcome.summary})
+                            "summary": outcome.summary, "turns": outcome.turns,
+                            **usage_dict(outcome.usage)})
         return outcome

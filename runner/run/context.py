@@ -103,10 +103,13 @@ class Services:
 
     def spec(self, run_id: str, repo: str, issue: int, worktree: Path) -> SandboxSpec:
         """The sandbox a run gets, with the configured limits."""
-        cfg = self.settings.sandbox
+        cfg, agent = self.settings.sandbox, self.settings.agent
+        # A command agent reaches its model gateway through a channel into the sandbox.
+        gateway = agent.kind == "command" and agent.gateway.enabled
         return SandboxSpec(run_id=run_id, repo=repo, issue=issue, worktree=worktree,
                            image=cfg.image, cpus=cfg.cpus, memory=cfg.memory, pids=cfg.pids,
-                           network=cfg.network, env=dict(cfg.env))
+                           network=cfg.network, runtime=cfg.runtime, gateway=gateway,
+                           env=dict(cfg.env))
 
 
 @dataclass

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 def secret_env_names(settings: Settings) -> set[str]:
     """Names of the environment variables holding the runner's secrets.
 
-    The agent's API key counts unless ``agent.pass_env`` hands it to a command agent on
-    purpose.
+    The agent's API keys (the model gateway's too) count unless ``agent.pass_env`` hands one
+    to a command agent on purpose.
     """
     names = {forge.token_env for forge in settings.forges.values() if forge.token_env}
     names |= {f.app.private_key_env for f in settings.forges.values()
@@ -22,6 +22,8 @@ def secret_env_names(settings: Settings) -> set[str]:
     names |= {f.webhook_secret_env for f in settings.forges.values() if f.webhook_secret_env}
     names.add(settings.server.api_token_env)
     names.add(settings.agent.api_key_env)
+    if settings.agent.gateway.openai_base_url:
+        names.add(settings.agent.gateway.openai_api_key_env)
     return names - set(settings.agent.pass_env)
 
 

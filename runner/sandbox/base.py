@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 WORKSPACE = "/workspace"  # where the worktree appears inside a sandbox
+CHANNEL = "/run/orchestrator"  # where a sandbox sees its model-gateway directory (read-only)
 # Set in every sandbox: no __pycache__ written into the worktree, where it would be committed
 # and where a stale .pyc (same size, same second) can hide an edit from the tests.
 BASE_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
@@ -36,6 +37,8 @@ class SandboxSpec:
     memory: int = 2 * 1024**3  # bytes
     pids: int = 512
     network: str = "none"  # none | bridge
+    runtime: str | None = None  # the engine's OCI runtime (runsc: gVisor); None: its default
+    gateway: bool = False  # share a directory for the model gateway's socket (CHANNEL)
     env: dict[str, str] = field(default_factory=dict)  # only what the config names explicitly
 
 
@@ -69,6 +72,10 @@ class Sandbox(Protocol):
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM, ``grace`` seconds, then SIGKILL. Safe to call twice."""
+
+    def channel(self) -> tuple[Path, str] | None:
+        """The directory shared with this sandbox for the model gateway's socket: its path
+        on the host and inside the sandbox; None when the sandbox was made without one."""
 
     def remove(self) -> None:
         """Stop and delete the sandbox. Safe to call twice."""

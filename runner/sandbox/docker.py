@@ -15,6 +15,7 @@ import functools
 import hashlib
 import logging
 import os
+import shutil
 import socket
 import struct
 import threading
@@ -30,6 +31,7 @@ from docker.types import Mount
 
 from runner.sandbox.base import (
     BASE_ENV,
+    CHANNEL,
     WORKSPACE,
     ExecResult,
     OutputCallback,
@@ -59,6 +61,7 @@ RUN_PREFIX = "orchestrator-"
 WARM_PREFIX = "orchestrator-warm-"
 # On a warm sandbox: the runner process ("host:pid") keeping it, until a run takes it.
 LABEL_WARM = "orchestrator.warm"
+CHANNEL_DIRS = "gateway"  # under the state directory: one directory per container, mode 0755
 
 
 # Run by every command before it starts: "<pid> <start time in clock ticks>" into a file.
@@ -157,7 +160,10 @@ class DockerSandbox:
             with contextlib.suppress(OSError):
                 raw.close()
         output.flush()
-        exit_code = self.api.exec_inspect(exec_id).get("ExitCode")
+        try:
+            exit_code = self.api.exec_inspect(exec_id).get("ExitCode")
+        except docker.errors.NotFound:  # gVisor forgets the execs of a stopped container
+            exit_code = None
         elapsed = time.monotonic() - started
         if timeout is not None and (timed_out.is_set() or (
                 exit_code in (124, 137) and elapsed >= timeout * 0.98)):
@@ -198,6 +204,13 @@ class DockerSandbox:
         exec_id = self.api.exec_create(self.container.id, argv)["Id"]
         self.api.exec_start(exec_id, detach=not wait)
 
+    def channel(self) -> tuple[Path, str] | None:
+        """The host directory mounted at ``CHANNEL`` (made with the container), if any."""
+        for mount in self.container.attrs.get("Mounts") or []:
+            if mount.get("Destination") == CHANNEL and mount.get("Source"):
+                return Path(mount["Source"]), CHANNEL
+        return None
+
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM to everything in the container, ``grace`` seconds, then SIGKILL."""
         try:
@@ -209,15 +222,18 @@ class DockerSandbox:
                 raise SandboxError(f"cannot stop {self.name}: {_explain(exc)}") from None
 
     def remove(self) -> None:
-        """Kill and delete the container. Safe to call twice."""
+        """Kill and delete the container (and its gateway directory). Safe to call twice."""
+        channel = self.channel()
         try:
             self.container.remove(force=True)
         except docker.errors.NotFound:
-            return
+            pass
         except docker.errors.APIError as exc:
             if "already in progress" in str(exc):
                 return
             raise SandboxError(f"cannot remove {self.name}: {_explain(exc)}") from None
+        if channel is not None and channel[0].parent.name == CHANNEL_DIRS:
+            shutil.rmtree(channel[0], ignore_errors=True)
 
 
 class DockerBackend:
@@ -329,6 +345,14 @@ class DockerBackend:
             raise SandboxError(f"refusing to pass {', '.join(leaked)} into the sandbox: "
                                "it holds one of the runner's secrets")
         self._require_image(spec.image)
+        mounts = [Mount(WORKSPACE, str(workspace), type="bind"), *extra_mounts]
+        channel = None
+        if spec.gateway:
+            # The model gateway puts its socket here (runner.agent.gateway); read-only inside.
+            channel = self.state_dir / CHANNEL_DIRS / uuid.uuid4().hex[:16]
+            channel.mkdir(parents=True)
+            channel.chmod(0o755)
+            mounts.append(Mount(CHANNEL, str(channel), type="bind", read_only=True))
         tmpfs_opts = "rw,nosuid,nodev"
         try:
             container = self.client.containers.create(
@@ -336,7 +360,7 @@ class DockerBackend:
                 labels={**labels, LABEL_INSTANCE: self.instance},
                 user=f"{uid}:{gid}", working_dir=WORKSPACE,
                 environment={**BASE_ENV, "HOME": HOME, **spec.env},
-                mounts=[Mount(WORKSPACE, str(workspace), type="bind"), *extra_mounts],
+                mounts=mounts, runtime=spec.runtime,
                 read_only=True,
                 tmpfs={"/tmp": f"{tmpfs_opts},mode=1777",
                        HOME: f"{tmpfs_opts},mode=0700,uid={uid},gid={gid}"},
@@ -347,14 +371,23 @@ class DockerBackend:
                 init=True, ipc_mode="private", stop_signal="SIGTERM",
             )
         except docker.errors.APIError as exc:
+            if channel is not None:
+                shutil.rmtree(channel, ignore_errors=True)
             if exc.status_code == 409:
                 return None
+            if spec.runtime and "runtime" in _explain(exc).lower():
+                raise SandboxError(f"the Docker engine has no runtime {spec.runtime!r} "
+                                   f"(sandbox.runtime): {_explain(exc)}; for gVisor run "
+                                   "scripts/register-runsc as root, or unset sandbox.runtime"
+                                   ) from None
             raise SandboxError(f"cannot create the sandbox {name}: {_explain(exc)}") from None
         try:
             container.start()
         except docker.errors.APIError as exc:
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
+            if channel is not None:
+                shutil.rmtree(channel, ignore_errors=True)
             raise SandboxError(f"cannot start the sandbox {name}: {_explain(exc)}") from None
         return container
 
@@ -398,7 +431,21 @@ class DockerBackend:
             removed.append(container.name)
         # (A warm sandbox made since the listing has a directory too young to be touched.)
         self.warm.remove_orphan_dirs(kept)
+        self._remove_orphan_channels()
         return removed
+
+    def _remove_orphan_channels(self) -> None:
+        """Remove gateway directories no container of this deployment mounts (a crash)."""
+        root = self.state_dir / CHANNEL_DIRS
+        if not root.is_dir():
+            return
+        used = {str(m.get("Source")) for c in self._own_containers()
+                for m in c.attrs.get("Mounts") or [] if m.get("Destination") == CHANNEL}
+        young = time.time() - 60  # a container may be about to be made with it
+        for path in root.iterdir():
+            with contextlib.suppress(OSError):
+                if str(path) not in used and path.stat().st_mtime < young:
+                    shutil.rmtree(path, ignore_errors=True)
 
     # ------------------------------------------------------------------ warm sandboxes
 

@@ -12,6 +12,7 @@ import codecs
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -120,9 +121,16 @@ class LocalSandbox:
         for t in threads:
             t.join()
 
+    def channel(self) -> tuple[Path, str] | None:
+        """A directory beside the worktree: the host and the "sandbox" are one here."""
+        path = self.worktree.parent / f".gateway-{self.run_id}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path, str(path)
+
     def remove(self) -> None:
         """Stop every command and forget the sandbox (the worktree is the workspace's)."""
         self.stop(grace=1.0)
+        shutil.rmtree(self.worktree.parent / f".gateway-{self.run_id}", ignore_errors=True)
         with contextlib.suppress(OSError):
             for path in sorted(self.home.rglob("*"), reverse=True):
                 path.unlink() if not path.is_dir() or path.is_symlink() else path.rmdir()

@@ -38,9 +38,10 @@ log = logging.getLogger(__name__)
 
 
 def fingerprint(spec: SandboxSpec, uid: int, gid: int) -> str:
-    """What makes two sandboxes interchangeable: image, limits, network, env and user."""
+    """What makes two sandboxes interchangeable: image, limits, network, runtime, gateway
+    channel, env and user."""
     shape = [spec.image, spec.cpus, spec.memory, spec.pids, spec.network,
-             sorted(spec.env.items()), uid, gid]
+             sorted(spec.env.items()), uid, gid, spec.runtime, spec.gateway]
     return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
 

@@ -3,7 +3,6 @@ and a command agent runs inside the container with only the environment it was g
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import uuid
@@ -16,18 +15,20 @@ import pytest
 from runner.agent.base import Task
 from runner.agent.claude import ClaudeAgent
 from runner.agent.command import CommandAgent
-from runner.config import AgentConfig
+from runner.config import AgentConfig, GatewayConfig
 from runner.model import Budget
 from runner.sandbox.base import SandboxSpec
 from runner.sandbox.docker import DockerBackend, DockerSandbox
 from runner.testing.llm import LLMEmulator
 from tests.conftest import missing
-from tests.unit.agent.project import FIXED, TEST_COMMAND, fixing_script, write_project
+from tests.unit.agent.project import FIXED, TEST_COMMAND, fixing_script, project_worktree
 
 pytestmark = [pytest.mark.docker, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 IMAGE = "orchestrator-sandbox:latest"
 KEY_ENV = "ORCH_TEST_ANTHROPIC_KEY"
+# These tests are about running the command; the gateway has its own (test_gateway*.py).
+NO_GATEWAY = GatewayConfig(enabled=False)
 TASK = Task(title="add() is broken", body="test_calc fails; fix add().", repo="acme/calc",
             issue=1)
 BUDGET = Budget(max_turns=20, max_tokens=1_000_000, max_cost_usd=10.0)
@@ -39,17 +40,7 @@ def sandbox(docker_client: Any, tmp_path: Path) -> Iterator[DockerSandbox]:
         docker_client.images.get(IMAGE)
     except Exception:
         missing(f"the sandbox image {IMAGE} is missing: run scripts/build-sandbox-image")
-    # A real git worktree, as the pipeline prepares it (its .git is a file the sandbox masks).
-    origin = tmp_path / "origin"
-    origin.mkdir()
-    write_project(origin)
-    git = ["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "buggy"], check=True)
-    repo = tmp_path / "worktree"
-    subprocess.run([*git, "worktree", "add", "-q", "-b", "orchestrator/issue-1", str(repo)],
-                   check=True)
+    repo = project_worktree(tmp_path)
     backend = DockerBackend(docker_client, state_dir=tmp_path / "state", image=IMAGE)
     box = backend.start(SandboxSpec(run_id=f"agent-test-{uuid.uuid4().hex[:8]}",
                                     repo="acme/calc", issue=1, worktree=repo, image=IMAGE))
@@ -91,7 +82,8 @@ def test_command_agent_gets_prompt_and_named_env_only(sandbox: DockerSandbox) ->
               "print('TOKEN=' + os.environ.get('AGENT_TOKEN', 'absent')); "
               "print('OTHER=' + os.environ.get('OTHER_SECRET', 'absent')); "
               "s=open('calc.py').read().replace('a - b','a + b'); open('calc.py','w').write(s)")
-    config = AgentConfig(kind="command", command=f"python3 -c \"{script}\" {{prompt_file}}",
+    config = AgentConfig(kind="command", gateway=NO_GATEWAY,
+                         command=f"python3 -c \"{script}\" {{prompt_file}}",
                          pass_env=["AGENT_TOKEN"])
     environ = {"AGENT_TOKEN": "tok-123-secret", "OTHER_SECRET": "nope"}
     seen, sink = events()
@@ -112,7 +104,7 @@ PROCESSES = "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done 2>/
 
 
 def test_command_agent_cancel_stops_the_process(sandbox: DockerSandbox) -> None:
-    config = AgentConfig(kind="command", command="sleep 300 # {prompt_file}")
+    config = AgentConfig(kind="command", gateway=NO_GATEWAY, command="sleep 300 # {prompt_file}")
     cancel = threading.Event()
     result: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: result.update(outcome=CommandAgent(
@@ -130,12 +122,12 @@ def test_command_agent_cancel_stops_the_process(sandbox: DockerSandbox) -> None:
 
 
 def test_command_agent_timeout_and_failure_are_errors(sandbox: DockerSandbox) -> None:
-    slow = CommandAgent(AgentConfig(kind="command", command="sleep 30"), timeout=2,
-                        environ={})
+    slow = CommandAgent(AgentConfig(kind="command", gateway=NO_GATEWAY, command="sleep 30"),
+                        timeout=2, environ={})
     outcome = slow.run(TASK, sandbox, BUDGET, threading.Event(), events()[1])
     assert outcome.stop_reason == "error" and "killed after 2 s" in outcome.error
-    failing = CommandAgent(AgentConfig(kind="command", command="echo boom; exit 4"),
-                           timeout=60, environ={})
+    failing = CommandAgent(AgentConfig(kind="command", gateway=NO_GATEWAY,
+                                       command="echo boom; exit 4"), timeout=60, environ={})
     outcome = failing.run(TASK, sandbox, BUDGET, threading.Event(), events()[1])
     assert outcome.stop_reason == "error"
     assert "code 4" in outcome.error and "boom" in outcome.error

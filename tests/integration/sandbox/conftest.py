@@ -62,15 +62,30 @@ def new_run_id() -> str:
     return "r-7e57" + uuid.uuid4().hex[:8]
 
 
+def require_runtime(docker_client: Any, runtime: str | None) -> None:
+    """Fail under CI (skip elsewhere) unless the engine has ``runtime`` registered."""
+    if runtime is not None and runtime not in (docker_client.info().get("Runtimes") or {}):
+        missing(f"the Docker engine has no runtime {runtime!r}: run scripts/register-runsc "
+                "as root (scripts/test does)")
+
+
+@pytest.fixture(params=[None, "runsc"], ids=["runc", "runsc"])
+def runtime(request: pytest.FixtureRequest, docker_client: Any) -> str | None:
+    """Each sandbox test runs on the engine's default runtime and under gVisor."""
+    require_runtime(docker_client, request.param)
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture
-def start(backend: DockerBackend, worktree: Worktree) -> Callable[..., DockerSandbox]:
-    """Start a sandbox for the worktree (limits overridable)."""
+def start(backend: DockerBackend, worktree: Worktree, runtime: str | None
+          ) -> Callable[..., DockerSandbox]:
+    """Start a sandbox for the worktree (limits overridable) on the test's runtime."""
 
     def _start(**overrides: Any) -> DockerSandbox:
         fields: dict[str, Any] = {"run_id": worktree.run_id, "repo": worktree.repo,
                                   "issue": worktree.issue, "worktree": worktree.path,
                                   "image": IMAGE, "memory": 512 * 1024**2, "pids": 256,
-                                  "cpus": 1.0}
+                                  "cpus": 1.0, "runtime": runtime}
         fields.update(overrides)
         return backend.start(SandboxSpec(**fields))
 

@@ -205,3 +205,27 @@ def test_a_git_entry_the_agent_points_elsewhere_is_never_followed(
     sandbox.remove()
     workspaces.remove(other)
     workspaces.remove(first)
+
+
+def test_a_warm_sandbox_for_a_command_agent_brings_its_gateway_channel(
+        pool_backend: DockerBackend, docker_client: Any, workspaces: Workspaces,
+        upstream: Upstream):
+    backend = pool_backend
+    assert backend.add_warm(spec("warm", Path("/nowhere"), gateway=True), 1) is True
+    plain = new_run_id()
+    # A spec without the channel is another shape: it does not take this one.
+    assert backend.take_warm(spec(plain, workspaces.worktree_path(plain))) is False
+    run_id = new_run_id()
+    path = workspaces.worktree_path(run_id)
+    assert backend.take_warm(spec(run_id, path, gateway=True)) is True
+    workspaces.prepare(run_id, REPO, 7, upstream.url)
+    sandbox = backend.start(spec(run_id, path, gateway=True))
+    channel = sandbox.channel()
+    assert channel is not None and channel[1] == "/run/orchestrator"
+    host_dir = channel[0]
+    (host_dir / "hello").write_text("from the runner")
+    assert sandbox.exec("cat /run/orchestrator/hello").output == "from the runner"
+    denied = sandbox.exec("touch /run/orchestrator/x")  # read-only for the agent
+    assert not denied.ok and "Read-only file system" in denied.output
+    sandbox.remove()
+    assert not host_dir.exists()  # the directory goes with its container

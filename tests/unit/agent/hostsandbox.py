@@ -20,8 +20,10 @@ from runner.sandbox.base import WORKSPACE, ExecResult, OutputCallback
 class HostSandbox:
     """Runs commands in ``root`` on the host (see the module docstring)."""
 
-    def __init__(self, root: Path, run_id: str = "test-run") -> None:
+    def __init__(self, root: Path, run_id: str = "test-run",
+                 channel_dir: Path | None = None) -> None:
         self.root = root
+        self.channel_dir = channel_dir
         self.run_id = run_id
         self.name = f"host-{run_id}"
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root),
@@ -64,6 +66,13 @@ class HostSandbox:
 
     def stop(self, grace: float = 5.0) -> None:
         """Nothing keeps running between execs."""
+
+    def channel(self) -> tuple[Path, str] | None:
+        """The model gateway's directory, when the test gave one (same path both sides)."""
+        if self.channel_dir is None:
+            return None
+        self.channel_dir.mkdir(exist_ok=True)
+        return self.channel_dir, str(self.channel_dir)
 
     def remove(self) -> None:
         """The folder belongs to the test's tmp_path."""

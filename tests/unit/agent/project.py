@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from runner.testing.llm import Script, fix_failing_test
@@ -33,3 +34,19 @@ def fixing_script() -> Script:
     """The emulated model's plan: run the test, view, fix, run the test, finish."""
     return fix_failing_test(test_command=TEST_COMMAND, path="calc.py", old=BUGGY, new=FIXED,
                             summary="add() subtracted instead of adding; it adds now.")
+
+
+def project_worktree(tmp_path: Path) -> Path:
+    """The project committed in ``tmp_path/origin`` and a real git worktree of it on branch
+    ``orchestrator/issue-1``, as the pipeline prepares one (its ``.git`` is a file)."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    write_project(origin)
+    git = ["git", "-C", str(origin), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "buggy"], check=True)
+    repo = tmp_path / "worktree"
+    subprocess.run([*git, "worktree", "add", "-q", "-b", "orchestrator/issue-1", str(repo)],
+                   check=True)
+    return repo

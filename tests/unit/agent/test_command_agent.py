@@ -9,10 +9,12 @@ from typing import Any
 
 from runner.agent.base import Task
 from runner.agent.command import CommandAgent
-from runner.config import AgentConfig
+from runner.config import AgentConfig, GatewayConfig
 from runner.model import Budget
 from tests.unit.agent.hostsandbox import HostSandbox
 
+# These tests are about running the command; the gateway has its own (test_gateway*.py).
+NO_GATEWAY = GatewayConfig(enabled=False)
 TASK = Task(title="Rename the flag", body="Call it --verbose.", repo="o/r", issue=3)
 BUDGET = Budget(max_turns=10, max_tokens=1000, max_cost_usd=1.0)
 
@@ -21,7 +23,7 @@ def run(tmp_path: Path, command: str, environ: dict[str, str] | None = None,
         pass_env: list[str] | None = None) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
     seen: list[tuple[str, dict[str, Any]]] = []
     box = HostSandbox(tmp_path, run_id=uuid.uuid4().hex[:8])
-    agent = CommandAgent(AgentConfig(kind="command", command=command,
+    agent = CommandAgent(AgentConfig(kind="command", gateway=NO_GATEWAY, command=command,
                                      pass_env=pass_env or []),
                          timeout=60, environ=environ or {})
     outcome = agent.run(TASK, box, BUDGET, threading.Event(),
