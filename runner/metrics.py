@@ -1,7 +1,7 @@
 """Prometheus metrics of one runner process, in the text exposition format (version 0.0.4).
 
 Most figures are derived from the audit events every process sees on the store's bus, so
-the pipeline and the controller need no metric calls of their own:
+the run steps and the controller need no metric calls of their own:
 
 - dispatch latency: webhook accepted (or the run created, when no webhook of this process
   preceded it) -> the run's first agent action (a model turn asking for a tool, a tool call

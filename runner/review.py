@@ -4,7 +4,8 @@ Input: the issue, the diff and the gate results. Output: a verdict, a confidence
 anchored to lines, validated (the model is asked again once when its reply is not valid).
 A review approves only when the model says approve *and* its confidence reaches the
 threshold. The pure helpers at the end turn a review into PR review line comments, a commit
-status and the agent's next instruction; posting them is the pipeline's job.
+status and the agent's next instruction; the review step (``runner/run/reviewing.py``)
+posts them.
 
 The model is called through ``runner.provider``, as the agent calls it: a kill closes the
 request in flight (``Interrupted``), and an outage of the provider is waited out for the
@@ -286,7 +287,7 @@ def render_review(rv: Review, commentable: Mapping[str, set[int]] | None = None,
 
     With ``commentable`` (see commentable_lines), a finding on a line outside the diff goes
     into the body instead: the forges refuse comments on lines a PR does not show.
-    ``marker`` (e.g. the hidden marker the pipeline upserts by) is appended to the body.
+    ``marker`` (e.g. the hidden marker the run steps upsert by) is appended to the body.
     """
     comments: list[dict[str, Any]] = []
     loose: list[Finding] = []

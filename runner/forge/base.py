@@ -1,4 +1,4 @@
-"""The Forge protocol: what the pipeline reads from and writes to GitHub or Forgejo.
+"""The Forge protocol: what the run steps read from and write to GitHub or Forgejo.
 
 Adapters (``github.py``, ``forgejo.py``) turn each forge's API into these small frozen values,
 so the core never sees a PyGithub object or a Forgejo JSON document. Errors are ours too:

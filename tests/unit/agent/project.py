@@ -38,7 +38,7 @@ def fixing_script() -> Script:
 
 def project_worktree(tmp_path: Path) -> Path:
     """The project committed in ``tmp_path/origin`` and a real git worktree of it on branch
-    ``orchestrator/issue-1``, as the pipeline prepares one (its ``.git`` is a file)."""
+    ``orchestrator/issue-1``, as a run's steps prepare one (its ``.git`` is a file)."""
     origin = tmp_path / "origin"
     origin.mkdir()
     write_project(origin)
