@@ -299,7 +299,13 @@ class DockerBackend:
         sandbox it took, or its own after a restart of the runner)."""
         worktree = spec.worktree.resolve()
         existing = self.find(spec.run_id)
-        if existing is not None:
+        if existing is not None and existing.container.labels.get(LABEL_INSTANCE) != \
+                self.instance:
+            # Another runner sharing this engine made it for the run, on its own worktree:
+            # that runner lost the run's lease to this one, so its container goes (working on
+            # in it would edit the other runner's worktree, and commit nothing here).
+            existing.remove()
+        elif existing is not None:
             if existing.container.attrs["State"]["Running"]:  # as read by find() just now
                 self._owner(worktree)
                 return existing
