@@ -464,7 +464,8 @@ class ForgeEmulator:
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         path = raw_path.decode("latin-1").split("?", 1)[0]
         body = await request.body()
-        if request.method != "GET":  # every write, API or git push, and who made it
+        # Every write, API or git push, and who made it (a fetch POSTs too: not a write).
+        if request.method != "GET" and not path.endswith("/git-upload-pack"):
             self.writes.append(Write(time.time(), request.client.host if request.client
                                      else "", request.method, path))
         headers = {k.lower(): v for k, v in request.headers.items()}

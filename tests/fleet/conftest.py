@@ -291,6 +291,11 @@ def assert_fleet_clean(fleet: Fleet, docker_client: Any, run: Run) -> None:
     world = fleet.world
     assert run.terminal, f"run {run.id} is {run.state}: lost"
     assert containers_of(docker_client, run.id) == [], "orphan container"
+    # A runner that took one of the run's steps keeps its worktree until its next poll
+    # sees that the run ended elsewhere (limits.poll_interval).
+    with contextlib.suppress(TimeoutError):
+        world.wait_for(lambda: not any(worktrees_left(r.data_dir) for r in fleet.runners), 20,
+                       "the worktrees' removal")
     for runner in fleet.runners:
         assert worktrees_left(runner.data_dir) == [], f"orphan worktree on {runner.name}"
     assert len(pulls_from(world.forge, run.branch)) <= 1, "duplicate pull request"
