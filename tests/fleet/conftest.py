@@ -290,12 +290,13 @@ def assert_fleet_clean(fleet: Fleet, docker_client: Any, run: Run) -> None:
     container or a worktree for it, one PR and one status comment at most."""
     world = fleet.world
     assert run.terminal, f"run {run.id} is {run.state}: lost"
-    assert containers_of(docker_client, run.id) == [], "orphan container"
-    # A runner that took one of the run's steps keeps its worktree until its next poll
-    # sees that the run ended elsewhere (limits.poll_interval).
+    # A runner that took one of the run's steps keeps its worktree (and a container it still
+    # had) until its next poll sees that the run ended elsewhere (limits.poll_interval).
     with contextlib.suppress(TimeoutError):
-        world.wait_for(lambda: not any(worktrees_left(r.data_dir) for r in fleet.runners), 20,
-                       "the worktrees' removal")
+        world.wait_for(lambda: not containers_of(docker_client, run.id) and
+                       not any(worktrees_left(r.data_dir) for r in fleet.runners), 20,
+                       "the removal of the run's containers and worktrees")
+    assert containers_of(docker_client, run.id) == [], "orphan container"
     for runner in fleet.runners:
         assert worktrees_left(runner.data_dir) == [], f"orphan worktree on {runner.name}"
     assert len(pulls_from(world.forge, run.branch)) <= 1, "duplicate pull request"

@@ -20,6 +20,7 @@ from runner.testing.demo import BUG, MAINTAINER, REPO, TEST_COMMAND, fixing_agen
 from runner.testing.llm import Reply, Request
 from tests.e2e.conftest import containers_of, worktrees_left
 from tests.fleet.conftest import LEASE_TTL, Fleet, Runner, assert_fleet_clean, forge_writes_by
+from tests.fleet.conftest import must as must_docker
 
 pytestmark = [pytest.mark.fleet, pytest.mark.docker, pytest.mark.slow,
               pytest.mark.timeout(600)]
@@ -215,3 +216,28 @@ def test_kill_while_the_owner_is_cut_off(fleet_factory: Any, docker_client: Any)
     assert forge_writes_by(world, addresses(victim), cut_at) == []
     assert_fleet_clean(fleet, docker_client, done)
     report("kill_while_cut_off", lease_ttl_s=LEASE_TTL, kill_latency_s=round(latency, 1))
+
+
+def test_valkey_paused_for_20s_under_two_runs(fleet_factory: Any, docker_client: Any) -> None:
+    """Valkey frozen (`docker pause`) for 20 s while two runs work: every runner loses the
+    store at once and every lease lapses meanwhile. Once it is back, each run is finished
+    exactly once, and nothing is left on any runner."""
+    fleet: Fleet = fleet_factory(agent=SlowFirstSessions(seconds=25, count=2))
+    world = fleet.world
+    issues = [world.open_issue(), world.open_issue("mul() is slow", "Please check add() too.")]
+    runs = [working(fleet, n) for n in issues]
+    must_docker("pause", fleet.valkey)
+    paused_at = time.monotonic()
+    try:
+        time.sleep(20)
+    finally:
+        must_docker("unpause", fleet.valkey)
+    back_at = time.monotonic()
+    done = [finished(fleet, n, timeout=120) for n in issues]
+    recovered = time.monotonic() - back_at
+    for run, end in zip(runs, done, strict=True):
+        assert end.id == run.id and end.state is RunState.SUCCEEDED, end.reason
+        assert_fleet_clean(fleet, docker_client, end)
+    report("valkey_paused", paused_s=round(back_at - paused_at, 1),
+           runs_completed=f"{len(done)}/{len(issues)}",
+           finished_after_unpause_s=round(recovered, 1))
