@@ -241,3 +241,33 @@ def test_valkey_paused_for_20s_under_two_runs(fleet_factory: Any, docker_client:
     report("valkey_paused", paused_s=round(back_at - paused_at, 1),
            runs_completed=f"{len(done)}/{len(issues)}",
            finished_after_unpause_s=round(recovered, 1))
+
+
+def test_rolling_restart_under_a_burst_of_15_issues(fleet_factory: Any,
+                                                     docker_client: Any) -> None:
+    """15 issues labelled at once, then each runner stopped (SIGTERM) and started again, one
+    by one, as a deployment of a new version does: every run completes, once."""
+    fleet: Fleet = fleet_factory(agent=SlowFirstSessions(seconds=8, count=15))
+    world = fleet.world
+    began = time.monotonic()
+    issues = [world.open_issue(f"add() is wrong ({n})") for n in range(15)]
+    world.wait_for(lambda: sum(1 for n in issues if world.run_for(n) is not None) >= 6, 60,
+                   "the burst under way")
+    held = []  # runs each runner was working on when it was stopped
+    for runner in fleet.runners:
+        held.append(sum(1 for n in issues if (run := world.run_for(n)) is not None
+                        and fleet.owner(run) is runner))
+        runner.stop()
+        runner.start()
+        fleet.wait_healthy(runner)
+    restarted = time.monotonic() - began
+    done = [finished(fleet, n, timeout=240) for n in issues]
+    elapsed = time.monotonic() - began
+    assert [r.state for r in done] == [RunState.SUCCEEDED] * len(issues), \
+        [(r.issue, r.state, r.reason) for r in done]
+    for run in done:
+        assert_fleet_clean(fleet, docker_client, run)
+    assert sum(held) > 0, "no runner had a run in flight when it was stopped"
+    report("rolling_restart", issues=len(issues), runs_completed=f"{len(done)}/{len(issues)}",
+           held_when_stopped=held,
+           restarts_done_s=round(restarted, 1), all_done_s=round(elapsed, 1))
