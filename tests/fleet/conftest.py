@@ -223,6 +223,12 @@ class Fleet:
                        self.valkey)
         return f"redis://{address}:6379/0"
 
+    def reopen_store(self) -> None:
+        """The test's own connection to Valkey, opened again at its current address."""
+        from runner.store.redis import RedisStore
+
+        self.world._store = RedisStore(self.valkey_url)
+
     def wait_valkey(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -271,3 +271,28 @@ def test_rolling_restart_under_a_burst_of_15_issues(fleet_factory: Any,
     report("rolling_restart", issues=len(issues), runs_completed=f"{len(done)}/{len(issues)}",
            held_when_stopped=held,
            restarts_done_s=round(restarted, 1), all_done_s=round(elapsed, 1))
+
+
+def test_valkey_restarted_with_persistence_under_two_runs(fleet_factory: Any,
+                                                           docker_client: Any) -> None:
+    """Valkey restarted (`docker restart`, its append-only file kept) while two runs work:
+    the runs, their audit logs and fencing tokens outlive it, and each run finishes once."""
+    fleet: Fleet = fleet_factory(agent=SlowFirstSessions(seconds=15, count=2))
+    world = fleet.world
+    issues = [world.open_issue(), world.open_issue("mul() is slow", "Please check add() too.")]
+    runs = [working(fleet, n) for n in issues]
+    before = {run.id: len(world.store.events(run.id, limit=100000)) for run in runs}
+    must_docker("restart", "-t", "5", fleet.valkey)
+    back_at = time.monotonic()
+    fleet.wait_valkey()
+    fleet.reopen_store()  # its address may have changed
+    for run in runs:  # nothing of what was written before is lost
+        assert world.store.get_run(run.id).issue == run.issue
+        assert len(world.store.events(run.id, limit=100000)) >= before[run.id]
+    done = [finished(fleet, n, timeout=120) for n in issues]
+    recovered = time.monotonic() - back_at
+    for run, end in zip(runs, done, strict=True):
+        assert end.id == run.id and end.state is RunState.SUCCEEDED, end.reason
+        assert_fleet_clean(fleet, docker_client, end)
+    report("valkey_restarted", runs_completed=f"{len(done)}/{len(issues)}",
+           finished_after_restart_s=round(recovered, 1))
