@@ -265,14 +265,15 @@ class Fleet:
             self.world.stop()
         names = [r.name for r in self.runners] + [self.valkey]
         docker("rm", "-f", *names, timeout=120)
-        # The agents' containers the runners started, if a failed test left any.
-        for runner in self.runners:
-            for cid in docker("ps", "-aq", "--filter",
-                              "label=orchestrator.repo=" + REPO).stdout.split():
-                mounts = docker("inspect", "-f", "{{range .Mounts}}{{.Source}} {{end}}",
-                                cid).stdout
-                if str(runner.data_dir) in mounts:
-                    docker("rm", "-f", cid)
+        # The agents' containers (and warm sandboxes) the runners started and did not remove
+        # (a killed runner cannot): those with a mount in one of this fleet's data dirs.
+        ids = docker("ps", "-aq").stdout.split()
+        mounts = docker("inspect", "-f", "{{.Id}} {{range .Mounts}}{{.Source}} {{end}}",
+                        *ids).stdout.splitlines() if ids else []
+        ours = [line.split()[0] for line in mounts
+                if any(f" {r.data_dir}/" in f" {line} " for r in self.runners)]
+        if ours:
+            docker("rm", "-f", *ours, timeout=120)
         docker("network", "rm", self.store_net, self.edge_net)
 
 
