@@ -7,8 +7,10 @@ wrote to the store (the run and its ``details``) and to disk (the worktree).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,9 +27,11 @@ from runner.run.handle import RunHandle
 from runner.run.status import StatusWriter, render
 from runner.sandbox.base import Sandbox, SandboxBackend, SandboxError, SandboxSpec
 from runner.sandbox.refill import WarmRefill
-from runner.store.base import Store
+from runner.store.base import LeaseLost, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("orchestrator.run")
+# How long a forge write waits for an unreachable store to confirm this process's lease.
+STORE_WAIT_S = 600.0
 
 
 class Cancelled(Exception):
@@ -161,9 +165,40 @@ class RunContext:
             raise Cancelled()
 
     def before_write(self) -> None:
-        """Before a forge write: no kill, and this process still owns the run (fencing)."""
+        """Before a forge write: no kill, and this process still owns the run (fencing).
+
+        Only the store can say who owns the run: while it is out of reach (a runner cut off
+        from it) the write waits for its answer, up to STORE_WAIT_S, rather than guess. A
+        lease lost meanwhile refuses the write, with a ``write_refused`` audit event."""
         self.check_cancel()
-        self.store.check_fence(self.run.id, self.fence)
+        deadline = time.monotonic() + STORE_WAIT_S
+        while True:
+            try:
+                self.store.check_fence(self.run.id, self.fence)
+                break
+            except StoreUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                if self.handle.cancel.wait(1.0):  # the lease lapsed meanwhile, or a kill
+                    raise Cancelled() from None
+            except LeaseLost:
+                self._refused_write()
+                raise
+        self.check_cancel()
+
+    def _refused_write(self) -> None:
+        """Audit a forge write this process was about to make for a run it no longer owns."""
+        owner = None
+        with contextlib.suppress(StoreError):
+            owner = self.store.current_lease(self.run.id)
+        log.warning("run %s: write refused, lease %d lost to %s", self.run.id, self.fence,
+                    owner.worker if owner else "nobody")
+        with contextlib.suppress(StoreError):
+            self.event("write_refused", {
+                "reason": "lease lost", "worker": self.handle.lease.worker,
+                "fence": self.fence, "owner": owner.worker if owner else None,
+                "owner_fence": owner.token if owner else None,
+                "state": str(self.run.state)})
 
     # ------------------------------------------------------------ the record
 

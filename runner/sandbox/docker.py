@@ -327,7 +327,7 @@ class DockerBackend:
                                "run's workspace first")
         uid, gid = self._owner(worktree)
         container = self._create(
-            spec, name=container_name(spec.run_id), workspace=worktree, uid=uid, gid=gid,
+            spec, name=self._free_name(spec.run_id), workspace=worktree, uid=uid, gid=gid,
             labels={LABEL_RUN: spec.run_id, LABEL_REPO: spec.repo,
                     LABEL_ISSUE: str(spec.issue)},
             extra_mounts=[Mount(f"{WORKSPACE}/.git", str(self._mask_file()), type="bind",
@@ -392,15 +392,36 @@ class DockerBackend:
         return container
 
     def find(self, run_id: str) -> DockerSandbox | None:
-        """The run's container, running or not, if it exists."""
+        """The run's container made by this deployment, running or not, if it exists."""
+        for name in (container_name(run_id), self._own_name(run_id)):
+            try:
+                container = self.client.containers.get(name)
+            except docker.errors.NotFound:
+                continue
+            if container.labels.get(LABEL_INSTANCE, self.instance) != self.instance:
+                continue  # another runner's, on an engine they share (see _free_name)
+            if container.labels.get(LABEL_RUN) != run_id and \
+                    LABEL_WARM not in container.labels:
+                raise SandboxError(f"a container named {container.name} exists but is not "
+                                   f"the sandbox of run {run_id}; remove it (docker rm -f)")
+            return DockerSandbox(self.client, container, run_id)
+        return None
+
+    def _own_name(self, run_id: str) -> str:
+        return f"{container_name(run_id)}.{self.instance[:12]}"
+
+    def _free_name(self, run_id: str) -> str:
+        """The run's container name; this deployment's own variant when another runner on
+        this engine has a container for the run under the usual name: that runner lost the
+        run's lease to this one, and works on (or leaves) its own worktree in it, as it would
+        on a machine of its own. It removes it when it learns the run went on without it."""
         try:
-            container = self.client.containers.get(container_name(run_id))
+            other = self.client.containers.get(container_name(run_id))
         except docker.errors.NotFound:
-            return None
-        if container.labels.get(LABEL_RUN) != run_id and LABEL_WARM not in container.labels:
-            raise SandboxError(f"a container named {container.name} exists but is not the "
-                               f"sandbox of run {run_id}; remove it (docker rm -f)")
-        return DockerSandbox(self.client, container, run_id)
+            return container_name(run_id)
+        if other.labels.get(LABEL_INSTANCE, self.instance) == self.instance:
+            return container_name(run_id)
+        return self._own_name(run_id)
 
     def _own_containers(self) -> list[Any]:
         return list(self.client.containers.list(
@@ -479,7 +500,7 @@ def _run_of(container: Any) -> str | None:
     name = str(container.name)
     if name.startswith(WARM_PREFIX) or not name.startswith(RUN_PREFIX):
         return None
-    return name.removeprefix(RUN_PREFIX)  # a warm sandbox renamed for its run
+    return name.removeprefix(RUN_PREFIX).split(".")[0]  # a warm sandbox renamed for its run
 
 
 def process_token(pid: int | None = None) -> str:

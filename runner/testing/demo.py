@@ -81,7 +81,8 @@ class DemoWorld:
     def __init__(self, workdir: str | Path, *, flavour: Flavour = "github",
                  agent: Policy | None = None, reviewer: Policy | None = None,
                  sandbox: str = "docker", settings: dict[str, Any] | None = None,
-                 start_runner: bool = True, app_token_lifetime: float | None = None) -> None:
+                 start_runner: bool = True, app_token_lifetime: float | None = None,
+                 host: str = "127.0.0.1") -> None:
         self.workdir = Path(workdir)
         self.flavour: Flavour = flavour
         self.agent_policy = agent or fixing_agent()
@@ -93,9 +94,11 @@ class DemoWorld:
         self.app_token_lifetime = app_token_lifetime
         self.app: Any = None
         self.secret = secrets.token_hex(16)
-        self.forge = ForgeEmulator(flavour, self.workdir / "forge")
+        # ``host``: where the emulators listen; a Docker network's gateway address lets
+        # runners in containers on that network reach them (tests/fleet).
+        self.forge = ForgeEmulator(flavour, self.workdir / "forge", host=host)
         self.llm = LLMEmulator(by_system({REVIEWER_MARKER: reviewer or approving_reviewer},
-                                         default=self.agent_policy))
+                                         default=self.agent_policy), host=host)
         self.env: dict[str, str] = {}
         self.runner: Any = None
         self.server: ServerHandle | None = None

@@ -117,10 +117,22 @@ class CIJob:
     finished_at: float = 0.0  # epoch seconds when its final status was posted
 
 
-class ForgeEmulator:
-    """A stateful forge on 127.0.0.1; see the module docstring for the tour."""
+@dataclass(frozen=True)
+class Write:
+    """One request that may change the forge (not a GET), with the client's address: which
+    runner of a fleet wrote, and when (tests/fleet)."""
 
-    def __init__(self, flavour: Flavour, workdir: str | Path, *, port: int = 0) -> None:
+    at: float  # epoch seconds
+    client: str
+    method: str
+    path: str
+
+
+class ForgeEmulator:
+    """A stateful forge on 127.0.0.1 (or ``host``); see the module docstring for the tour."""
+
+    def __init__(self, flavour: Flavour, workdir: str | Path, *, port: int = 0,
+                 host: str = "127.0.0.1") -> None:
         if flavour not in ("github", "forgejo"):
             raise ValueError(f"flavour must be github or forgejo, not {flavour!r}")
         self.flavour: Flavour = flavour
@@ -131,9 +143,10 @@ class ForgeEmulator:
         self.state.listeners.append(self._on_happening)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", port))
+        # ``host``: e.g. a Docker network's gateway address, for runners in containers.
+        self._sock.bind((host, port))
         self.port = int(self._sock.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.github = GitHubRenderer(self.url)
         self.forgejo = ForgejoRenderer(self.url)
         self.api: BaseApi = (GitHubApi(self.state, self.github) if flavour == "github"
@@ -144,6 +157,7 @@ class ForgeEmulator:
             AppRoutes(self.apps, self.github).install_on(self.api)
         self.observers: list[Callable[[Exchange], None]] = []
         self.exchanges: list[Exchange] = []
+        self.writes: list[Write] = []
         self.deliveries: list[Delivery] = []
         self.ci_jobs: list[CIJob] = []
         self._faults: list[_Fault] = []
@@ -532,6 +546,10 @@ class ForgeEmulator:
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         path = raw_path.decode("latin-1").split("?", 1)[0]
         body = await request.body()
+        # Every write, API or git push, and who made it (a fetch POSTs too: not a write).
+        if request.method != "GET" and not path.endswith("/git-upload-pack"):
+            self.writes.append(Write(time.time(), request.client.host if request.client
+                                     else "", request.method, path))
         headers = {k.lower(): v for k, v in request.headers.items()}
         query = request.url.query
         if path.endswith((".git/info/refs", ".git/git-upload-pack", ".git/git-receive-pack")):

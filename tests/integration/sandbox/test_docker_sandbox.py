@@ -223,6 +223,34 @@ def test_start_reattaches_to_the_runs_container(start: Start):
     assert replaced.exec("echo back").output == "back\n"
 
 
+def test_a_run_taken_over_on_a_shared_engine_gets_its_own_container(
+        start: Start, docker_client, upstream, tmp_path: Path):
+    """Two runners (data directories) on one engine: the one that takes a run over from the
+    other never works in the other's container, which is bind-mounted on the other's
+    worktree; it starts one on its own, and each finds and removes only its own."""
+    first = start()
+    other = DockerBackend(docker_client, state_dir=tmp_path / "other-runner", image=IMAGE)
+    elsewhere = Workspaces(tmp_path / "other-data").prepare(
+        first.run_id, "acme/widgets", 42, upstream.url)
+    assert other.find(first.run_id) is None
+    taken = other.start(SandboxSpec(run_id=first.run_id, repo="acme/widgets", issue=42,
+                                    worktree=elsewhere.path, image=IMAGE))
+    try:
+        assert taken.id != first.id and taken.running() and first.running()
+        mounts = {m["Destination"]: m["Source"] for m in taken.inspect()["Mounts"]}
+        assert mounts["/workspace"] == str(elsewhere.path)
+        taken.exec("echo mine > here.txt")
+        assert (elsewhere.path / "here.txt").read_text() == "mine\n"
+        found = other.find(first.run_id)
+        assert found is not None and found.id == taken.id
+        assert other.list_runs() == {first.run_id: taken.name}
+        assert other.start(SandboxSpec(run_id=first.run_id, repo="acme/widgets", issue=42,
+                                       worktree=elsewhere.path, image=IMAGE)).id == taken.id
+    finally:
+        taken.remove()
+    assert first.running()
+
+
 def test_orphans_are_removed_after_a_crash(backend: DockerBackend, docker_client,
                                            workspaces: Workspaces, upstream, tmp_path: Path):
     runs = [workspaces.prepare(new_run_id(), "acme/widgets", n, upstream.url)
