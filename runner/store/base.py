@@ -97,6 +97,10 @@ class Store(Protocol):
     def update_run(self, run_id: str, *, fence: int | None = None, **fields: Any) -> Run:
         """Change non-state fields (PR number, cost, ...)."""
 
+    def spend_by_repo(self, since: float) -> dict[str, float]:
+        """The recorded model cost (``cost_usd``) of the runs created at or after ``since``
+        (epoch seconds), summed per repository; repositories without such runs are absent."""
+
     # audit
     def append_event(self, run_id: str, kind: str, data: dict[str, Any] | None = None, *,
                      actor: str = "runner") -> Event:

@@ -202,6 +202,12 @@ class SqliteStore:
         args.append(limit)
         return [self._row_to_run(r) for r in self._db().execute(sql, args)]
 
+    def spend_by_repo(self, since: float) -> dict[str, float]:
+        rows = self._db().execute(
+            "SELECT repo, SUM(json_extract(data, '$.cost_usd')) FROM runs "
+            "WHERE created_at >= ? GROUP BY repo", (since,)).fetchall()
+        return {repo: float(total or 0.0) for repo, total in rows}
+
     def transition(self, run_id: str, expected: RunState, target: RunState, *, actor: str,
                    reason: str = "", fence: int | None = None) -> Run:
         with self._tx() as db:
