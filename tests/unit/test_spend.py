@@ -54,3 +54,15 @@ def test_todays_spend_for_people() -> None:
                              "today's spend for c/d (UTC): $0.0040 of $1.00 (0%)"]
     assert [b.scope for b in today.warnings] == ["daily"]
     assert spend.today({}, None, {}).lines() == ["today's spend (UTC): $0.00 (no daily budget)"]
+
+
+def test_the_dashboard_shows_todays_spend_and_warns_at_ninety_percent() -> None:
+    from runner import dashboard
+
+    calm = dashboard.runs_page([], state="", repo="", repos=[], paused=None,
+                               spend=spend.today({"a/b": 1.0}, 5.0, {}))
+    assert "today&#x27;s spend (UTC): $1.00 of $5.00 (20%)" in calm
+    assert "nearly or fully spent" not in calm
+    hot = dashboard.runs_page([], state="", repo="", repos=[], paused=None,
+                              spend=spend.today({"a/b": 4.6}, 5.0, {}))
+    assert "nearly or fully spent" in hot
