@@ -100,7 +100,6 @@ class Services:
     # forge only as a fallback, on the longest backoff.
     webhooks: frozenset[str] = frozenset()
     warm: WarmRefill | None = None
-    budget_warned: set[str] = field(default_factory=set)  # UTC days the 90 % warning was made
 
     def spec(self, run_id: str, repo: str, issue: int, worktree: Path) -> SandboxSpec:
         """The sandbox a run gets, with the configured limits."""

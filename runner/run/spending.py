@@ -28,8 +28,7 @@ def hold(ctx: RunContext, now: float | None = None) -> Wait | None:
     state = budget.check(ctx.store.spend_by_repo(budget.day_start(now)), ctx.run.repo,
                          daily=limits.daily_cost_usd, repo_daily=ctx.repo.daily_cost_usd)
     warning = state.warning
-    if warning is not None and today not in ctx.services.budget_warned:
-        ctx.services.budget_warned.add(today)  # once a day (per process)
+    if warning is not None and ctx.store.mark_once(f"spend-warning:{warning.scope}:{today}"):
         ctx.event("budget-warning", _figures(warning, today))
     blocking = state.blocking
     if blocking is None:

@@ -18,6 +18,7 @@ import redis
 
 from runner.model import MUTABLE_FIELDS, Event, KillRequest, Lease, Run, RunState
 from runner.store.base import (
+    MARK_TTL,
     BusMessage,
     LeaseLost,
     RunFinished,
@@ -237,6 +238,9 @@ class RedisStore:
                     totals[data["repo"]] = totals.get(data["repo"], 0.0) + float(
                         data.get("cost_usd") or 0.0)
         return totals
+
+    def mark_once(self, key: str) -> bool:
+        return bool(self.r.set(self._k("once", key), "1", nx=True, ex=int(MARK_TTL)))
 
     def transition(self, run_id: str, expected: RunState, target: RunState, *, actor: str,
                    reason: str = "", fence: int | None = None) -> Run:

@@ -122,6 +122,17 @@ def test_spend_sums_the_cost_of_the_runs_created_since(store: Store) -> None:
     assert store.spend_by_repo(time.time() + 1) == {}
 
 
+def test_a_mark_is_made_once_across_processes(store: Store, spec: str) -> None:
+    other = open_spec(spec)
+    try:
+        assert store.mark_once("warning:2026-12-03")
+        assert not other.mark_once("warning:2026-12-03") and not store.mark_once(
+            "warning:2026-12-03")
+        assert other.mark_once("warning:2026-12-04")
+    finally:
+        other.close()
+
+
 # ---------------------------------------------------------------- audit
 
 
