@@ -149,6 +149,10 @@ def runs_cmd(ctx: Context, states: tuple[str, ...], repo: str | None, limit: int
                       f"${run.cost_usd:.2f}", _age(now - run.created_at),
                       lease.worker if lease else "-", run.reason[:60])
     console.print(table)
+    from runner.run.spending import spend_today  # the steps' imports only for this command
+
+    for line in spend_today(store, ctx.settings()).lines():
+        console.print(line, markup=False)
 
 
 @cli.command("kill")

@@ -173,6 +173,10 @@ class RepoConfig(Section):
         default=5, ge=1, le=10,
         description="1 (last) to 10 (first): the order runs waiting for a worker slot are "
                     "claimed in; a writer's orchestrator:priority-<n> label overrides it")
+    daily_cost_usd: float | None = Field(
+        default=None, gt=0,
+        description="this repository's share of the daily spend budget (USD, UTC day), on "
+                    "top of limits.daily_cost_usd. None: only the global budget")
 
 
 class LabelsConfig(Section):
@@ -306,6 +310,11 @@ class LimitsConfig(Section):
         description="longest wait between looks at a run's CI; with webhooks, the only look "
                     "besides the one a CI event asks for")
     trigger_permission: Permission = Field(default="write")
+    daily_cost_usd: float | None = Field(
+        default=None, gt=0,
+        description="model spend (USD) of the runs started in one UTC day, across every "
+                    "runner process sharing the store; once reached no new run starts until "
+                    "the next day or a raised limit. None: no budget")
 
 
 class ReviewConfig(Section):

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from runner.config import Settings
 from runner.model import Event, Run, RunState
+from runner.spend import Today
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 OUTPUT_CHARS = 20000  # longer tool output is cut in the page (the API has all of it)
@@ -158,8 +159,8 @@ STATE_FILTERS = ("", "active", *[s.value for s in RunState])
 
 
 def runs_page(rows: Sequence[RunRow], *, state: str, repo: str, repos: Iterable[str],
-              paused: dict[str, Any] | None) -> str:
-    """The runs list with its filters, Kill all and Resume."""
+              paused: dict[str, Any] | None, spend: Today | None = None) -> str:
+    """The runs list with its filters, Kill all and Resume, and today's spend."""
     state_opts = "".join(
         f'<option value="{e(s)}"{" selected" if s == state else ""}>{e(s or "all states")}'
         "</option>" for s in STATE_FILTERS)
@@ -176,7 +177,7 @@ def runs_page(rows: Sequence[RunRow], *, state: str, repo: str, repos: Iterable[
         '<button class="danger" data-open="kill-all-dialog">Kill all…</button>'
         f'<button data-open="resume-dialog"{"" if paused else " disabled"}>Resume…</button>'
         "</div></div>"
-        f"{pause_note}"
+        f"{pause_note}{spend_note(spend)}"
         '<form method="get" action="/runs" class="filters">'
         f'<label>State <select name="state">{state_opts}</select></label>'
         f'<label>Repository <select name="repo">{repo_opts}</select></label>'
@@ -195,6 +196,18 @@ def runs_page(rows: Sequence[RunRow], *, state: str, repo: str, repos: Iterable[
                   button="Resume dispatch", reason=False, danger=False)
     )
     return layout("Runs", body, paused=bool(paused))
+
+
+def spend_note(spend: Today | None) -> str:
+    """Today's spend against the budgets; a banner when one is at 90 % or more."""
+    if spend is None:
+        return ""
+    lines = "".join(f"<div>{e(line)}</div>" for line in spend.lines())
+    banner = ""
+    if spend.warnings:
+        banner = ('<div class="banner">The daily spend budget is nearly or fully spent: '
+                  "new runs wait queued once it is reached (running runs finish).</div>")
+    return f'{banner}<div class="muted spend">{lines}</div>'
 
 
 def _dialog(ident: str, title: str, text: str, *, action: str, button: str, reason: bool,

@@ -125,6 +125,7 @@ class RunDetails:
     ci_looks: int = 0  # how many times CI was read on this head (sets the poll backoff)
     # The last pre-push gate results (as GateResult.to_dict), for the reviewer in a later claim.
     gate_results: tuple[dict[str, Any], ...] = ()
+    budget_told: str = ""  # the UTC day the issue was told its run waits for the spend budget
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from runner import dashboard, eventstream
 from runner.forge.budget import ForgeStats, budget_line
 from runner.model import ACTIVE, Event, RunState, is_run_id
+from runner.run.spending import spend_today
 from runner.store.base import RunNotFound, StoreError
 from runner.webauth import Auth, Caller
 
@@ -143,9 +144,10 @@ class Pages:
         state, repo = self._filters(request)
         rows = await run_in_threadpool(self._rows, state, repo)
         paused = await run_in_threadpool(self.store.paused)
+        spend = await run_in_threadpool(spend_today, self.store, self.settings)
         return page_response(dashboard.runs_page(rows, state=state, repo=repo,
                                                  repos=[r.name for r in self.settings.repos],
-                                                 paused=paused))
+                                                 paused=paused, spend=spend))
 
     async def runs_rows(self, request: Request, caller: Caller) -> Response:
         state, repo = self._filters(request)

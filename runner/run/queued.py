@@ -1,4 +1,5 @@
-"""QUEUED: acknowledge the issue, read its labels as a writer set them, apply the 50% rule."""
+"""QUEUED: wait while the daily spend budget is spent, acknowledge the issue, read its labels
+as a writer set them, apply the 50% rule."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ from runner.model import Run, RunState
 from runner.run.context import RunContext, RunFailed
 from runner.run.outcome import GoOn, Outcome
 from runner.run.readers import trusted_labels, writer_comments
+from runner.run.spending import hold
 from runner.sizing import decide as size_issue
 
 
 def step(ctx: RunContext) -> Outcome:
     """React on the issue, keep its trusted labels, refuse it when it is too large."""
     run, forge = ctx.run, ctx.forge
+    held = hold(ctx)  # a spent daily budget: the run waits queued, before any acknowledgement
+    if held is not None:
+        return held
     ctx.before_write()
     # The comments (for sizing) are read while the labels are: one round trip, not two.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"comments-{run.id}") as pool:

@@ -51,6 +51,9 @@ class LeaseLost(StoreError):
         self.run_id, self.token = run_id, token
 
 
+MARK_TTL = 2 * 86400.0  # seconds a ``mark_once`` key is kept
+
+
 def new_run_id() -> str:
     return "r-" + secrets.token_hex(6)
 
@@ -96,6 +99,14 @@ class Store(Protocol):
 
     def update_run(self, run_id: str, *, fence: int | None = None, **fields: Any) -> Run:
         """Change non-state fields (PR number, cost, ...)."""
+
+    def spend_by_repo(self, since: float) -> dict[str, float]:
+        """The recorded model cost (``cost_usd``) of the runs created at or after ``since``
+        (epoch seconds), summed per repository; repositories without such runs are absent."""
+
+    def mark_once(self, key: str) -> bool:
+        """True for the first process (ever) to mark ``key``, False for every later mark: a
+        notice made once across every process sharing the store (kept about two days)."""
 
     # audit
     def append_event(self, run_id: str, kind: str, data: dict[str, Any] | None = None, *,

@@ -18,6 +18,7 @@ import redis
 
 from runner.model import MUTABLE_FIELDS, Event, KillRequest, Lease, Run, RunState
 from runner.store.base import (
+    MARK_TTL,
     BusMessage,
     LeaseLost,
     RunFinished,
@@ -225,6 +226,21 @@ class RedisStore:
                     out.append(run)
             start += page
         return out[:limit]
+
+    def spend_by_repo(self, since: float) -> dict[str, float]:
+        # The runs index is scored by creation time: only the day's runs are read.
+        ids = self.r.zrangebyscore(self._k("runs"), since, "+inf")
+        totals: dict[str, float] = {}
+        for start in range(0, len(ids), 500):
+            for raw in self.r.mget([self._k("run", i) for i in ids[start:start + 500]]):
+                if raw is not None:
+                    data = json.loads(raw)
+                    totals[data["repo"]] = totals.get(data["repo"], 0.0) + float(
+                        data.get("cost_usd") or 0.0)
+        return totals
+
+    def mark_once(self, key: str) -> bool:
+        return bool(self.r.set(self._k("once", key), "1", nx=True, ex=int(MARK_TTL)))
 
     def transition(self, run_id: str, expected: RunState, target: RunState, *, actor: str,
                    reason: str = "", fence: int | None = None) -> Run:

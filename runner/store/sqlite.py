@@ -27,6 +27,7 @@ from runner.model import (
     RunState,
 )
 from runner.store.base import (
+    MARK_TTL,
     BusMessage,
     LeaseLost,
     RunFinished,
@@ -201,6 +202,20 @@ class SqliteStore:
         sql += " ORDER BY created_at DESC LIMIT ?"
         args.append(limit)
         return [self._row_to_run(r) for r in self._db().execute(sql, args)]
+
+    def spend_by_repo(self, since: float) -> dict[str, float]:
+        rows = self._db().execute(
+            "SELECT repo, SUM(json_extract(data, '$.cost_usd')) FROM runs "
+            "WHERE created_at >= ? GROUP BY repo", (since,)).fetchall()
+        return {repo: float(total or 0.0) for repo, total in rows}
+
+    def mark_once(self, key: str) -> bool:
+        with self._tx() as db:
+            db.execute("DELETE FROM meta WHERE key LIKE 'once:%' AND CAST(value AS REAL) < ?",
+                       (time.time() - MARK_TTL,))
+            added = db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                               ("once:" + key, str(time.time())))
+            return added.rowcount == 1
 
     def transition(self, run_id: str, expected: RunState, target: RunState, *, actor: str,
                    reason: str = "", fence: int | None = None) -> Run:

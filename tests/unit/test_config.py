@@ -104,6 +104,8 @@ def test_good_file_passes(tmp_path: Path) -> None:
      "orchestrator.yml:7: repos[0].forge: 'gitea' is not a forge under `forges` (known: gh)"),
     ("negative limit", GOOD + "limits:\n  max_concurrent: -2\n", {},
      "orchestrator.yml:9: limits.max_concurrent: -2 is out of range (must be > 0)"),
+    ("no spend budget", GOOD + "limits:\n  daily_cost_usd: 0\n", {},
+     "orchestrator.yml:9: limits.daily_cost_usd: 0 is out of range (must be > 0"),
     ("bad duration", GOOD + "limits:\n  poll_interval: soon\n", {},
      "orchestrator.yml:9: limits.poll_interval: 'soon' is not a duration"),
     ("key twice", GOOD + "yolo: true\nyolo: false\n", {},

@@ -105,6 +105,34 @@ def test_update_fields_but_not_state(store: Store) -> None:
         store.update_run(run.id, state="succeeded")
 
 
+def test_spend_sums_the_cost_of_the_runs_created_since(store: Store) -> None:
+    old, _ = store.create_run("acme/w", 1)
+    store.update_run(old.id, cost_usd=0.5)
+    time.sleep(0.01)
+    since = time.time()
+    time.sleep(0.01)
+    first, _ = store.create_run("acme/w", 2)
+    second, _ = store.create_run("acme/w", 3)
+    other, _ = store.create_run("acme/x", 1)
+    store.update_run(first.id, cost_usd=0.25)
+    store.update_run(second.id, cost_usd=0.125)
+    store.update_run(other.id, cost_usd=1.0)
+    assert store.spend_by_repo(since) == {"acme/w": 0.375, "acme/x": 1.0}
+    assert store.spend_by_repo(0)["acme/w"] == 0.875
+    assert store.spend_by_repo(time.time() + 1) == {}
+
+
+def test_a_mark_is_made_once_across_processes(store: Store, spec: str) -> None:
+    other = open_spec(spec)
+    try:
+        assert store.mark_once("warning:2026-12-03")
+        assert not other.mark_once("warning:2026-12-03") and not store.mark_once(
+            "warning:2026-12-03")
+        assert other.mark_once("warning:2026-12-04")
+    finally:
+        other.close()
+
+
 # ---------------------------------------------------------------- audit
 
 
