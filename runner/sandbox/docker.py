@@ -89,6 +89,21 @@ def _command_argv(command: str | list[str]) -> list[str]:
     return ["bash", "-lc", command] if isinstance(command, str) else list(command)
 
 
+# The exec streams reading from each container now (container id -> sockets). A stopped
+# container's streams do not always end (gVisor keeps them open): stop() hangs them up.
+_OPEN_STREAMS: dict[str, set[Any]] = {}
+_STREAMS_LOCK = threading.Lock()
+
+
+def _hang_up(container_id: str) -> None:
+    """End the exec streams still open on a container that was stopped."""
+    with _STREAMS_LOCK:
+        streams = list(_OPEN_STREAMS.get(container_id, ()))
+    for stream in streams:
+        with contextlib.suppress(OSError):
+            stream.shutdown(socket.SHUT_RDWR)
+
+
 class DockerSandbox:
     """One run's container."""
 
@@ -152,11 +167,18 @@ class DockerSandbox:
                 daemon=True)
             watchdog.start()
         output = _Collector(on_output)
+        with _STREAMS_LOCK:
+            _OPEN_STREAMS.setdefault(self.id, set()).add(raw)
         try:
             for stream, chunk in _frames(raw):
                 output.add(stream, chunk)
         finally:
             done.set()
+            with _STREAMS_LOCK:
+                open_here = _OPEN_STREAMS.get(self.id, set())
+                open_here.discard(raw)
+                if not open_here:
+                    _OPEN_STREAMS.pop(self.id, None)
             with contextlib.suppress(OSError):
                 raw.close()
         output.flush()
@@ -212,7 +234,8 @@ class DockerSandbox:
         return None
 
     def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM to everything in the container, ``grace`` seconds, then SIGKILL."""
+        """SIGTERM to everything in the container, ``grace`` seconds, then SIGKILL; the
+        commands' output streams end with it."""
         try:
             self.container.stop(timeout=max(0, round(grace)))
         except docker.errors.NotFound:
@@ -220,6 +243,8 @@ class DockerSandbox:
         except docker.errors.APIError as exc:
             if "is not running" not in str(exc):
                 raise SandboxError(f"cannot stop {self.name}: {_explain(exc)}") from None
+        finally:
+            _hang_up(self.id)
 
     def remove(self) -> None:
         """Kill and delete the container (and its gateway directory). Safe to call twice."""
@@ -232,6 +257,8 @@ class DockerSandbox:
             if "already in progress" in str(exc):
                 return
             raise SandboxError(f"cannot remove {self.name}: {_explain(exc)}") from None
+        finally:
+            _hang_up(self.id)
         if channel is not None and channel[0].parent.name == CHANNEL_DIRS:
             shutil.rmtree(channel[0], ignore_errors=True)
 
