@@ -546,8 +546,10 @@ class ForgeEmulator:
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         path = raw_path.decode("latin-1").split("?", 1)[0]
         body = await request.body()
-        # Every write, API or git push, and who made it (a fetch POSTs too: not a write).
-        if request.method != "GET" and not path.endswith("/git-upload-pack"):
+        # Every write, API or git push, and who made it (a fetch POSTs too, and so does a
+        # GraphQL query: neither is a write; a GraphQL mutation is).
+        if request.method != "GET" and not path.endswith("/git-upload-pack") \
+                and not _graphql_query(path, body):
             self.writes.append(Write(time.time(), request.client.host if request.client
                                      else "", request.method, path))
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -809,3 +811,14 @@ def sign_headers(flavour: Flavour, hook: Hook, event: str, fine: str, delivery_i
         out[f"X-{name}-Delivery"] = delivery_id
         out[f"X-{name}-Signature"] = sha256
     return out
+
+
+def _graphql_query(path: str, body: bytes) -> bool:
+    """True for a GraphQL request that only reads (a query, not a mutation)."""
+    if not path.endswith("/graphql"):
+        return False
+    try:
+        text = str(json.loads(body or b"{}").get("query") or "")
+    except (ValueError, AttributeError):
+        return False
+    return not text.lstrip().startswith("mutation")

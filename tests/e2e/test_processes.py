@@ -72,7 +72,9 @@ def test_two_processes_on_redis_share_work_and_kills(tmp_path: Path, sandbox_ima
         world.forge.comment(REPO, on_b.issue, "/kill stop it", as_user=MAINTAINER)
         killed = world.wait_state(on_b.issue, RunState.CANCELLED, timeout=30)
         assert killed.killed_by == MAINTAINER
-        event = next(e for e in world.store.events(killed.id, limit=1000) if e.kind == "killed")
+        # The audit's "killed" record follows the transition (it says in which state).
+        event = world.wait_for(lambda: next((e for e in world.store.events(killed.id, limit=1000)
+                                             if e.kind == "killed"), None), 10, "the kill record")
         assert event.data["reason"] == "stop it"
         world.wait_finished(on_b.issue)
         assert containers_of(docker_client, killed.id) == []
