@@ -179,7 +179,10 @@ class RunContext:
             except StoreUnavailable:
                 if time.monotonic() >= deadline:
                     raise
-                if self.handle.cancel.wait(1.0):  # the lease lapsed meanwhile, or a kill
+                # A kill ends the wait; a lost lease is told by the store's next answer.
+                if self.handle.lease_lost:
+                    time.sleep(1.0)
+                elif self.handle.cancel.wait(1.0) and self.handle.kill is not None:
                     raise Cancelled() from None
             except LeaseLost:
                 self._refused_write()
