@@ -70,13 +70,31 @@ class Interrupted(ForgeError):
     """A forge call was waiting to retry when its run was killed."""
 
 
+_guard: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "forge_write_guard", default=None)
+
+
 def stop_if_cancelled() -> None:
-    """Before each write a forge operation makes: Interrupted when the run it works for was
-    killed meanwhile (a step left behind by a kill must not write after it, not even the POST
-    that follows the GET it was blocked in)."""
+    """Before each write a forge operation makes (each attempt of it): Interrupted when the
+    run it works for was killed meanwhile (a step left behind by a kill must not write after
+    it, not even the POST that follows the GET it was blocked in), and the block's guard
+    (``guarded``) asked again, so that a write retried after a partition is fenced too."""
     event = _cancel.get()
     if event is not None and event.is_set():
         raise Interrupted("the run was killed: this forge write was not made")
+    guard = _guard.get()
+    if guard is not None:
+        guard()
+
+
+@contextlib.contextmanager
+def guarded(check: Callable[[], None]) -> Iterator[None]:
+    """Within this block, ``check`` runs before every forge write (it raises to refuse it)."""
+    token = _guard.set(check)
+    try:
+        yield
+    finally:
+        _guard.reset(token)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from dataclasses import replace
 from gates.choose import decide_yolo
 from gates.model import GatesError
 from runner.forge.base import Conflict, ForgeAuthError, ForgeError, NotFound
+from runner.forge.retry import guarded
 from runner.model import Lease, Run, RunState
 from runner.run import (
     ending,
@@ -313,14 +314,19 @@ def _write_status(ctx: RunContext, body: str) -> None:
     """Upsert the status comment, unless the run was killed or is owned elsewhere now: only
     the terminal text (written after the fenced final transition) follows a kill."""
     run = ctx.run
-    if not run.terminal:
-        if ctx.handle.cancel.is_set():
-            return
-        try:
+
+    def still_ours() -> None:  # before each attempt's write: a retry is fenced too
+        if not ctx.run.terminal:
+            if ctx.handle.cancel.is_set():
+                raise Cancelled()
             ctx.store.check_fence(run.id, ctx.fence)
-        except LeaseLost:
-            return
-    ctx.forge.upsert_comment(run.repo, run.issue, STATUS_MARKER, body)
+
+    try:
+        still_ours()
+        with guarded(still_ours):
+            ctx.forge.upsert_comment(run.repo, run.issue, STATUS_MARKER, body)
+    except (Cancelled, LeaseLost):
+        return
 
 
 def _forge_outage(exc: Exception) -> bool:
