@@ -86,6 +86,9 @@ class Slots:
         handle = RunHandle(run_id=lease.run_id, lease=lease)
         with self._handles_lock:
             self.handles[lease.run_id] = handle
+        with contextlib.suppress(StoreError):  # who worked on which step, under which fence
+            self.store.append_event(lease.run_id, "claimed",
+                                    {"worker": lease.worker, "fence": lease.token})
         try:
             kill = self.store.kill_request(lease.run_id)
         except StoreError:  # the store is away: drive() meets it too, and the lease lapses

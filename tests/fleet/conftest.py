@@ -328,3 +328,17 @@ def runner_processes(name: str) -> list[str]:
     """The command lines running in container ``name`` (for a failure message)."""
     done = subprocess.run(["docker", "top", name], capture_output=True, text=True)
     return done.stdout.splitlines()
+
+
+def stale_writes_by(world: DemoWorld, runner_addresses: set[str], run_id: str,
+                    worker_prefix: str, since: float) -> list[str]:
+    """The forge writes made from ``runner_addresses`` after ``since`` and before that runner
+    claimed ``run_id`` again: writes under the lease it held at ``since``. A healed runner
+    may rightly resume a run that waits (under a new fence); what it must never do is write
+    for the lease it lost."""
+    reclaims = [e.at for e in world.store.events(run_id, limit=100000)
+                if e.kind == "claimed" and e.at >= since
+                and str(e.data.get("worker", "")).startswith(worker_prefix)]
+    until = min(reclaims, default=float("inf"))
+    return [f"{w.method} {w.path}" for w in list(world.forge.writes)
+            if w.client in runner_addresses and since <= w.at < until]

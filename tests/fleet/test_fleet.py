@@ -19,7 +19,14 @@ from runner.model import Run, RunState
 from runner.testing.demo import BUG, MAINTAINER, REPO, TEST_COMMAND, fixing_agent
 from runner.testing.llm import Reply, Request
 from tests.e2e.conftest import containers_of, worktrees_left
-from tests.fleet.conftest import LEASE_TTL, Fleet, Runner, assert_fleet_clean, forge_writes_by
+from tests.fleet.conftest import (
+    LEASE_TTL,
+    Fleet,
+    Runner,
+    assert_fleet_clean,
+    forge_writes_by,
+    stale_writes_by,
+)
 from tests.fleet.conftest import must as must_docker
 
 pytestmark = [pytest.mark.fleet, pytest.mark.docker, pytest.mark.slow,
@@ -143,7 +150,8 @@ def test_partition_from_valkey_and_forge_then_heal(fleet_factory: Any,
                          f"{victim.name} cleaning up")
     fleet.world.wait_for(lambda: not containers_of(docker_client, run.id), 30,
                          "the containers' removal")
-    assert forge_writes_by(fleet.world, addresses(victim), cut_at) == []
+    assert stale_writes_by(fleet.world, addresses(victim), run.id, victim.worker_prefix,
+                           cut_at) == []
     assert_fleet_clean(fleet, docker_client, done)
     report("partition_full", lease_ttl_s=LEASE_TTL, takeover_s=round(takeover, 1))
 
@@ -186,7 +194,8 @@ def test_late_push_after_a_valkey_partition_is_refused_by_the_fence(
                          f"{victim.name} cleaning up")
     fleet.world.wait_for(lambda: not containers_of(docker_client, run.id), 30,
                          "the containers' removal")
-    assert forge_writes_by(world, addresses(victim), cut_at) == []
+    assert stale_writes_by(world, addresses(victim), run.id, victim.worker_prefix,
+                           cut_at) == []
     assert_fleet_clean(fleet, docker_client, done)
     report("partition_valkey_late_push", lease_ttl_s=LEASE_TTL, takeover_s=round(takeover, 1))
 
