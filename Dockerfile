@@ -6,7 +6,8 @@
 # BASE: any Debian-based image with Python >= 3.11 and its venv module (the official
 # python:3.11-slim and later are). Without a registry, a local image will do, e.g. the one
 # scripts/build-sandbox-image makes: --build-arg BASE=orchestrator-sandbox-base:bookworm.
-# The build needs apt (Debian's mirror) and PyPI (or a mirror via PIP_INDEX_URL).
+# The build needs apt (Debian's mirror) and PyPI (or a mirror via PIP_INDEX_URL); it installs
+# the pinned versions of requirements/runtime.lock.
 #
 # Behind a TLS-intercepting proxy, give the build the proxy's CA certificate(s) as PEM text:
 #
@@ -67,17 +68,14 @@ ENTRYPOINT ["tini", "--", "orchestrator"]
 CMD ["serve"]
 
 WORKDIR /opt/orchestrator
-# The dependencies first, from pyproject.toml alone: a change to the code reuses this layer
-# (the slow part of the build) and only reinstalls the package itself. With them the build
-# backend (hatchling, and editables for its editable installs), so that step needs no network.
-COPY pyproject.toml ./
+# The dependencies first, the pinned versions of requirements/runtime.lock (scripts/lock
+# refreshes it): a change to the code reuses this layer (the slow part of the build) and only
+# reinstalls the package itself. The lock holds the build backend (hatchling, and editables
+# for its editable installs), so that step needs no network and resolves nothing.
+COPY requirements/runtime.lock ./requirements/
 RUN python3 -m venv /opt/venv \
- && python3 -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); \
-        print(*p["build-system"]["requires"], "editables", *p["project"]["dependencies"], \
-              *p["project"]["optional-dependencies"]["redis"], sep="\n")' >/tmp/requirements.txt \
- && /opt/venv/bin/pip install -r /tmp/requirements.txt \
- && rm /tmp/requirements.txt
-COPY README.md ./
+ && /opt/venv/bin/pip install --require-hashes -r requirements/runtime.lock
+COPY pyproject.toml README.md ./
 COPY runner ./runner
 COPY gates ./gates
 COPY config ./config

@@ -17,8 +17,9 @@ import re
 import subprocess
 from pathlib import Path
 
+from gates import safegit
 from gates.model import Diff, FileDiff, GatesError
-from gates.safegit import DIFF_FLAGS, git_argv, git_env
+from gates.safegit import DIFF_FLAGS
 
 # --name-status with both names of renamed and copied files, for every diff the gates read.
 NAME_STATUS = ("--name-status", "-z", "--find-renames", "--find-copies", *DIFF_FLAGS)
@@ -32,8 +33,7 @@ def _git(repo: Path, *args: str, check: bool = True) -> str:
     """git's output, bytes that are not UTF-8 kept as surrogates (so a path read from it names
     the same file again)."""
     try:
-        proc = subprocess.run(git_argv(*args), cwd=repo, env=git_env(), capture_output=True,
-                              text=True, errors="surrogateescape", timeout=GIT_TIMEOUT_S)
+        proc = safegit.run(*args, cwd=repo, timeout=GIT_TIMEOUT_S)
     except FileNotFoundError:
         raise GatesError("git is not installed (the gates need it to compute the diff)") from None
     except subprocess.TimeoutExpired:
@@ -187,9 +187,8 @@ def collect_diff(repo: str | os.PathLike[str], base: str) -> Diff:
     inside = _git(path, "rev-parse", "--is-inside-work-tree", check=False).strip()
     if inside != "true":
         raise GatesError(f"{path} is not a git checkout (run the gates inside a clone)")
-    check = subprocess.run(git_argv("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"),
-                           cwd=path, env=git_env(), capture_output=True, text=True,
-                           errors="replace", timeout=GIT_TIMEOUT_S)
+    check = safegit.run("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}", cwd=path,
+                        errors="replace", timeout=GIT_TIMEOUT_S)
     if check.returncode != 0:
         raise GatesError(f"base {base!r} is not a commit in {path} (fetch it first, e.g. "
                          f"`git fetch origin {base.removeprefix('origin/')}`, or pass --base)")

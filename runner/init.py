@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gates import safegit
 from runner.paths import CONFIG_DIR
 
 DISTRIBUTION = "gitops-agent-runner"  # on PyPI; the console script is `orchestrator`
@@ -68,8 +68,7 @@ def default_package(source: Path | None = None) -> str:
     root = source or Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                              check=False, timeout=10)
+        done = safegit.run(*args, cwd=root, timeout=10)
         return done.stdout.strip() if done.returncode == 0 else ""
 
     sha = git("rev-parse", "HEAD") if (root / ".git").exists() else ""

@@ -25,7 +25,7 @@ from runner.paths import CONFIG_DIR
 from runner.review import make_client
 from runner.run.context import Services
 from runner.run.driver import Steps
-from runner.sandbox import make_backend
+from runner.sandbox import make_backend, make_warm_pool
 from runner.sandbox.refill import WarmRefill
 from runner.store import open_store
 from runner.store.base import Store
@@ -77,8 +77,7 @@ def _gates(settings: Settings) -> GatesConfig:
 def _check_sandbox_env(settings: Settings) -> None:
     """``sandbox.env`` must not carry a secret into every container."""
     from runner.sandbox import secret_env_names
-    from runner.sandbox.base import leaked_names
-    from runner.sandbox.docker import secret_values
+    from runner.sandbox.base import leaked_names, secret_values
 
     leaked = leaked_names(settings.sandbox.env, secret_values(secret_env_names(settings)))
     if leaked:
@@ -115,9 +114,11 @@ def build(settings: Settings, *, store: Store | None = None, worker: str | None 
         review_client=review_client(settings), webhooks=webhooks,
     )
     warm = settings.sandbox.warm
-    services.warm = WarmRefill(
-        services.sandboxes, services.spec("warm", "", 0, Path(settings.data_dir)),
-        settings.limits.max_concurrent if warm is None else warm)
+    pool = make_warm_pool(services.sandboxes)
+    if pool is not None:
+        services.warm = WarmRefill(
+            pool, services.spec("warm", "", 0, Path(settings.data_dir)),
+            settings.limits.max_concurrent if warm is None else warm)
     steps = Steps(services)
     controller = Controller(settings, store, forges, steps, worker_id=worker or worker_id())
     return Runner(settings, store, forges, steps, controller)

@@ -59,8 +59,8 @@ def build_runner_image(tag: str = RUNNER_IMAGE) -> str:
     """The runner's image built from this checkout on the local base; its id.
 
     Built every time, and cheap when nothing changed: the Dockerfile installs the
-    dependencies from pyproject.toml alone, so the builder's layer cache redoes the slow step
-    (minutes) only when pyproject.toml, the Dockerfile, the base or the extra CAs change, and a
+    dependencies from requirements/runtime.lock alone, so the layer cache redoes the slow step
+    (minutes) only when the lock, the Dockerfile, the base or the extra CAs change, and a
     change to the code redoes only the copy and the package's own install (about 20 s here)."""
     if shutil.which("docker") is None:
         missing("the docker CLI is not installed (apt-get install docker.io)")

@@ -84,15 +84,11 @@ def _take_warm_sandbox(ctx: RunContext) -> None:
     into the directory that sandbox already has mounted."""
     services = ctx.services
     path = services.workspaces.worktree_path(ctx.run.id)
-    if path.exists():
-        return  # resumed: the run has its own directory (and perhaps container) already
+    if services.warm is None or path.exists():
+        return  # no pool, or resumed: the run has its own directory (and perhaps container)
     try:
-        took = services.sandboxes.take_warm(services.spec(ctx.run.id, ctx.run.repo,
-                                                          ctx.run.issue, path))
+        took = services.warm.take(services.spec(ctx.run.id, ctx.run.repo, ctx.run.issue, path))
     except Exception as exc:  # only a head start: the run starts its own container
         log.info("run %s: no warm sandbox (%s)", ctx.run.id, exc)
         return
-    if took:
-        ctx.warm = True
-        if services.warm is not None:
-            services.warm.taken()
+    ctx.warm = took

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from runner.config import Settings
-    from runner.sandbox.base import SandboxBackend
+    from runner.sandbox.base import SandboxBackend, WarmSandboxes
 
 
 def secret_env_names(settings: Settings) -> set[str]:
@@ -33,8 +33,20 @@ def make_backend(settings: Settings) -> SandboxBackend:
         from runner.sandbox.local import LocalBackend
 
         return LocalBackend()
-    from runner.sandbox.docker import DockerBackend, secret_values
+    from runner.sandbox.base import secret_values
+    from runner.sandbox.docker import DockerBackend
 
     return DockerBackend(state_dir=Path(settings.data_dir) / "sandbox",
                          image=settings.sandbox.image,
                          secrets=secret_values(secret_env_names(settings)))
+
+
+def make_warm_pool(backend: SandboxBackend) -> WarmSandboxes | None:
+    """The pool of sandboxes started ahead of runs, for a backend whose sandboxes take a
+    while to start (Docker); None for one that starts them at once (local processes)."""
+    from runner.sandbox.docker import DockerBackend
+    from runner.sandbox.warm import WarmPool
+
+    if isinstance(backend, DockerBackend):
+        return WarmPool(backend.containers)
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,12 @@ CHANNEL = "/run/orchestrator"  # where a sandbox sees its model-gateway director
 # Set in every sandbox: no __pycache__ written into the worktree, where it would be committed
 # and where a stale .pyc (same size, same second) can hide an edit from the tests.
 BASE_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def secret_values(names: Iterable[str], environ: Mapping[str, str] | None = None) -> set[str]:
+    """The values of the environment variables ``names`` (the runner's secrets)."""
+    env = os.environ if environ is None else environ
+    return {env[n] for n in names if env.get(n)}
 
 
 def leaked_names(env: Mapping[str, str], secrets: Iterable[str]) -> list[str]:
@@ -96,17 +103,22 @@ class SandboxBackend(Protocol):
     def ping(self) -> None:
         """SandboxError unless the backend is usable (engine reachable, image present)."""
 
-    def add_warm(self, template: SandboxSpec, count: int) -> bool:
-        """Start one more sandbox ahead of any run if fewer than ``count`` wait; True when
-        it did (always False for a backend that has no use for warm sandboxes)."""
 
-    def take_warm(self, spec: SandboxSpec) -> bool:
+class WarmSandboxes(Protocol):
+    """Sandboxes started before any run needs them (a backend whose sandboxes start slowly
+    has such a pool; one whose sandboxes start at once has none)."""
+
+    def add(self, template: SandboxSpec, count: int) -> bool:
+        """Start one more sandbox ahead of any run if fewer than ``count`` wait; True when
+        it did."""
+
+    def take(self, spec: SandboxSpec) -> bool:
         """Give run ``spec.run_id`` a warm sandbox, if one matching ``spec`` waits: its
         empty workspace directory is moved to ``spec.worktree`` (which must not exist yet),
-        and ``start`` then returns that sandbox. False when none waits."""
+        and the backend's ``start`` then returns that sandbox. False when none waits."""
 
-    def drain_warm(self) -> None:
+    def drain(self) -> None:
         """Remove the warm sandboxes no run took."""
 
-    def warm_ready(self) -> int:
+    def ready(self) -> int:
         """How many warm sandboxes wait now."""

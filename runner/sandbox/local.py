@@ -163,19 +163,6 @@ class LocalBackend:
         """The run's sandbox, if this process started it."""
         return self._sandboxes.get(run_id)
 
-    # A process starts in milliseconds: nothing to keep warm.
-    def add_warm(self, template: SandboxSpec, count: int) -> bool:
-        return False
-
-    def take_warm(self, spec: SandboxSpec) -> bool:
-        return False
-
-    def drain_warm(self) -> None:
-        return None
-
-    def warm_ready(self) -> int:
-        return 0
-
     def remove_orphans(self, live_run_ids: Iterable[str]) -> list[str]:
         """Stop the sandboxes of runs not in ``live_run_ids``; return their names."""
         live = set(live_run_ids)

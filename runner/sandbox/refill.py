@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from runner.sandbox.base import SandboxBackend, SandboxSpec
+from runner.sandbox.base import SandboxSpec, WarmSandboxes
 
 log = logging.getLogger("orchestrator.sandbox")
 
@@ -17,19 +17,24 @@ class WarmRefill:
     """Refills the backend's warm sandboxes in a quiet moment: starting containers while a
     burst of runs is being dispatched would slow every one of them."""
 
-    def __init__(self, backend: SandboxBackend, template: SandboxSpec, count: int) -> None:
-        self.backend = backend
+    def __init__(self, pool: WarmSandboxes, template: SandboxSpec, count: int) -> None:
+        self.pool = pool
         self.template = template
         self.count = count
         self._last_taken = 0.0  # monotonic time a run last took a warm sandbox
 
-    def taken(self) -> None:
-        """A run took one: hold refills back until the burst is over."""
-        self._last_taken = time.monotonic()
+    def take(self, spec: SandboxSpec) -> bool:
+        """Give run ``spec.run_id`` a warm sandbox if one matching ``spec`` waits (see
+        ``WarmSandboxes.take``); a run that took one holds refills back until the burst of
+        runs is over."""
+        took = self.pool.take(spec)
+        if took:
+            self._last_taken = time.monotonic()
+        return took
 
     def status(self) -> dict[str, int]:
         """Warm sandboxes waiting now, and how many this process keeps."""
-        return {"warm_sandboxes": self.backend.warm_ready(), "warm_target": self.count}
+        return {"warm_sandboxes": self.pool.ready(), "warm_target": self.count}
 
     def run(self, stopping: threading.Event) -> None:
         """Refill until ``stopping``, then remove those no run took."""
@@ -41,7 +46,7 @@ class WarmRefill:
                     stopping.wait(0.5)
                     continue
                 try:
-                    added = self.backend.add_warm(self.template, self.count)
+                    added = self.pool.add(self.template, self.count)
                 except Exception as exc:  # engine away, disk full: runs start cold meanwhile
                     log.warning("cannot start a warm sandbox (%s); trying again in 60s", exc)
                     stopping.wait(60)
@@ -50,6 +55,6 @@ class WarmRefill:
                     stopping.wait(1.0)
         finally:
             try:
-                self.backend.drain_warm()
+                self.pool.drain()
             except Exception as exc:  # left for the orphan sweep of the next start
                 log.warning("cannot remove the warm sandboxes: %s", exc)

@@ -20,19 +20,25 @@ import json
 import logging
 import os
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import docker.errors
 
 from runner.sandbox.base import SandboxError, SandboxSpec
-
-if TYPE_CHECKING:
-    from runner.sandbox.docker import DockerBackend
+from runner.sandbox.containers import (
+    FALLBACK_UID,
+    LABEL_SHAPE,
+    LABEL_WARM,
+    WARM_DIRS,
+    WARM_PREFIX,
+    Containers,
+    container_name,
+    process_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +59,12 @@ class _Warm:
 
 
 class WarmPool:
-    """This process's warm sandboxes (another process never takes them)."""
+    """This process's warm sandboxes (another process never takes them). A run that took
+    one finds it as its own with ``DockerBackend.start`` (same ``Containers``)."""
 
-    def __init__(self, backend: DockerBackend, root: Path) -> None:
-        from runner.sandbox.docker import process_token
-
-        self.backend = backend
-        self.root = root
+    def __init__(self, containers: Containers) -> None:
+        self.containers = containers
+        self.root = containers.state_dir / WARM_DIRS
         self.owner = process_token()
         self._idle: list[_Warm] = []
         self._lock = threading.Lock()
@@ -70,16 +75,12 @@ class WarmPool:
             return len(self._idle)
 
     def _user(self) -> tuple[int, int]:
-        from runner.sandbox.docker import FALLBACK_UID
-
         if os.geteuid() == 0:
             return FALLBACK_UID, FALLBACK_UID
         return os.geteuid(), os.getegid()
 
     def add(self, template: SandboxSpec, count: int) -> bool:
         """Start one more if fewer than ``count`` wait; True when it did."""
-        from runner.sandbox.docker import LABEL_WARM, WARM_PREFIX
-
         uid, gid = self._user()
         shape = fingerprint(template, uid, gid)
         with self._lock:
@@ -97,9 +98,9 @@ class WarmPool:
         if os.geteuid() == 0:
             os.chown(workspace, uid, gid)
         try:
-            container = self.backend._create(
+            container = self.containers.create(
                 template, name=f"{WARM_PREFIX}{slot}", workspace=workspace, uid=uid, gid=gid,
-                labels={LABEL_WARM: self.owner, "orchestrator.spec": shape})
+                labels={LABEL_WARM: self.owner, LABEL_SHAPE: shape})
         except BaseException:
             with contextlib.suppress(OSError):
                 workspace.rmdir()
@@ -114,8 +115,6 @@ class WarmPool:
         """Hand a warm sandbox to ``spec.run_id``: its workspace directory becomes
         ``spec.worktree`` (which must not exist) and the container is renamed for the run.
         False when none matching ``spec`` waits."""
-        from runner.sandbox.docker import container_name
-
         uid, gid = self._user()
         shape = fingerprint(spec, uid, gid)
         with self._lock:
@@ -149,21 +148,6 @@ class WarmPool:
         if idle:
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(self._discard, idle))
-
-    def remove_orphan_dirs(self, containers: set[str]) -> None:
-        """Remove workspace directories left by warm sandboxes that are gone (a crash)."""
-        from runner.sandbox.docker import WARM_PREFIX
-
-        if not self.root.is_dir():
-            return
-        young = time.time() - 60  # another process may be about to create its container
-        for path in self.root.iterdir():
-            with contextlib.suppress(OSError):
-                if path.stat().st_mtime > young:
-                    continue
-            if f"{WARM_PREFIX}{path.name}" not in containers:
-                with contextlib.suppress(OSError):
-                    path.rmdir()  # only when empty: a run's files are never here
 
     def _discard(self, warm: _Warm) -> None:
         with contextlib.suppress(docker.errors.APIError):

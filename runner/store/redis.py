@@ -7,7 +7,6 @@ is one pub/sub channel.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -27,70 +26,13 @@ from runner.store.base import (
     StoreUnavailable,
     new_run_id,
 )
+from runner.store.redis_bus import RedisSubscription
+from runner.store.redis_errors import store_errors
+from runner.store.redis_scripts import CLAIM, RELEASE, RENEW
 
 T = TypeVar("T")
 
-# KEYS: lease, fence, leased-set; ARGV: run id, worker, ttl ms, expires_at
-_CLAIM = """
-if redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[3]) then
-  local token = redis.call('INCR', KEYS[2])
-  redis.call('SET', KEYS[1], ARGV[2] .. '|' .. token .. '|' .. ARGV[4], 'PX', ARGV[3])
-  redis.call('SADD', KEYS[3], ARGV[1])
-  return token
-end
-return false
-"""
-# KEYS: lease; ARGV: token, ttl ms, worker, expires_at
-_RENEW = """
-local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-local _, _, worker, token = string.find(v, '^(.*)|(%d+)|')
-if token ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], worker .. '|' .. token .. '|' .. ARGV[4], 'PX', ARGV[2])
-return 1
-"""
-# KEYS: lease; ARGV: token
-_RELEASE = """
-local v = redis.call('GET', KEYS[1])
-if v then
-  local _, _, token = string.find(v, '|(%d+)|')
-  if token == ARGV[1] then redis.call('DEL', KEYS[1]) end
-end
-return 1
-"""
-
-
-_DOWN = (redis.ConnectionError, redis.TimeoutError)
-
-
-def _translated(method: Callable[..., Any]) -> Callable[..., Any]:
-    """``method`` raising StoreUnavailable where redis-py raises its own connection errors."""
-
-    @functools.wraps(method)
-    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except _DOWN as exc:
-            where = getattr(self, "url", "the configured Redis")
-            raise StoreUnavailable(f"Redis at {where} does not answer: {exc}") from None
-
-    return call
-
-
-def _store_errors(cls: type[T]) -> type[T]:
-    """Every public method of ``cls`` says StoreUnavailable when Redis is away.
-
-    Callers (the controller's bus listener, heartbeat and worker slots) handle StoreError and
-    carry on; a raw redis.ConnectionError escaping from a method that lacked its own handler
-    killed those threads while Redis restarted, and kills stopped arriving.
-    """
-    for name, value in list(vars(cls).items()):
-        if callable(value) and (not name.startswith("_") or name == "__init__"):
-            setattr(cls, name, _translated(value))
-    return cls
-
-
-@_store_errors
+@store_errors
 class RedisStore:
     """Store on a Redis or Valkey server shared by every runner process."""
 
@@ -100,9 +42,9 @@ class RedisStore:
         # decode_responses=True: every reply is a str, so the client is typed loosely.
         self.r: Any = redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=10,
                                       socket_connect_timeout=5, health_check_interval=15)
-        self._claim = self.r.register_script(_CLAIM)
-        self._renew = self.r.register_script(_RENEW)
-        self._release = self.r.register_script(_RELEASE)
+        self._claim = self.r.register_script(CLAIM)
+        self._renew = self.r.register_script(RENEW)
+        self._release = self.r.register_script(RELEASE)
 
     # ------------------------------------------------------------ plumbing
 
@@ -448,8 +390,8 @@ class RedisStore:
         except redis.ConnectionError as exc:
             raise StoreUnavailable(f"Redis at {self.url} does not answer: {exc}") from None
 
-    def subscribe(self) -> _RedisSubscription:
-        return _RedisSubscription(self.r, self._k("bus"))
+    def subscribe(self) -> RedisSubscription:
+        return RedisSubscription(self.r, self._k("bus"))
 
     def ping(self) -> None:
         try:
@@ -462,29 +404,3 @@ class RedisStore:
 
     def close(self) -> None:
         self.r.close()
-
-
-@_store_errors
-class _RedisSubscription:
-    def __init__(self, client: Any, channel: str) -> None:
-        self._pubsub = client.pubsub()
-        self._pubsub.subscribe(channel)
-        # Wait for the server's confirmation: messages published after we return must arrive.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            reply = self._pubsub.get_message(timeout=0.1)
-            if reply and reply.get("type") == "subscribe":
-                break
-
-    def get(self, timeout: float) -> BusMessage | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            message = self._pubsub.get_message(timeout=remaining)
-            if message and message.get("type") == "message":
-                return dict(json.loads(message["data"]))
-
-    def close(self) -> None:
-        self._pubsub.close()

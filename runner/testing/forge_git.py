@@ -12,15 +12,18 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from gates.safegit import git_argv
+
 ZERO_SHA = "0" * 40
 
 
 def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
         check: bool = True) -> str:
-    """Run git with a clean, non-interactive environment; return stdout."""
+    """Run git with the hardened flags (``gates.safegit``) and a clean, non-interactive
+    environment; return stdout."""
     full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
                 **(env or {})}
-    done = subprocess.run(["git", *args], cwd=cwd, env=full_env, capture_output=True,
+    done = subprocess.run(git_argv(*args), cwd=cwd, env=full_env, capture_output=True,
                           text=True, check=False)
     if check and done.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
@@ -42,11 +45,11 @@ def seed(path: Path, branch: str, files: dict[str, str], author: str) -> str:
            "GIT_DIR": str(path)}
     entries = []
     for name, content in sorted(files.items()):
-        blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], input=content,
+        blob = subprocess.run(git_argv("hash-object", "-w", "--stdin"), input=content,
                               text=True, capture_output=True, env={**os.environ, **env},
                               check=True).stdout.strip()
         entries.append(f"100644 blob {blob}\t{name}\n")
-    tree = subprocess.run(["git", "mktree"], input="".join(entries), text=True,
+    tree = subprocess.run(git_argv("mktree"), input="".join(entries), text=True,
                           capture_output=True, env={**os.environ, **env},
                           check=True).stdout.strip()
     sha = git("commit-tree", tree, "-m", "Initial commit", env=env).strip()
@@ -92,7 +95,7 @@ def http_backend(project_root: Path, path_info: str, method: str, query: str,
         env["HTTP_CONTENT_ENCODING"] = headers["content-encoding"]
     if "git-protocol" in headers:
         env["GIT_PROTOCOL"] = headers["git-protocol"]
-    done = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True,
+    done = subprocess.run(git_argv("http-backend"), input=body, env=env, capture_output=True,
                           check=False)
     raw = done.stdout
     head, _, payload = raw.partition(b"\r\n\r\n")

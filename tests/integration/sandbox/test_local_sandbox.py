@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runner.config import Settings
-from runner.sandbox import make_backend, secret_env_names
+from runner.sandbox import make_backend, make_warm_pool, secret_env_names
 from runner.sandbox.base import SandboxError, SandboxSpec
 from runner.sandbox.local import LocalBackend, LocalSandbox
 
@@ -79,5 +79,11 @@ def test_make_backend_follows_the_config(tmp_path: Path, monkeypatch: pytest.Mon
     docker_backend = make_backend(settings)
     assert isinstance(docker_backend, DockerBackend)
     assert "ANTHROPIC_API_KEY" in secret_env_names(settings)
-    assert "sk-live" in docker_backend._secrets
+    assert "sk-live" in docker_backend.containers._secrets
+    # Warm sandboxes are the Docker backend's: local processes start at once.
+    from runner.sandbox.warm import WarmPool
+
+    assert make_warm_pool(local) is None
+    pool = make_warm_pool(docker_backend)
+    assert isinstance(pool, WarmPool) and pool.containers is docker_backend.containers
     assert os.environ["ANTHROPIC_API_KEY"] == "sk-live"

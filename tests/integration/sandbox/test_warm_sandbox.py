@@ -39,24 +39,24 @@ def warm_containers(docker_client: Any, backend: DockerBackend) -> list[str]:
 
 
 @pytest.fixture
-def pool_backend(backend: DockerBackend) -> Any:
-    yield backend
-    backend.drain_warm()
+def pool(backend: DockerBackend) -> Any:
+    warm = WarmPool(backend.containers)
+    yield warm
+    warm.drain()
 
 
 def test_a_run_takes_a_warm_sandbox_and_works_in_its_worktree(
-        pool_backend: DockerBackend, docker_client: Any, workspaces: Workspaces,
+        backend: DockerBackend, pool: WarmPool, docker_client: Any, workspaces: Workspaces,
         upstream: Upstream):
-    backend = pool_backend
     template = spec("warm", Path("/nowhere"))
-    assert backend.add_warm(template, 1) is True
-    assert backend.add_warm(template, 1) is False  # one waits already
+    assert pool.add(template, 1) is True
+    assert pool.add(template, 1) is False  # one waits already
     [warm_name] = warm_containers(docker_client, backend)
     warm_id = docker_client.containers.get(warm_name).id
 
     run_id = new_run_id()
     path = workspaces.worktree_path(run_id)
-    assert backend.take_warm(spec(run_id, path)) is True
+    assert pool.take(spec(run_id, path)) is True
     assert path.is_dir() and list(path.iterdir()) == []  # its empty workspace, moved here
     assert warm_containers(docker_client, backend) == []  # renamed for the run
 
@@ -85,20 +85,20 @@ def test_a_run_takes_a_warm_sandbox_and_works_in_its_worktree(
 
 
 def test_a_warm_sandbox_receives_the_spare_worktree(
-        pool_backend: DockerBackend, workspaces: Workspaces, upstream: Upstream):
+        backend: DockerBackend, pool: WarmPool, workspaces: Workspaces, upstream: Upstream):
     first = workspaces.prepare(new_run_id(), REPO, 1, upstream.url)
     assert workspaces.fill_spare(REPO)
     spare = workspaces.spare_path(REPO)
     assert (spare / "README.md").is_file()
     upstream.write({"src/app.py": "def answer():\n    return 43\n"}, "newer")
 
-    assert pool_backend.add_warm(spec("warm", Path("/nowhere")), 1)
+    assert pool.add(spec("warm", Path("/nowhere")), 1)
     run_id = new_run_id()
     path = workspaces.worktree_path(run_id)
-    assert pool_backend.take_warm(spec(run_id, path))
+    assert pool.take(spec(run_id, path))
     wt = workspaces.prepare(run_id, REPO, 2, upstream.url)
     assert not spare.exists()  # its files moved into the warm sandbox's directory
-    sandbox = pool_backend.start(spec(run_id, path))
+    sandbox = backend.start(spec(run_id, path))
     assert sandbox.exec("cat src/app.py").output == "def answer():\n    return 43\n"
     assert sandbox.exec("touch new.txt").ok
     assert workspaces.commit(wt, "new file") is not None
@@ -108,16 +108,16 @@ def test_a_warm_sandbox_receives_the_spare_worktree(
 
 
 def test_an_agent_deleting_git_in_a_warm_sandbox_loses_nothing(
-        pool_backend: DockerBackend, workspaces: Workspaces, upstream: Upstream,
+        backend: DockerBackend, pool: WarmPool, workspaces: Workspaces, upstream: Upstream,
         tmp_path: Path):
     # A warm sandbox cannot mask .git: the agent may delete or replace it. The worktree is
     # locked, so another run's cleanup (a prune) keeps it, and nothing planted runs here.
-    assert pool_backend.add_warm(spec("warm", Path("/nowhere")), 1)
+    assert pool.add(spec("warm", Path("/nowhere")), 1)
     run_id = new_run_id()
     path = workspaces.worktree_path(run_id)
-    assert pool_backend.take_warm(spec(run_id, path))
+    assert pool.take(spec(run_id, path))
     wt = workspaces.prepare(run_id, REPO, 3, upstream.url)
-    sandbox = pool_backend.start(spec(run_id, path))
+    sandbox = backend.start(spec(run_id, path))
     markers = marker_dir(tmp_path)
     assert sandbox.exec(plant_script(markers)).ok
     assert (path / ".git").is_dir()  # the agent really replaced it
@@ -133,44 +133,44 @@ def test_an_agent_deleting_git_in_a_warm_sandbox_loses_nothing(
 
 
 def test_no_warm_sandbox_of_another_shape_is_taken(
-        pool_backend: DockerBackend, workspaces: Workspaces):
-    assert pool_backend.add_warm(spec("warm", Path("/nowhere"), memory=256 * 1024**2), 1)
+        backend: DockerBackend, pool: WarmPool, workspaces: Workspaces):
+    assert pool.add(spec("warm", Path("/nowhere"), memory=256 * 1024**2), 1)
     run_id = new_run_id()
     path = workspaces.worktree_path(run_id)
-    assert pool_backend.take_warm(spec(run_id, path)) is False  # 512 MiB wanted
+    assert pool.take(spec(run_id, path)) is False  # 512 MiB wanted
     assert not path.exists()
     # A refill with the new shape replaces the old one.
-    assert pool_backend.add_warm(spec("warm", Path("/nowhere")), 1)
-    assert pool_backend.warm.ready() == 1
-    assert pool_backend.take_warm(spec(run_id, path)) is True
+    assert pool.add(spec("warm", Path("/nowhere")), 1)
+    assert pool.ready() == 1
+    assert pool.take(spec(run_id, path)) is True
 
 
 def test_warm_sandboxes_of_a_dead_runner_are_orphans_and_drain_removes_ours(
-        pool_backend: DockerBackend, docker_client: Any, tmp_path: Path):
-    ours = pool_backend.warm
-    assert pool_backend.add_warm(spec("warm", Path("/nowhere")), 1)
+        backend: DockerBackend, pool: WarmPool, docker_client: Any, tmp_path: Path):
+    ours = pool
+    assert pool.add(spec("warm", Path("/nowhere")), 1)
     # Another runner process on this host, started and gone (its pid cannot exist).
-    dead = WarmPool(pool_backend, pool_backend.state_dir / "warm")
+    dead = WarmPool(backend.containers)
     dead.owner = f"{dead.owner.split(':')[0]}:4999999:1"
     assert dead.add(spec("warm", Path("/nowhere")), 1)
-    assert len(warm_containers(docker_client, pool_backend)) == 2
+    assert len(warm_containers(docker_client, backend)) == 2
     # It died a while ago (a directory younger than a minute may be another process's
     # warm sandbox being made, and is left alone).
     os.utime(dead._idle[0].workspace, (time.time() - 120, time.time() - 120))
 
-    removed = pool_backend.remove_orphans([])
+    removed = backend.remove_orphans([])
     assert [name for name in removed if name.startswith(WARM_PREFIX)] == [
         dead._idle[0].container.name]
-    assert warm_containers(docker_client, pool_backend) == [ours._idle[0].container.name]
+    assert warm_containers(docker_client, backend) == [ours._idle[0].container.name]
     assert not dead._idle[0].workspace.exists()  # its directory went too
 
-    pool_backend.drain_warm()
-    assert warm_containers(docker_client, pool_backend) == []
-    assert list((pool_backend.state_dir / "warm").iterdir()) == []
+    pool.drain()
+    assert warm_containers(docker_client, backend) == []
+    assert list((backend.state_dir / "warm").iterdir()) == []
 
 
 def test_a_git_entry_the_agent_points_elsewhere_is_never_followed(
-        pool_backend: DockerBackend, workspaces: Workspaces, upstream: Upstream,
+        backend: DockerBackend, pool: WarmPool, workspaces: Workspaces, upstream: Upstream,
         tmp_path: Path):
     # The agent in a warm sandbox turns .git into a symlink to a file of the runner's (or
     # into a loop). The next run's checkout, its own commit, the cleanup and the orphan sweep
@@ -179,20 +179,20 @@ def test_a_git_entry_the_agent_points_elsewhere_is_never_followed(
     victim.write_text("precious\n")
     first = workspaces.prepare(new_run_id(), REPO, 1, upstream.url)  # the mirror; a spare
     assert workspaces.fill_spare(REPO)
-    assert pool_backend.add_warm(spec("warm", Path("/nowhere")), 2)
-    assert pool_backend.add_warm(spec("warm", Path("/nowhere")), 2)
+    assert pool.add(spec("warm", Path("/nowhere")), 2)
+    assert pool.add(spec("warm", Path("/nowhere")), 2)
 
     run_id = new_run_id()
     path = workspaces.worktree_path(run_id)
-    assert pool_backend.take_warm(spec(run_id, path))
+    assert pool.take(spec(run_id, path))
     wt = workspaces.prepare(run_id, REPO, 5, upstream.url)  # takes the spare
-    sandbox = pool_backend.start(spec(run_id, path))
+    sandbox = backend.start(spec(run_id, path))
     assert sandbox.exec(f"rm .git && ln -s {victim} .git && echo change > new.txt").ok
 
     assert workspaces.fill_spare(REPO)  # a new spare, then another run takes it
     other_id = new_run_id()
     other_path = workspaces.worktree_path(other_id)
-    assert pool_backend.take_warm(spec(other_id, other_path))
+    assert pool.take(spec(other_id, other_path))
     other = workspaces.prepare(other_id, REPO, 6, upstream.url)
     assert victim.read_text() == "precious\n"
 
@@ -208,16 +208,15 @@ def test_a_git_entry_the_agent_points_elsewhere_is_never_followed(
 
 
 def test_a_warm_sandbox_for_a_command_agent_brings_its_gateway_channel(
-        pool_backend: DockerBackend, docker_client: Any, workspaces: Workspaces,
+        backend: DockerBackend, pool: WarmPool, docker_client: Any, workspaces: Workspaces,
         upstream: Upstream):
-    backend = pool_backend
-    assert backend.add_warm(spec("warm", Path("/nowhere"), gateway=True), 1) is True
+    assert pool.add(spec("warm", Path("/nowhere"), gateway=True), 1) is True
     plain = new_run_id()
     # A spec without the channel is another shape: it does not take this one.
-    assert backend.take_warm(spec(plain, workspaces.worktree_path(plain))) is False
+    assert pool.take(spec(plain, workspaces.worktree_path(plain))) is False
     run_id = new_run_id()
     path = workspaces.worktree_path(run_id)
-    assert backend.take_warm(spec(run_id, path, gateway=True)) is True
+    assert pool.take(spec(run_id, path, gateway=True)) is True
     workspaces.prepare(run_id, REPO, 7, upstream.url)
     sandbox = backend.start(spec(run_id, path, gateway=True))
     channel = sandbox.channel()

@@ -279,14 +279,20 @@ def test_a_spare_worktree_becomes_the_next_runs_checkout(workspaces: Workspaces,
 
 
 class CountingWorkspaces(Workspaces):
-    """Workspaces that count the fetches they make (the behaviour is untouched)."""
+    """Workspaces that count the fetches their mirrors make (the behaviour is untouched)."""
 
     fetches = 0
 
-    def _fetch(self, mirror: Path, url: str, token: str | None,
-               cancel: Cancel | None = None) -> None:
-        type(self).fetches += 1
-        super()._fetch(mirror, url, token, cancel)
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        fetch = self.mirror_store.fetch
+
+        def counted(mirror: Path, url: str, token: str | None,
+                    cancel: Cancel | None = None) -> None:
+            type(self).fetches += 1
+            fetch(mirror, url, token, cancel)
+
+        self.mirror_store.fetch = counted  # type: ignore[method-assign]
 
 
 def test_runs_asked_for_together_share_one_fetch_and_see_earlier_pushes(
