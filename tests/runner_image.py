@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import missing
+from tests.support import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER_IMAGE = "orchestrator-runner:test"

@@ -34,9 +34,8 @@ import yaml
 from runner.model import Run, RunState
 from runner.testing.demo import REPO, DemoWorld
 from runner.testing.llm import Policy
-from tests.conftest import missing
-from tests.e2e.conftest import containers_of, pulls_from, status_comments, worktrees_left
 from tests.runner_image import LOCAL_BASE, build_runner_image, docker
+from tests.support import containers_of, missing, pulls_from, status_comments, worktrees_left
 
 FLEET_IMAGE = "orchestrator-runner:fleet"
 VALKEY_IMAGE = "orchestrator-fleet-valkey:bookworm"

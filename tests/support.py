@@ -1,32 +1,98 @@
-"""End-to-end fixtures: the forge and LLM emulators, real Docker, real git, the runner."""
+"""What the tests share besides fixtures (those are all in tests/conftest.py): services they
+start (redis-server, `orchestrator serve` processes) and the checks of what a run left behind.
+
+A test that needs Docker or Redis fails when CI is set and the engine is missing; elsewhere it
+skips with a message saying what to install (``missing``).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runner.model import Run
 from runner.testing.demo import REPO, DemoWorld
-from tests.conftest import ORCHESTRATOR, free_port, missing, wait_for_port
+
+IN_CI = bool(os.environ.get("CI"))
+ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")  # the installed command
+SANDBOX_IMAGE = "orchestrator-sandbox:latest"  # scripts/build-sandbox-image builds it
 
 
-@pytest.fixture(scope="session")
-def sandbox_image(docker_client):  # type: ignore[no-untyped-def]
-    """The sandbox image must exist: scripts/test builds it before pytest."""
-    import docker
+def missing(what: str) -> None:
+    """Fail under CI, skip elsewhere: ``what`` says what is missing and how to get it."""
+    if IN_CI:
+        pytest.fail(f"{what} (CI is set, so this fails instead of skipping)")
+    pytest.skip(what)
 
-    try:
-        docker_client.images.get("orchestrator-sandbox:latest")
-    except docker.errors.ImageNotFound:
-        missing("the image orchestrator-sandbox:latest is missing: run scripts/build-sandbox-image")
-    return "orchestrator-sandbox:latest"
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, in its own directory."""
+
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+        self.workdir = workdir
+        # persistent: an append-only file synced on every write, as a deployment runs it, so
+        # the data outlives a restart; the session's shared server keeps nothing.
+        self.persistent = persistent
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server") or shutil.which("valkey-server")
+        if binary is None:
+            missing("redis-server is not installed (apt-get install redis-server)")
+        assert binary is not None
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--dir", str(self.workdir),
+             *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
+               else ["--appendonly", "no"])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def flush(self) -> None:
+        import redis
+
+        redis.Redis.from_url(self.url).flushall()
+
+
+# ---------------------------------------------------------------- what a run left behind
 
 def containers_of(docker_client, run_id: str) -> list[str]:  # type: ignore[no-untyped-def]
     """Names of the containers (running or not) that belong to a run."""
@@ -106,13 +172,19 @@ class Serve:
             raise AssertionError(f"{exc}\n{self.output()}") from None
 
 
-@pytest.fixture
-def processes() -> Iterator[list[Serve]]:
-    """`serve` processes a test started; stopped (SIGTERM) at the end whatever happened."""
-    started: list[Serve] = []
-    yield started
-    for serve in started:
-        serve.stop()
+def events_of(world: DemoWorld, run: Run) -> list[Any]:
+    """Every audit event of ``run``."""
+    return list(world.store.events(run.id, limit=100000))
+
+
+def assert_clean(world: DemoWorld, docker_client: Any, run: Run, data_dir: Path) -> None:
+    """No run lost, no orphan container or worktree, no duplicate PR or status comment."""
+    assert run.terminal, f"run {run.id} is {run.state}: lost"
+    assert containers_of(docker_client, run.id) == [], "orphan container"
+    assert worktrees_left(data_dir) == [], "orphan worktree"
+    assert len(pulls_from(world.forge, run.branch)) <= 1, "duplicate pull request"
+    assert len(status_comments(world.forge, run.issue)) <= 1, "duplicate status comment"
+    assert len(world.store.list_runs(repo=REPO, limit=1000)) >= 1
 
 
 def start_serve(world: DemoWorld, tmp_path: Path, processes: list[Serve], name: str = "serve",
