@@ -122,6 +122,7 @@ def workspaces(tmp_path: Path) -> Workspaces:
 FAST_FOLDERS = ("tests/fast/", "tests/unit/")
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``fast``: every test in tests/fast and tests/unit that is not marked ``slow``, ``docker``
     or ``redis`` (``scripts/test -m fast``; CI runs them first)."""
