@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from runner.model import Run
-from runner.testing.demo import REPO, DemoWorld
+from runner.testing.demo import REPO, DemoWorld, fixing_agent
+from runner.testing.llm import Policy, Reply, Request
 
 IN_CI = bool(os.environ.get("CI"))
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")  # the installed command
@@ -90,6 +91,24 @@ class RedisServer:
         import redis
 
         redis.Redis.from_url(self.url).flushall()
+
+
+# ---------------------------------------------------------------- agents
+
+
+def two_step_agent() -> Policy:
+    """Iteration 1 fixes add() only; CI also wants sub(); iteration 2 adds it."""
+    first = fixing_agent()
+
+    def policy(request: Request) -> Reply:
+        if "what failed last time" not in request.first_user_text():
+            return first(request)
+        if request.turn == 0:
+            return Reply.bash("printf '\\n\\ndef sub(a, b):\\n    return a - b\\n' >> calc.py",
+                              "CI wants sub(); adding it.")
+        return Reply.finish("Added sub()")
+
+    return policy
 
 
 # ---------------------------------------------------------------- what a run left behind

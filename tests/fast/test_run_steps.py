@@ -19,8 +19,14 @@ from runner.testing.demo import (
     fixing_agent,
     slow_agent,
 )
-from runner.testing.llm import Policy, Reply, Request
-from tests.support import events_of, pulls_from, status_comments, worktrees_left
+from runner.testing.llm import Reply, Request
+from tests.support import (
+    events_of,
+    pulls_from,
+    status_comments,
+    two_step_agent,
+    worktrees_left,
+)
 
 World = Callable[..., DemoWorld]
 
@@ -48,21 +54,6 @@ def test_a_labelled_issue_becomes_a_green_reviewed_pull_request(local_world: Wor
     assert len(comments) == 1
     assert "**succeeded**" in comments[0] and run.pr_url in comments[0]
     assert worktrees_left(world.workdir / "data") == []
-
-
-def two_step_agent() -> Policy:
-    """Iteration 1 fixes add() only; CI also wants sub(); iteration 2 adds it."""
-    first = fixing_agent()
-
-    def policy(request: Request) -> Reply:
-        if "what failed last time" not in request.first_user_text():
-            return first(request)
-        if request.turn == 0:
-            return Reply.bash("printf '\\n\\ndef sub(a, b):\\n    return a - b\\n' >> calc.py",
-                              "CI wants sub(); adding it.")
-        return Reply.finish("Added sub()")
-
-    return policy
 
 
 def test_failing_ci_goes_back_to_the_agent_and_the_next_iteration_is_green(
