@@ -17,6 +17,7 @@ from gates.profiles import ENV_CONFIG as GATES_ENV
 from gates.profiles import GatesConfig
 from gates.profiles import load_config as load_gates
 from runner.agent import make_agent
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.config import Settings
 from runner.controller import Controller
 from runner.forge import make_forge
@@ -87,11 +88,12 @@ def _check_sandbox_env(settings: Settings) -> None:
 
 
 def build(settings: Settings, *, store: Store | None = None, worker: str | None = None,
-          serving: bool = False) -> Runner:
+          serving: bool = False, clock: Clock = SYSTEM_CLOCK) -> Runner:
     """Wire the configured adapters into a runnable Controller. ``serving``: this process
     receives the forges' webhooks (``serve``), so a CI event wakes a waiting run and polling
-    is only the fallback for the forges with a webhook secret."""
-    store = store or open_store(settings)
+    is only the fallback for the forges with a webhook secret. ``clock``: what leases,
+    deadlines and backoffs go by (tests pass a ``FakeClock``)."""
+    store = store or open_store(settings, clock=clock)
     forges = {name: make_forge(settings, name, throttle=cfg.throttle)
               for name, cfg in settings.forges.items()}
     identity = Identity()
@@ -111,7 +113,7 @@ def build(settings: Settings, *, store: Store | None = None, worker: str | None 
         workspaces=Workspaces(Path(settings.data_dir), identity=identity),
         sandboxes=make_backend(settings), make_agent=lambda: make_agent(settings),
         gates=gates, continuation_template=continuation,
-        review_client=review_client(settings), webhooks=webhooks,
+        review_client=review_client(settings), webhooks=webhooks, clock=clock,
     )
     warm = settings.sandbox.warm
     pool = make_warm_pool(services.sandboxes)
@@ -120,5 +122,6 @@ def build(settings: Settings, *, store: Store | None = None, worker: str | None 
             pool, services.spec("warm", "", 0, Path(settings.data_dir)),
             settings.limits.max_concurrent if warm is None else warm)
     steps = Steps(services)
-    controller = Controller(settings, store, forges, steps, worker_id=worker or worker_id())
+    controller = Controller(settings, store, forges, steps, worker_id=worker or worker_id(),
+                            clock=clock)
     return Runner(settings, store, forges, steps, controller)

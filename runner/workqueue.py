@@ -7,6 +7,8 @@ import threading
 import time
 from collections import deque
 
+from runner.clock import SYSTEM_CLOCK, Clock, call_later
+
 
 def issue_key(repo: str, issue: int) -> str:
     """The queue's key of an issue: ``owner/name#12``."""
@@ -22,13 +24,14 @@ def parse_key(key: str) -> tuple[str, int]:
 class WorkQueue:
     """Keys like ``owner/name#12`` waiting for the controller to look at them again."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self._cond = threading.Condition()
         self._order: deque[str] = deque()
         self._queued: set[str] = set()
         self._processing: set[str] = set()
         self._dirty: set[str] = set()  # added again while being processed
-        self._timers: dict[str, threading.Timer] = {}
+        self._timers: dict[str, threading.Event] = {}  # key -> cancels its delayed add
         self._closed = False
 
     def add(self, key: str) -> None:
@@ -48,10 +51,8 @@ class WorkQueue:
         with self._cond:
             if self._closed or key in self._timers:
                 return
-            timer = threading.Timer(delay, self._fire, args=(key,))
-            timer.daemon = True
-            self._timers[key] = timer
-            timer.start()
+            self._timers[key] = call_later(self.clock, delay, lambda: self._fire(key),
+                                           name=f"orchestrator-requeue-{key}")
 
     def _fire(self, key: str) -> None:
         with self._cond:
@@ -87,8 +88,8 @@ class WorkQueue:
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            for timer in self._timers.values():
-                timer.cancel()
+            for cancel in self._timers.values():
+                cancel.set()
             self._timers.clear()
             self._cond.notify_all()
 

@@ -1,89 +1,29 @@
-"""Shared fixtures: real redis-server on a free loopback port, a real Docker engine.
+"""Every fixture shared by more than one folder of tests, in one place; the helpers they use
+are in tests/support.py.
 
-A test that needs Docker or Redis fails when CI is set and the engine is missing; elsewhere it
-skips with a message saying what to install.
+- services: a real redis-server (session-wide, or one that survives a restart), a real Docker
+  engine and the sandbox image; `orchestrator serve` processes; a world whose `serve`
+  processes share Redis;
+- git: an upstream repository and the runner's workspaces on it;
+- the fast tier: a ``FakeClock`` and a world of emulators and a runner in this process on the
+  local sandbox backend, and the ``fast`` marker on tests/fast and tests/unit.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-IN_CI = bool(os.environ.get("CI"))
-ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")  # the installed command
+from runner.clock import FakeClock
+from runner.testing.demo import DemoWorld
+from runner.workspace import Workspaces
+from tests.integration.workspace.gitrepo import Upstream
+from tests.support import SANDBOX_IMAGE, RedisServer, Serve, missing
 
-
-def missing(what: str) -> None:
-    """Fail under CI, skip elsewhere: ``what`` says what is missing and how to get it."""
-    if IN_CI:
-        pytest.fail(f"{what} (CI is set, so this fails instead of skipping)")
-    pytest.skip(what)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-
-
-class RedisServer:
-    """A real redis-server on a free loopback port, in its own directory."""
-
-    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
-        self.workdir = workdir
-        # persistent: an append-only file synced on every write, as a deployment runs it, so
-        # the data outlives a restart; the session's shared server keeps nothing.
-        self.persistent = persistent
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        binary = shutil.which("redis-server") or shutil.which("valkey-server")
-        if binary is None:
-            missing("redis-server is not installed (apt-get install redis-server)")
-        assert binary is not None
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--dir", str(self.workdir),
-             *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
-               else ["--appendonly", "no"])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-    def flush(self) -> None:
-        import redis
-
-        redis.Redis.from_url(self.url).flushall()
+# ---------------------------------------------------------------- Redis
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +41,19 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server whose data survives a restart (``.stop()`` then ``.start()``)."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory, persistent=True).start()
+    yield server
+    server.stop()
+
+
+# ---------------------------------------------------------------- Docker
+
+
 @pytest.fixture(scope="session")
 def docker_client():  # type: ignore[no-untyped-def]
     """A client of a real Docker engine."""
@@ -112,3 +65,93 @@ def docker_client():  # type: ignore[no-untyped-def]
     except Exception as exc:
         missing(f"no Docker engine answers ({exc}); start dockerd or set DOCKER_HOST")
     return client
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client: Any) -> str:
+    """The sandbox image, which must exist: scripts/test builds it before pytest."""
+    import docker.errors
+
+    try:
+        docker_client.images.get(SANDBOX_IMAGE)
+    except docker.errors.ImageNotFound:
+        missing(f"the image {SANDBOX_IMAGE} is missing: run scripts/build-sandbox-image")
+    return SANDBOX_IMAGE
+
+
+# ---------------------------------------------------------------- `serve` processes
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Serve]]:
+    """`serve` processes a test started; stopped (SIGTERM) at the end whatever happened."""
+    started: list[Serve] = []
+    yield started
+    for serve in started:
+        serve.stop()
+
+
+@pytest.fixture
+def redis_world(tmp_path: Path, redis_url: str) -> Iterator[DemoWorld]:
+    """The emulators, with the runner's configuration on a fresh Redis database, for `serve`
+    processes that share it (``start_serve``); two slots each, a 5 s lease, CI up to 10 min."""
+    with DemoWorld(tmp_path, start_runner=False,
+                   settings={"store": {"redis": redis_url},
+                             "limits": {"max_concurrent": 2, "lease_ttl": "5s",
+                                        "ci_timeout": "10m"}}) as world:
+        yield world
+
+
+# ---------------------------------------------------------------- git
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Upstream:
+    """A repository to clone, with commits on main."""
+    return Upstream(tmp_path)
+
+
+@pytest.fixture
+def workspaces(tmp_path: Path) -> Workspaces:
+    """The runner's mirrors and worktrees, in the test's directory."""
+    return Workspaces(tmp_path / "data")
+
+
+# ---------------------------------------------------------------- the fast tier
+
+FAST_FOLDERS = ("tests/fast/", "tests/unit/")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``fast``: every test in tests/fast and tests/unit that is not marked ``slow``, ``docker``
+    or ``redis`` (``scripts/test -m fast``; CI runs them first)."""
+    root = Path(str(config.rootpath))
+    for item in items:
+        where = Path(str(item.path)).relative_to(root).as_posix()
+        if where.startswith(FAST_FOLDERS) and not any(
+                item.get_closest_marker(name) for name in ("slow", "docker", "redis")):
+            item.add_marker(pytest.mark.fast)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves forward (``clock.advance``) instead of sleeping."""
+    return FakeClock()
+
+
+@pytest.fixture
+def local_world(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., DemoWorld]]:
+    """``local_world(**DemoWorld options)``: the emulators and a runner in this process, on
+    the local sandbox backend (no Docker) and SQLite, going by ``clock``; stopped at the end."""
+    started: list[DemoWorld] = []
+
+    def make(**options: Any) -> DemoWorld:
+        world = DemoWorld(tmp_path / f"world{len(started)}", sandbox="local", clock=clock,
+                          **options)
+        started.append(world)
+        return world.start()
+
+    yield make
+    for world in started:
+        world.stop()

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import missing
+from tests.support import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER_IMAGE = "orchestrator-runner:test"
@@ -55,6 +55,16 @@ def extra_ca_certs(base: str) -> str:
     return pem
 
 
+def require_docker() -> None:
+    """Fail under CI, skip elsewhere, without the docker CLI, an engine and the local base."""
+    if shutil.which("docker") is None:
+        missing("the docker CLI is not installed (apt-get install docker.io)")
+    if docker("info").returncode != 0:
+        missing("no Docker engine answers; start dockerd or set DOCKER_HOST")
+    if docker("image", "inspect", LOCAL_BASE).returncode != 0:
+        missing(f"the base image {LOCAL_BASE} is missing: run scripts/build-sandbox-image")
+
+
 def build_runner_image(tag: str = RUNNER_IMAGE) -> str:
     """The runner's image built from this checkout on the local base; its id.
 
@@ -62,12 +72,7 @@ def build_runner_image(tag: str = RUNNER_IMAGE) -> str:
     dependencies from requirements/runtime.lock alone, so the layer cache redoes the slow step
     (minutes) only when the lock, the Dockerfile, the base or the extra CAs change, and a
     change to the code redoes only the copy and the package's own install (about 20 s here)."""
-    if shutil.which("docker") is None:
-        missing("the docker CLI is not installed (apt-get install docker.io)")
-    if docker("info").returncode != 0:
-        missing("no Docker engine answers; start dockerd or set DOCKER_HOST")
-    if docker("image", "inspect", LOCAL_BASE).returncode != 0:
-        missing(f"the base image {LOCAL_BASE} is missing: run scripts/build-sandbox-image")
+    require_docker()
     old = docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         iidfile = Path(tmp) / "iid"

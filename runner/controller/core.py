@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.config import Settings
 from runner.controller.bus import BusListener
 from runner.controller.ci_job import handle_one
@@ -63,13 +63,14 @@ class Controller:
     """Reconciles issues toward what the forge asks for, and works on runs in worker slots."""
 
     def __init__(self, settings: Settings, store: Store, forges: dict[str, Forge],
-                 driver: RunDriver, *, worker_id: str) -> None:
+                 driver: RunDriver, *, worker_id: str, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
+        self.clock = clock  # leases' heartbeats, polls, backoffs and caches go by it
         self.store = store
         self.forges = forges
         self.driver = driver
         self.worker_id = worker_id
-        self.queue = WorkQueue()
+        self.queue = WorkQueue(clock)
         self.stopping = threading.Event()
         self.slots = Slots(self)
         self.bus = BusListener(self)
@@ -169,7 +170,7 @@ class Controller:
 
     def resync(self) -> None:
         """Queue every issue that carries the trigger label and every issue with an active run."""
-        self.last_poll = time.time()
+        self.last_poll = self.clock.now()
         for repo in self.settings.repos:
             forge = self.forges.get(repo.forge)
             if forge is None:
@@ -183,8 +184,8 @@ class Controller:
             self.enqueue(run.repo, run.issue)
 
     def _poll_loop(self) -> None:
-        while not self.stopping.wait(poll_every(self.settings.limits.poll_interval,
-                                                self.forges.values())):
+        while not self.clock.wait(self.stopping, poll_every(self.settings.limits.poll_interval,
+                                                            self.forges.values())):
             try:
                 self.store.recover_expired()
                 self.resync()
@@ -252,13 +253,13 @@ class Controller:
 
     def _permission(self, forge: Forge, repo: str, user: str) -> Permission:
         cached = self._permissions.get((repo, user))
-        if cached and cached[0] > time.monotonic():
+        if cached and cached[0] > self.clock.monotonic():
             return cached[1]
         try:
             permission = forge.permission(repo, user)
         except NotFound:
             permission = "none"
-        self._permissions[(repo, user)] = (time.monotonic() + _PERMISSION_TTL, permission)
+        self._permissions[(repo, user)] = (self.clock.monotonic() + _PERMISSION_TTL, permission)
         return permission
 
     def _start(self, repo: str, number: int, action: Start) -> None:

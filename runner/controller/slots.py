@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from typing import TYPE_CHECKING
 
 from runner.forge.retry import audit_waits, interrupt_on
@@ -33,6 +32,7 @@ class Slots:
         self.driver = controller.driver
         self.worker_id = controller.worker_id
         self.stopping = controller.stopping
+        self.clock = controller.clock
         self.handles: dict[str, RunHandle] = {}
         self._handles_lock = threading.Lock()
         self._wake = threading.Condition()
@@ -134,7 +134,7 @@ class Slots:
 
     def _heartbeat(self, handle: RunHandle) -> None:
         period = max(self._ttl / 3, 0.2)
-        while not handle.released.wait(period) and not self.stopping.is_set():
+        while not self.clock.wait(handle.released, period) and not self.stopping.is_set():
             try:
                 handle.lease = self.store.renew(handle.lease, self._ttl)
             except LeaseLost:
@@ -156,8 +156,8 @@ class Slots:
             # No other process takes the next step here: wait for its time or a wake.
             while not self.stopping.is_set():
                 run = self.store.get_run(run_id)
-                if run.terminal or run.wake_at <= time.time():
+                if run.terminal or run.wake_at <= self.clock.now():
                     break
                 with self._wake:
-                    self._wake.wait(min(1.0, run.wake_at - time.time()))
+                    self._wake.wait(min(1.0, run.wake_at - self.clock.now()))
         return True

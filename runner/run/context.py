@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from gates.model import Diff
 from gates.profiles import GatesConfig, Profile
 from gates.secrets import redact as redact_secrets
 from runner.agent.base import Agent
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.config import RepoConfig, Settings
 from runner.forge.base import Forge
 from runner.model import Run, RunDetails, RunState
@@ -104,6 +104,7 @@ class Services:
     # forge only as a fallback, on the longest backoff.
     webhooks: frozenset[str] = frozenset()
     warm: WarmRefill | None = None
+    clock: Clock = SYSTEM_CLOCK  # the steps' deadlines and waits go by it
 
     def spec(self, run_id: str, repo: str, issue: int, worktree: Path) -> SandboxSpec:
         """The sandbox a run gets, with the configured limits."""
@@ -145,6 +146,10 @@ class RunContext:
         return self.services.settings
 
     @property
+    def clock(self) -> Clock:
+        return self.services.clock
+
+    @property
     def fence(self) -> int:
         return self.handle.lease.token
 
@@ -171,18 +176,18 @@ class RunContext:
         from it) the write waits for its answer, up to STORE_WAIT_S, rather than guess. A
         lease lost meanwhile refuses the write, with a ``write_refused`` audit event."""
         self.check_cancel()
-        deadline = time.monotonic() + STORE_WAIT_S
+        deadline = self.clock.monotonic() + STORE_WAIT_S
         while True:
             try:
                 self.store.check_fence(self.run.id, self.fence)
                 break
             except StoreUnavailable:
-                if time.monotonic() >= deadline:
+                if self.clock.monotonic() >= deadline:
                     raise
                 # A kill ends the wait; a lost lease is told by the store's next answer.
                 if self.handle.lease_lost:
-                    time.sleep(1.0)
-                elif self.handle.cancel.wait(1.0) and self.handle.kill is not None:
+                    self.clock.sleep(1.0)
+                elif self.clock.wait(self.handle.cancel, 1.0) and self.handle.kill is not None:
                     raise Cancelled() from None
             except LeaseLost:
                 self._refused_write()

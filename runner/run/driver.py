@@ -15,7 +15,6 @@ import contextlib
 import contextvars
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -275,7 +274,7 @@ class Steps:
         release_sandbox(ctx)
         ctx.status.close()
         ctx.event("waiting", {"state": str(ctx.run.state), "reason": wait.reason,
-                              "seconds": round(max(wait.until - time.time(), 0.0), 1)})
+                              "seconds": round(max(wait.until - ctx.clock.now(), 0.0), 1)})
         if not self.store.park(ctx.run.id, wait.until, fence=ctx.fence, wakes=wakes):
             log.debug("run %s: woken while it parked; claimable now", ctx.run.id)
 
@@ -285,7 +284,7 @@ class Steps:
         across waits and owners."""
         if not _forge_outage(exc):
             return None
-        now = time.time()
+        now = ctx.clock.now()
         since = ctx.details.outage_since or now
         if now - since >= FORGE_OUTAGE_S:
             return None

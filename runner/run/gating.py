@@ -9,8 +9,6 @@ the run, so it holds across restarts and owners.
 
 from __future__ import annotations
 
-import time
-
 import httpx
 
 from runner.continuation import Failure
@@ -29,7 +27,7 @@ def step(ctx: RunContext) -> Outcome:
         ctx.event("gates", {"stage": "ci", "skipped": "quality gates disabled"})
         ctx.move(RunState.SUCCEEDED, reason="quality gates disabled (YOLO)")
         return GoOn()
-    now = time.time()
+    now = ctx.clock.now()
     webhooks = ctx.repo.forge in ctx.services.webhooks
     if not run.details.ci_deadline:
         # CI has only just started on a new head: the first look waits for its event or the

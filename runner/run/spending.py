@@ -23,7 +23,7 @@ def hold(ctx: RunContext, now: float | None = None) -> Wait | None:
     limits = ctx.settings.limits
     if limits.daily_cost_usd is None and ctx.repo.daily_cost_usd is None:
         return None
-    now = time.time() if now is None else now
+    now = ctx.clock.now() if now is None else now
     today = budget.day_name(now)
     state = budget.check(ctx.store.spend_by_repo(budget.day_start(now)), ctx.run.repo,
                          daily=limits.daily_cost_usd, repo_daily=ctx.repo.daily_cost_usd)

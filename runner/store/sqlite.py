@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.model import (
     ACTIVE,
     MUTABLE_FIELDS,
@@ -68,8 +69,9 @@ _POLL_S = 0.05
 class SqliteStore:
     """Store on one SQLite file; safe across threads and processes of one machine."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = Path(path)
+        self.clock = clock  # leases, wake times and audit times go by it
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -136,7 +138,7 @@ class SqliteStore:
     def _check_fence(self, db: sqlite3.Connection, run_id: str, token: int) -> None:
         row = db.execute("SELECT token, expires_at FROM leases WHERE run_id=?",
                          (run_id,)).fetchone()
-        if row is None or row[0] != token or row[1] <= time.time():
+        if row is None or row[0] != token or row[1] <= self.clock.now():
             raise LeaseLost(run_id, token)
 
     def _append(self, db: sqlite3.Connection, event: Event) -> Event:
@@ -151,7 +153,7 @@ class SqliteStore:
         return event
 
     def _publish(self, db: sqlite3.Connection, message: BusMessage) -> None:
-        now = time.time()
+        now = self.clock.now()
         db.execute("INSERT INTO bus (at, message) VALUES (?, ?)", (now, json.dumps(message)))
         self._publishes += 1
         if self._publishes % 200 == 0:
@@ -165,7 +167,7 @@ class SqliteStore:
                              f"AND state IN {_ACTIVE_SQL}", (repo, issue)).fetchone()
             if row is not None:
                 return self._row_to_run(row), False
-            now = time.time()
+            now = self.clock.now()
             run = Run(id=new_run_id(), repo=repo, issue=issue, created_at=now, updated_at=now,
                       **fields)
             db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?)",
@@ -212,9 +214,9 @@ class SqliteStore:
     def mark_once(self, key: str) -> bool:
         with self._tx() as db:
             db.execute("DELETE FROM meta WHERE key LIKE 'once:%' AND CAST(value AS REAL) < ?",
-                       (time.time() - MARK_TTL,))
+                       (self.clock.now() - MARK_TTL,))
             added = db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)",
-                               ("once:" + key, str(time.time())))
+                               ("once:" + key, str(self.clock.now())))
             return added.rowcount == 1
 
     def transition(self, run_id: str, expected: RunState, target: RunState, *, actor: str,
@@ -225,7 +227,7 @@ class SqliteStore:
                 raise StaleState(run_id, expected, run.state)
             if fence is not None:
                 self._check_fence(db, run_id, fence)
-            run, event = run.transition(target, actor=actor, reason=reason, at=time.time())
+            run, event = run.transition(target, actor=actor, reason=reason, at=self.clock.now())
             self._save(db, run)
             self._append(db, event)
             if target.terminal:
@@ -240,7 +242,7 @@ class SqliteStore:
             run = self._load(db, run_id)
             if fence is not None:
                 self._check_fence(db, run_id, fence)
-            raw = run.to_dict() | fields | {"updated_at": time.time()}
+            raw = run.to_dict() | fields | {"updated_at": self.clock.now()}
             run = Run.from_dict(raw)
             self._save(db, run)
             return run
@@ -250,7 +252,7 @@ class SqliteStore:
     def append_event(self, run_id: str, kind: str, data: dict[str, Any] | None = None, *,
                      actor: str = "runner") -> Event:
         with self._tx() as db:
-            return self._append(db, Event(run_id=run_id, kind=kind, at=time.time(),
+            return self._append(db, Event(run_id=run_id, kind=kind, at=self.clock.now(),
                                           actor=actor, data=data or {}))
 
     def events(self, run_id: str, *, after: int = 0, limit: int = 100) -> list[Event]:
@@ -266,7 +268,8 @@ class SqliteStore:
         db.execute("INSERT INTO fences VALUES (?, 1) ON CONFLICT(run_id) "
                    "DO UPDATE SET token=token+1", (run_id,))
         (token,) = db.execute("SELECT token FROM fences WHERE run_id=?", (run_id,)).fetchone()
-        lease = Lease(run_id=run_id, worker=worker, token=token, expires_at=time.time() + ttl)
+        lease = Lease(run_id=run_id, worker=worker, token=token,
+                      expires_at=self.clock.now() + ttl)
         db.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?,?)",
                    (run_id, worker, token, lease.expires_at))
         return lease
@@ -275,7 +278,7 @@ class SqliteStore:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM meta WHERE key='paused'").fetchone():
                 return None
-            now = time.time()
+            now = self.clock.now()
             rows = db.execute(
                 f"SELECT r.id, r.repo FROM runs r LEFT JOIN leases l "
                 f"ON l.run_id = r.id AND l.expires_at > ? "
@@ -302,8 +305,8 @@ class SqliteStore:
             run = self._load(db, run_id)
             self._check_fence(db, run_id, fence)
             woken = run.wakes != wakes
-            self._save(db, replace(run, wake_at=time.time() if woken else until,
-                                   updated_at=time.time()))
+            self._save(db, replace(run, wake_at=self.clock.now() if woken else until,
+                                   updated_at=self.clock.now()))
             db.execute("DELETE FROM leases WHERE run_id=? AND token=?", (run_id, fence))
             if woken:
                 self._publish(db, {"kind": "wake", "run": run_id})
@@ -323,7 +326,7 @@ class SqliteStore:
         with self._tx() as db:
             run = self._load(db, run_id)
             held = db.execute("SELECT 1 FROM leases WHERE run_id=? AND expires_at > ?",
-                              (run_id, time.time())).fetchone()
+                              (run_id, self.clock.now())).fetchone()
             if run.terminal or held:
                 return None
             if run.wake_at:  # claimed: it works now, whatever it waited for
@@ -333,7 +336,7 @@ class SqliteStore:
     def renew(self, lease: Lease, ttl: float) -> Lease:
         with self._tx() as db:
             self._check_fence(db, lease.run_id, lease.token)
-            renewed = Lease(lease.run_id, lease.worker, lease.token, time.time() + ttl)
+            renewed = Lease(lease.run_id, lease.worker, lease.token, self.clock.now() + ttl)
             db.execute("UPDATE leases SET expires_at=? WHERE run_id=?",
                        (renewed.expires_at, lease.run_id))
             return renewed
@@ -348,18 +351,18 @@ class SqliteStore:
     def current_lease(self, run_id: str) -> Lease | None:
         row = self._db().execute("SELECT run_id, worker, token, expires_at FROM leases "
                                  "WHERE run_id=? AND expires_at > ?",
-                                 (run_id, time.time())).fetchone()
+                                 (run_id, self.clock.now())).fetchone()
         return Lease(*row) if row else None
 
     def recover_expired(self) -> list[str]:
         with self._tx() as db:
             rows = db.execute(f"SELECT l.run_id FROM leases l JOIN runs r ON r.id = l.run_id "
                               f"WHERE l.expires_at <= ? AND r.state IN {_ACTIVE_SQL}",
-                              (time.time(),)).fetchall()
+                              (self.clock.now(),)).fetchall()
             expired = [r[0] for r in rows]
             for run_id in expired:
                 db.execute("DELETE FROM leases WHERE run_id=?", (run_id,))
-                self._append(db, Event(run_id=run_id, kind="lease_expired", at=time.time(),
+                self._append(db, Event(run_id=run_id, kind="lease_expired", at=self.clock.now(),
                                        data={"note": "claimable again; the next owner resumes"}))
             return expired
 
@@ -370,7 +373,7 @@ class SqliteStore:
             run = self._load(db, run_id)
             if run.terminal:
                 raise RunFinished(run)
-            kill = KillRequest(run_id=run_id, actor=actor, reason=reason, at=time.time())
+            kill = KillRequest(run_id=run_id, actor=actor, reason=reason, at=self.clock.now())
             db.execute("INSERT OR IGNORE INTO kills VALUES (?,?,?,?)",
                        (run_id, actor, reason, kill.at))
             self._append(db, Event(run_id=run_id, kind="kill_requested", at=kill.at, actor=actor,
@@ -385,7 +388,7 @@ class SqliteStore:
 
     def pause(self, *, actor: str, reason: str) -> None:
         with self._tx() as db:
-            value = json.dumps({"actor": actor, "reason": reason, "at": time.time()})
+            value = json.dumps({"actor": actor, "reason": reason, "at": self.clock.now()})
             db.execute("INSERT OR REPLACE INTO meta VALUES ('paused', ?)", (value,))
             self._publish(db, {"kind": "pause", "actor": actor, "reason": reason})
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.config import Settings
 from runner.model import Run, RunState
 from runner.review import REVIEWER_MARKER
@@ -82,7 +83,7 @@ class DemoWorld:
                  agent: Policy | None = None, reviewer: Policy | None = None,
                  sandbox: str = "docker", settings: dict[str, Any] | None = None,
                  start_runner: bool = True, app_token_lifetime: float | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", clock: Clock = SYSTEM_CLOCK) -> None:
         self.workdir = Path(workdir)
         self.flavour: Flavour = flavour
         self.agent_policy = agent or fixing_agent()
@@ -90,6 +91,7 @@ class DemoWorld:
         self.sandbox = sandbox
         self.overrides = settings or {}
         self.start_runner = start_runner
+        self.clock = clock  # the in-process runner's (tests move a FakeClock forward)
         # GitHub only: the runner acts as a GitHub App whose tokens live this many seconds.
         self.app_token_lifetime = app_token_lifetime
         self.app: Any = None
@@ -173,7 +175,7 @@ class DemoWorld:
         from runner.wiring import build
 
         settings = Settings.model_validate(self.settings_dict())
-        self.runner = build(settings, worker="demo-runner", serving=True)
+        self.runner = build(settings, worker="demo-runner", serving=True, clock=self.clock)
         self.server = serve_in_thread(self.runner, "127.0.0.1", 0)
         self.forge.add_webhook(REPO, f"{self.server.url}/webhooks/{self.flavour}", self.secret)
         if loop:

@@ -29,8 +29,8 @@ from runner.model import RunState
 from runner.sandbox.docker import WARM_PREFIX
 from runner.testing.demo import MAINTAINER, REPO, DemoWorld
 from tests.bench.common import median, percentile, report
-from tests.conftest import free_port, wait_for_port
-from tests.e2e.conftest import Serve as ServeProcess
+from tests.support import Serve as ServeProcess
+from tests.support import free_port, wait_for_port
 
 TICKS = os.sysconf("SC_CLK_TCK")
 TARGETS = {"completed_all": True, "dispatch_p95_s": 3.0, "runner_rss_mb": 300.0}

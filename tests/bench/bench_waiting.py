@@ -30,7 +30,7 @@ from runner.model import RunState
 from runner.testing.demo import CI_CONTEXT, MAINTAINER, REPO, TEST_COMMAND, DemoWorld
 from runner.testing.forge import Exchange
 from tests.bench.common import median, report
-from tests.e2e.conftest import containers_of
+from tests.support import containers_of
 
 CI_SECONDS = 60
 

@@ -14,7 +14,7 @@ import docker
 
 from runner.model import RunState
 from runner.testing.demo import MAINTAINER, REPO, DemoWorld, slow_agent
-from tests.e2e.conftest import containers_of
+from tests.support import containers_of
 
 
 @dataclass

@@ -28,7 +28,7 @@ from runner.testing.demo import (
 )
 from runner.testing.forge import Exchange
 from runner.testing.llm import Policy, Reply, Request
-from tests.e2e.conftest import containers_of
+from tests.support import containers_of
 
 SLOW = 120.0  # seconds the held-open thing would take: a kill must not wait for it
 STATES = [RunState.QUEUED, RunState.PREPARING, RunState.RUNNING, RunState.PUSHING,

@@ -11,8 +11,7 @@ import pytest
 
 from runner.model import RunState
 from runner.testing.demo import MAINTAINER, REPO, DemoWorld
-from tests.conftest import ORCHESTRATOR
-from tests.e2e.conftest import pulls_from
+from tests.support import ORCHESTRATOR, pulls_from
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

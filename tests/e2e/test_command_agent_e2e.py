@@ -11,8 +11,8 @@ import pytest
 
 from runner.model import RunState
 from runner.testing.demo import REPO, DemoWorld
-from tests.e2e.conftest import containers_of, worktrees_left
 from tests.integration.agent.sdk_image import AGENT, sdk_image
+from tests.support import containers_of, worktrees_left
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -15,8 +15,7 @@ import pytest
 
 from runner.model import RunState
 from runner.testing.demo import DemoWorld, slow_agent
-from tests.conftest import missing
-from tests.e2e.conftest import containers_of
+from tests.support import containers_of, missing
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

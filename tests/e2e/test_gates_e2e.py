@@ -14,7 +14,7 @@ from runner.sizing import FORCE_LABEL, TOO_LARGE_LABEL
 from runner.testing.demo import BUG, MAINTAINER, READER, REPO, DemoWorld, fixing_agent
 from runner.testing.llm import Reply, Request
 from runner.wiring import build
-from tests.e2e.conftest import pulls_from
+from tests.support import pulls_from
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

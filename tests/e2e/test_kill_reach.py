@@ -13,8 +13,8 @@ import pytest
 from runner.model import RunState
 from runner.testing import forge_git
 from runner.testing.demo import MAINTAINER, REPO, DemoWorld
-from tests.e2e.conftest import containers_of, pulls_from
 from tests.e2e.kill_scenarios import Writes
+from tests.support import containers_of, pulls_from
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -13,8 +13,8 @@ import pytest
 from runner.model import RunState
 from runner.testing import forge_git
 from runner.testing.demo import REPO
-from tests.e2e.conftest import pulls_from, worktrees_left
 from tests.e2e.kill_scenarios import HUNG_LOOK, STATES, Writes, hold_and_kill, scenario
+from tests.support import pulls_from, worktrees_left
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

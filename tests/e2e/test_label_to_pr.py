@@ -19,11 +19,15 @@ from runner.testing.demo import (
     REPO,
     TEST_COMMAND,
     DemoWorld,
-    fixing_agent,
     slow_agent,
 )
-from runner.testing.llm import Reply, Request
-from tests.e2e.conftest import containers_of, pulls_from, status_comments, worktrees_left
+from tests.support import (
+    containers_of,
+    pulls_from,
+    status_comments,
+    two_step_agent,
+    worktrees_left,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 FLAVOURS = ["github", "forgejo"]
@@ -63,21 +67,6 @@ def test_label_gives_a_green_pull_request(tmp_path: Path, sandbox_image: str, do
         assert worktrees_left(tmp_path / "data") == []
         kinds = [e.kind for e in world.store.events(run.id, limit=1000)]
         assert kinds.index("agent.tool") < kinds.index("pushed") < kinds.index("ci")
-
-
-def two_step_agent() -> object:
-    """Iteration 1 fixes add() only; CI also wants sub(); iteration 2 adds it."""
-    first = fixing_agent()
-
-    def policy(request: Request) -> Reply:
-        if "what failed last time" not in request.first_user_text():
-            return first(request)  # type: ignore[operator]
-        if request.turn == 0:
-            return Reply.bash("printf '\\n\\ndef sub(a, b):\\n    return a - b\\n' >> calc.py",
-                              "CI wants sub(); adding it.")
-        return Reply.finish("Added sub()")
-
-    return policy
 
 
 def test_failing_ci_goes_back_to_the_agent(tmp_path: Path, sandbox_image: str,

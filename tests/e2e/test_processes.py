@@ -9,7 +9,7 @@ import pytest
 from runner.model import RunState
 from runner.testing.demo import MAINTAINER, REPO, DemoWorld, fixing_agent, slow_agent
 from runner.testing.llm import Reply, Request
-from tests.e2e.conftest import (
+from tests.support import (
     Serve,
     containers_of,
     pulls_from,

@@ -20,7 +20,7 @@ from runner.testing.demo import (
     slow_agent,
 )
 from runner.testing.llm import Reply, Request
-from tests.e2e.conftest import containers_of, pulls_from, status_comments
+from tests.support import containers_of, pulls_from, status_comments
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -15,8 +15,7 @@ import pytest
 from runner.model import RunState
 from runner.testing.demo import DemoWorld
 from runner.testing.llm import Reply, Request
-from tests.conftest import ORCHESTRATOR
-from tests.e2e.conftest import containers_of, worktrees_left
+from tests.support import ORCHESTRATOR, containers_of, worktrees_left
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -16,8 +16,7 @@ import pytest
 from runner.model import RunState
 from runner.run.driver import MAX_ATTEMPTS
 from runner.testing.demo import DemoWorld
-from tests.conftest import missing
-from tests.faults.conftest import assert_clean, events_of
+from tests.support import assert_clean, events_of, missing
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ import pytest
 from runner.model import RunState
 from runner.run.driver import MAX_ATTEMPTS
 from runner.testing.demo import DemoWorld
-from tests.faults.conftest import assert_clean, events_of
+from tests.support import assert_clean, events_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ import pytest
 
 from runner.model import RunState
 from runner.testing.demo import DemoWorld
-from tests.faults.conftest import assert_clean, events_of
+from tests.support import assert_clean, events_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -29,7 +29,7 @@ from runner.testing.demo import (
     slow_agent,
 )
 from runner.testing.llm import Reply, Request
-from tests.faults.conftest import Serve, assert_clean, events_of, start_serve
+from tests.support import Serve, assert_clean, events_of, start_serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

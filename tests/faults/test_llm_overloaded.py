@@ -14,7 +14,7 @@ import pytest
 from runner.model import RunState
 from runner.testing.demo import REPO, DemoWorld, fixing_agent
 from runner.testing.llm import Policy, Reply, Request
-from tests.faults.conftest import assert_clean, events_of
+from tests.support import assert_clean, events_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -14,8 +14,7 @@ import pytest
 from runner.model import RunState
 from runner.testing.demo import BUG, MAINTAINER, TEST_COMMAND, DemoWorld, slow_agent
 from runner.testing.llm import Reply, Request, Script
-from tests.conftest import ORCHESTRATOR, RedisServer
-from tests.faults.conftest import Serve, assert_clean, start_serve
+from tests.support import ORCHESTRATOR, RedisServer, Serve, assert_clean, start_serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

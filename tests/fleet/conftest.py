@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import subprocess
 import tempfile
 import time
@@ -34,9 +33,9 @@ import yaml
 from runner.model import Run, RunState
 from runner.testing.demo import REPO, DemoWorld
 from runner.testing.llm import Policy
-from tests.conftest import missing
-from tests.e2e.conftest import containers_of, pulls_from, status_comments, worktrees_left
 from tests.runner_image import LOCAL_BASE, build_runner_image, docker
+from tests.runner_image import require_docker as require_engine
+from tests.support import containers_of, missing, pulls_from, status_comments, worktrees_left
 
 FLEET_IMAGE = "orchestrator-runner:fleet"
 VALKEY_IMAGE = "orchestrator-fleet-valkey:bookworm"
@@ -54,13 +53,9 @@ RUNNERS = 3
 
 
 def require_docker() -> None:
-    """Fail under CI, skip elsewhere, without a Docker engine and the local base image."""
-    if shutil.which("docker") is None:
-        missing("the docker CLI is not installed (apt-get install docker.io)")
-    if docker("info").returncode != 0:
-        missing("no Docker engine answers; start dockerd or set DOCKER_HOST")
-    if docker("image", "inspect", LOCAL_BASE).returncode != 0:
-        missing(f"the base image {LOCAL_BASE} is missing: run scripts/build-sandbox-image")
+    """Fail under CI, skip elsewhere, without a Docker engine, the local base image and the
+    sandbox image."""
+    require_engine()
     if docker("image", "inspect", "orchestrator-sandbox:latest").returncode != 0:
         missing("the image orchestrator-sandbox:latest is missing: run "
                 "scripts/build-sandbox-image")

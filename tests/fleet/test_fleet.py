@@ -18,7 +18,6 @@ import pytest
 from runner.model import Run, RunState
 from runner.testing.demo import BUG, MAINTAINER, REPO, TEST_COMMAND, fixing_agent
 from runner.testing.llm import Reply, Request
-from tests.e2e.conftest import containers_of, worktrees_left
 from tests.fleet.conftest import (
     LEASE_TTL,
     Fleet,
@@ -28,6 +27,7 @@ from tests.fleet.conftest import (
     stale_writes_by,
 )
 from tests.fleet.conftest import must as must_docker
+from tests.support import containers_of, worktrees_left
 
 pytestmark = [pytest.mark.fleet, pytest.mark.docker, pytest.mark.slow,
               pytest.mark.timeout(600)]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from runner.cli import cli
 from runner.model import RunState
 from runner.store.sqlite import SqliteStore
-from tests.conftest import free_port
+from tests.support import free_port
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

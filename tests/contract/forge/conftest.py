@@ -16,7 +16,6 @@ from runner.forge.github_app import AppKey
 from runner.testing.forge import Exchange, ForgeEmulator
 from runner.testing.forge_apps import App
 from runner.testing.forge_state import User
-from tests.conftest import missing
 from tests.contract.forge.schemas import (
     ContractViolation,
     contracts_dir,
@@ -25,6 +24,7 @@ from tests.contract.forge.schemas import (
     recorded_app_contract,
     recorded_review_contract,
 )
+from tests.support import missing
 
 FLAVOURS = ["github", "github-app", "forgejo"]  # github-app: GitHub, as a GitHub App
 REPO = "maintainer/app"

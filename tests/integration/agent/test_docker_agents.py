@@ -20,7 +20,7 @@ from runner.model import Budget
 from runner.sandbox.base import SandboxSpec
 from runner.sandbox.docker import DockerBackend, DockerSandbox
 from runner.testing.llm import LLMEmulator
-from tests.conftest import missing
+from tests.support import missing
 from tests.unit.agent.project import FIXED, TEST_COMMAND, fixing_script, project_worktree
 
 pytestmark = [pytest.mark.docker, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

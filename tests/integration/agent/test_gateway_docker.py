@@ -30,9 +30,9 @@ from runner.sandbox.base import SandboxSpec
 from runner.sandbox.docker import DockerBackend, DockerSandbox
 from runner.testing.forge import ForgeEmulator
 from runner.testing.llm import LLMEmulator, Reply
-from tests.conftest import missing
 from tests.integration.agent.sdk_image import AGENT, BASE, SDK_DIR, sdk_image
 from tests.integration.sandbox.conftest import require_runtime
+from tests.support import missing
 from tests.unit.agent.project import TEST_COMMAND, fixing_script, project_worktree
 
 pytestmark = [pytest.mark.docker, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

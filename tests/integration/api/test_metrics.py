@@ -13,9 +13,7 @@ import pytest
 from runner.model import RunState
 from runner.testing.demo import DemoWorld, fixing_agent, slow_agent
 from runner.testing.llm import Reply, Request
-from tests.e2e.conftest import sandbox_image
 
-__all__ = ["sandbox_image"]  # the fixture, re-exported for this module
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 FIX, SLOW = fixing_agent(), slow_agent(60)
 

@@ -1,4 +1,5 @@
-"""A real Docker engine, the sandbox image, and a run's real worktree to mount."""
+"""A Docker sandbox backend, a run's real worktree to mount (on the shared ``upstream`` and
+``workspaces``), and the runtimes each sandbox test runs on."""
 
 from __future__ import annotations
 
@@ -12,22 +13,11 @@ import pytest
 from runner.sandbox.base import SandboxSpec
 from runner.sandbox.docker import DockerBackend, DockerSandbox
 from runner.workspace import Workspaces, Worktree
-from tests.conftest import missing
 from tests.integration.workspace.gitrepo import Upstream
+from tests.support import SANDBOX_IMAGE, missing
 
-IMAGE = "orchestrator-sandbox:latest"
+IMAGE = SANDBOX_IMAGE
 SECRET = "sk-test-SECRET-never-in-a-container"
-
-
-@pytest.fixture(scope="session")
-def sandbox_image(docker_client: Any) -> str:
-    import docker.errors
-
-    try:
-        docker_client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        missing(f"the sandbox image {IMAGE} is missing: run scripts/build-sandbox-image")
-    return IMAGE
 
 
 @pytest.fixture
@@ -41,16 +31,6 @@ def backend(docker_client: Any, sandbox_image: str, tmp_path: Path) -> Iterator[
             sandbox = made.find(run_id)
             if sandbox is not None:
                 sandbox.remove()
-
-
-@pytest.fixture
-def workspaces(tmp_path: Path) -> Workspaces:
-    return Workspaces(tmp_path / "data")
-
-
-@pytest.fixture
-def upstream(tmp_path: Path) -> Upstream:
-    return Upstream(tmp_path)
 
 
 @pytest.fixture

@@ -51,6 +51,7 @@ def run_agent(tmp_path: Path, llm: LLMEmulator, budget: Budget = BUDGET,
     return outcome, seen
 
 
+@pytest.mark.slow  # a whole agent process through the gateway: not in the fast tier
 def test_an_sdk_agent_fixes_the_bug_through_the_metered_gateway(tmp_path: Path) -> None:
     with LLMEmulator(policy=fixing_script()) as llm:
         outcome, seen = run_agent(tmp_path, llm)
@@ -77,6 +78,7 @@ def test_an_sdk_agent_fixes_the_bug_through_the_metered_gateway(tmp_path: Path) 
     assert not list((tmp_path / "channel").iterdir())  # the socket went with the run
 
 
+@pytest.mark.slow  # a whole agent process through the gateway: not in the fast tier
 def test_overspending_stops_the_run_with_reason_budget(tmp_path: Path) -> None:
     # Each turn costs about $0.01 at these prices; the cap allows two.
     budget = Budget(max_turns=20, max_tokens=1_000_000, max_cost_usd=0.0001)
@@ -96,6 +98,7 @@ def test_overspending_stops_the_run_with_reason_budget(tmp_path: Path) -> None:
     assert seen[-1][0] == "agent.stop" and seen[-1][1]["reason"] == "budget"
 
 
+@pytest.mark.slow  # a whole agent process through the gateway: not in the fast tier
 def test_the_turn_cap_stops_the_run_with_reason_max_turns(tmp_path: Path) -> None:
     budget = Budget(max_turns=2, max_tokens=1_000_000, max_cost_usd=10.0)
     with LLMEmulator(policy=fixing_script()) as llm:
@@ -104,6 +107,7 @@ def test_the_turn_cap_stops_the_run_with_reason_max_turns(tmp_path: Path) -> Non
     assert "agent.max_turns = 2" in outcome.error
 
 
+@pytest.mark.slow  # a whole agent process through the gateway: not in the fast tier
 def test_a_kill_during_a_slow_model_call_cuts_the_call(tmp_path: Path) -> None:
     cancel = threading.Event()
     with LLMEmulator(script=[Reply.text("slow", delay=60)]) as llm:
