@@ -8,11 +8,11 @@ The diff is the one both forges show: from the merge base of the base branch and
 from __future__ import annotations
 
 import re
-import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from gates import safegit
 from runner.testing import forge_git
 from runner.testing.forge_state import EmulatorError, Issue, Repo, User
 
@@ -78,8 +78,8 @@ def merges_cleanly(git_dir: Path, base_sha: str, head_sha: str) -> bool:
     with _clean_lock:
         if key in _clean:
             return _clean[key]
-    done = subprocess.run(["git", "merge-tree", "--write-tree", "--no-messages", base_sha,
-                           head_sha], cwd=git_dir, capture_output=True, text=True, check=False)
+    done = safegit.run("merge-tree", "--write-tree", "--no-messages", base_sha, head_sha,
+                       cwd=git_dir)
     if done.returncode not in (0, 1):
         raise RuntimeError(f"git merge-tree failed: {done.stderr.strip()}")
     with _clean_lock:
@@ -103,9 +103,8 @@ def merge(repo: Repo, issue: Issue, user: User, message: str) -> str:
     pull = issue.pull
     assert pull is not None
     base = base_tip(repo, pull.base, pull.base_sha)
-    done = subprocess.run(["git", "merge-tree", "--write-tree", "--no-messages", base,
-                           pull.head_sha], cwd=repo.git_dir, capture_output=True, text=True,
-                          check=False)
+    done = safegit.run("merge-tree", "--write-tree", "--no-messages", base, pull.head_sha,
+                       cwd=repo.git_dir)
     if done.returncode != 0:
         raise EmulatorError(405, "Pull Request is not mergeable")
     tree = done.stdout.split()[0]
