@@ -143,7 +143,8 @@ def runs_cmd(ctx: Context, states: tuple[str, ...], repo: str | None, limit: int
     for run in runs:
         lease = None if run.terminal else store.current_lease(run.id)
         style = _STATE_STYLE.get(run.state, "cyan")
-        table.add_row(run.id, f"[{style}]{run.state}[/]", f"{run.repo}#{run.issue}",
+        pull = f" (PR {run.details.pull_state})" if run.details.pull_state else ""
+        table.add_row(run.id, f"[{style}]{run.state}[/]{pull}", f"{run.repo}#{run.issue}",
                       str(run.iteration), run.pr_url or (f"#{run.pr_number}" if run.pr_number
                                                          else "-"),
                       f"${run.cost_usd:.2f}", _age(now - run.created_at),
