@@ -512,6 +512,10 @@ def handle_event_cmd(ctx: Context, event_name: str, event_file: str, verbose: bo
     if event_name not in ("issues", "issue_comment"):
         console.print(f"ignoring {event_name} event: only issues and issue_comment matter")
         return
+    if isinstance(payload["issue"], dict) and payload["issue"].get("pull_request"):
+        # A PR's number is no issue's: PR commands need `orchestrator serve` (webhooks).
+        console.print("ignoring a comment on a pull request: `serve` handles pull requests")
+        return
     _setup_logging(verbose)
     runner = _build(ctx)
     if event_name == "issues":  # the job's own event record: what the trigger saw

@@ -124,9 +124,9 @@ def plan_pull(run: Run, pull: PullView | None, issue_comments: Iterable[Comment]
     since = int(run.details.answered_until or run.created_at)
     answered = set(run.details.answers)
     asked = _retry(run, pull, issue_comments, issue_permissions, rules, since, answered)
-    if asked is None and pull is not None and run.state is RunState.SUCCEEDED:
+    if asked is None and pull is not None:
         asked = _review(run, pull, rules, since, answered)
-        if asked is None:
+        if asked is None and run.state is RunState.SUCCEEDED:
             asked = _conflict(run, pull)
     if asked is None:
         return None

@@ -28,6 +28,8 @@ MAX_INSTRUCTIONS_BYTES = 64 * 1024
 MAX_EVENT_TEXT = 2000
 
 EventSink = Callable[[str, dict[str, Any]], None]
+# The heading of a follow-up's request in the agent's first message.
+FOLLOW_UP_HEADING = "## Follow-up: what the pull request's reviewers ask now"
 
 
 class AgentError(Exception):
@@ -79,7 +81,7 @@ class Task:
         ref = f"{self.repo}#{self.issue}" if self.repo and self.issue else "the issue"
         parts = [f"# Task: {ref}: {self.title}", "", self.body.strip() or "(no description)"]
         if self.follow_up:
-            parts += ["", "## Follow-up: what the pull request's reviewers ask now", "",
+            parts += ["", FOLLOW_UP_HEADING, "",
                       "The branch already holds the earlier work on this issue, and its pull "
                       "request is open. Answer all of the following in this one turn: change "
                       "what they ask, and in your final summary say for each point what you "
