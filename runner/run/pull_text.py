@@ -110,8 +110,9 @@ def _left_out(events: list[Event]) -> list[str]:
     for finding in findings[:10]:
         if not isinstance(finding, dict):
             continue
-        where = f"`{finding.get('path')}`" + (f" line {finding.get('line')}"
-                                              if finding.get("line") else "")
+        path = finding.get("path")
+        where = (f"`{path}`" if path else "the change") + (
+            f" line {finding.get('line')}" if path and finding.get("line") else "")
         text = str(finding.get("message") or finding.get("body") or "").splitlines()
         lines.append(f"- {_inert(where)}: {_inert(text[0][:200]) if text else '(no text)'}")
     return lines
