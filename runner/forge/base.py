@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 
 Permission = Literal["admin", "write", "read", "none"]
 CIStateName = Literal["pending", "success", "failure", "error"]
+ReviewState = Literal["approved", "changes_requested", "commented", "dismissed", "pending"]
 PERMISSION_RANK: dict[str, int] = {"none": 0, "read": 1, "write": 2, "admin": 3}
 
 # A hidden marker identifies the runner's own comments, so a comment is updated, not repeated.
@@ -171,6 +172,8 @@ class PullRequest:
     state: Literal["open", "closed"]
     url: str = ""
     merged: bool = False
+    mergeable: bool | None = None  # None: the forge has not computed it yet
+    author: str = ""
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,39 @@ class ReviewComment:
     path: str
     line: int
     body: str
+
+
+@dataclass(frozen=True)
+class Review:
+    """A submitted (or pending) review of a pull request, by anyone; ``state`` lower case."""
+
+    id: int
+    author: str
+    state: ReviewState
+    body: str
+    commit_sha: str = ""
+    submitted_at: datetime | None = None
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class LineComment:
+    """A comment on a line of a pull request's diff (a review thread's first, or a reply).
+
+    ``line`` is on the new side (None when the forge no longer places it); ``in_reply_to``
+    is the thread's first comment, None for a thread's first; ``review_id`` the review it
+    was submitted in, when the forge says."""
+
+    id: int
+    review_id: int | None
+    author: str
+    path: str
+    line: int | None
+    body: str
+    diff_hunk: str = ""
+    in_reply_to: int | None = None
+    created_at: datetime | None = None
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -368,6 +404,19 @@ class Forge(Protocol):
                     comments: Sequence[ReviewComment] = (), commit_sha: str | None = None
                     ) -> int:
         """Post a COMMENT review (never approve: a bot approving its own PR is refused)."""
+        ...
+
+    def list_reviews(self, repo: str, number: int) -> list[Review]:
+        """Every review of the pull request, by anyone, oldest first."""
+        ...
+
+    def list_line_comments(self, repo: str, number: int) -> list[LineComment]:
+        """Every line comment of the pull request, replies included, oldest first."""
+        ...
+
+    def reply_to_line_comment(self, repo: str, number: int, comment: LineComment,
+                              body: str) -> LineComment:
+        """Reply in ``comment``'s thread (a retry finds the reply it already made)."""
         ...
 
     def clone_url(self, repo: str) -> str:

@@ -3,25 +3,21 @@
 Forgejo differs from GitHub in ways this module absorbs: labels are added by id and removed
 by id, a draft is a ``WIP:`` title prefix, the pull for a branch is ``/pulls/{base}/{head}``,
 a commit status has ``status`` (not ``state``) and may be ``warning``, there are no check
-runs, and who added a label is in the issue's timeline.
+runs, and who added a label is in the issue's timeline. Pull requests, CI and reviews are in
+``forgejo_pulls.py``, mixed into ``ForgejoForge``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict
 
 from runner.forge.base import (
-    CIContext,
-    CIState,
-    CIStateName,
     Comment,
     Conflict,
     ForgeAuthError,
@@ -30,16 +26,17 @@ from runner.forge.base import (
     LabelEvent,
     NotFound,
     Permission,
-    PullRequest,
     PushCredentials,
     RateLimited,
     RetryPolicy,
-    ReviewComment,
     TextEdit,
     auth_message,
     hidden_marker,
 )
 from runner.forge.budget import ForgeStats
+from runner.forge.forgejo_pulls import ForgejoPulls, FUser
+from runner.forge.forgejo_pulls import Model as _Model
+from runner.forge.forgejo_pulls import operation as _operation
 from runner.forge.retry import (
     ForgeRetry,
     is_rate_limit,
@@ -47,31 +44,10 @@ from runner.forge.retry import (
     retry_after_seconds,
     stop_if_cancelled,
 )
-from runner.forge.retry import (
-    retrying as _retrying,
-)
-
-WIP = "WIP: "
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _operation(method: F) -> F:
-    """Run the method as one retried operation (runner/forge/retry.py)."""
-    @functools.wraps(method)
-    def run(self: ForgejoForge, *args: Any, **kwargs: Any) -> Any:
-        return self._retry.call(method.__name__, lambda: method(self, *args, **kwargs))
-    return run  # type: ignore[return-value]
 
 _WIP_PREFIXES = ("wip:", "[wip]")
 PAGE = 50
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class FUser(_Model):
-    login: str
+PAGE = 50
 
 
 class FLabel(_Model):
@@ -104,6 +80,10 @@ class FComment(_Model):
     html_url: str = ""
 
 
+class FPermission(_Model):
+    permission: str
+
+
 class FTimeline(_Model):
     type: str
     body: str | None = ""
@@ -112,57 +92,8 @@ class FTimeline(_Model):
     created_at: datetime
 
 
-class FBranch(_Model):
-    ref: str
-    sha: str
 
-
-class FPull(_Model):
-    number: int
-    title: str
-    body: str | None = ""
-    state: str
-    draft: bool = False
-    head: FBranch
-    base: FBranch
-    html_url: str = ""
-    merged: bool = False
-
-
-class FStatus(_Model):
-    context: str
-    status: str
-    description: str | None = ""
-    target_url: str | None = ""
-
-
-class FCombined(_Model):
-    state: str = ""
-    statuses: list[FStatus] | None = None
-
-
-class FPermission(_Model):
-    permission: str
-
-
-class FId(_Model):
-    id: int
-
-
-def is_wip(title: str) -> bool:
-    """Forgejo's draft rule: the title starts with ``WIP:`` or ``[WIP]``."""
-    return title.strip().lower().startswith(_WIP_PREFIXES)
-
-
-def strip_wip(title: str) -> str:
-    stripped = title.strip()
-    for prefix in _WIP_PREFIXES:
-        if stripped.lower().startswith(prefix):
-            return stripped[len(prefix):].strip()
-    return stripped
-
-
-class ForgejoForge:
+class ForgejoForge(ForgejoPulls):
     """The Forge protocol on Forgejo or Gitea (``base_url`` without ``/api/v1``)."""
 
     kind = "forgejo"
@@ -251,14 +182,6 @@ class ForgejoForge:
                      state="closed" if raw.state == "closed" else "open",
                      author=raw.user.login if raw.user else "", url=raw.html_url,
                      updated_at=raw.updated_at)
-
-    @staticmethod
-    def _to_pull(raw: FPull) -> PullRequest:
-        return PullRequest(number=raw.number, head=raw.head.ref, base=raw.base.ref,
-                           head_sha=raw.head.sha, title=strip_wip(raw.title),
-                           body=raw.body or "", draft=raw.draft or is_wip(raw.title),
-                           state="closed" if raw.state == "closed" else "open",
-                           url=raw.html_url, merged=raw.merged)
 
     @staticmethod
     def _to_comment(raw: FComment) -> Comment:
@@ -389,112 +312,6 @@ class ForgejoForge:
         path = (f"{self._r(repo)}/issues/{number}/reactions" if comment_id is None
                 else f"{self._r(repo)}/issues/comments/{comment_id}/reactions")
         self._send("POST", path, json={"content": content})
-
-    # ------------------------------------------------------------ pulls
-
-    @_operation
-    def find_pull(self, repo: str, head: str, base: str) -> PullRequest | None:
-        """``GET /pulls/{base}/{head}`` (Forgejo cannot filter the list by head)."""
-        try:
-            raw = FPull.model_validate(self._send(
-                "GET", f"{self._r(repo)}/pulls/{quote(base)}/{quote(head)}").json())
-        except NotFound:
-            return None
-        return self._to_pull(raw) if raw.state == "open" else None
-
-    @_operation
-    def find_or_create_pull(self, repo: str, head: str, base: str, title: str, body: str,
-                            draft: bool = True) -> PullRequest:
-        """Idempotent; a draft is created with a ``WIP:`` title, Forgejo's way."""
-        found = self.find_pull(repo, head, base)
-        if found is not None:
-            return found
-        shown = f"{WIP}{strip_wip(title)}" if draft else strip_wip(title)
-        try:
-            raw = self._send("POST", f"{self._r(repo)}/pulls",
-                             json={"head": head, "base": base, "title": shown, "body": body})
-        except Conflict:  # 409: created meanwhile by someone else
-            again = self.find_pull(repo, head, base)
-            if again is None:
-                raise
-            return again
-        return self._to_pull(FPull.model_validate(raw.json()))
-
-    @_operation
-    def get_pull(self, repo: str, number: int) -> PullRequest:
-        """A pull request by number."""
-        return self._to_pull(FPull.model_validate(
-            self._send("GET", f"{self._r(repo)}/pulls/{number}").json()))
-
-    @_operation
-    def update_pull(self, repo: str, number: int, *, title: str | None = None,
-                    body: str | None = None, draft: bool | None = None) -> PullRequest:
-        """Title and body; ``draft`` adds or strips the ``WIP:`` prefix."""
-        current = FPull.model_validate(
-            self._send("GET", f"{self._r(repo)}/pulls/{number}").json())
-        is_draft = is_wip(current.title) if draft is None else draft
-        new_title = strip_wip(title if title is not None else current.title)
-        fields: dict[str, Any] = {"title": f"{WIP}{new_title}" if is_draft else new_title}
-        if body is not None:
-            fields["body"] = body
-        raw = self._send("PATCH", f"{self._r(repo)}/pulls/{number}", json=fields).json()
-        return self._to_pull(FPull.model_validate(raw))
-
-    # ------------------------------------------------------------ CI
-
-    @_operation
-    def ci_state(self, repo: str, sha: str) -> CIState:
-        """The latest status per context on ``sha``. Forgejo's ``warning`` is not green."""
-        raw = FCombined.model_validate(
-            self._send("GET", f"{self._r(repo)}/commits/{sha}/status").json())
-        contexts = []
-        for status in raw.statuses or []:
-            state: CIStateName
-            description = status.description or ""
-            if status.status in ("pending", "success", "failure", "error"):
-                state = status.status  # type: ignore[assignment]
-            elif status.status == "warning":
-                state, description = "failure", f"warning: {description}".strip()
-            else:
-                state = "error"
-            contexts.append(CIContext(status.context, state, description,
-                                      status.target_url or ""))
-        return CIState(sha=sha, contexts=tuple(contexts))
-
-    @_operation
-    def set_status(self, repo: str, sha: str, context: str, state: CIStateName,
-                   description: str = "", target_url: str | None = None) -> None:
-        """Post a commit status; a retry looks for the one the last attempt may have made."""
-        if _retrying():
-            latest = next((x for x in self._send("GET", f"{self._r(repo)}/commits/{sha}/statuses"
-                                                 ).json() or []
-                           if x.get("context") == context), None)
-            if (latest is not None and latest.get("status") == state
-                    and (latest.get("description") or "") == description):
-                return
-        self._send("POST", f"{self._r(repo)}/statuses/{sha}",
-                   json={"state": state, "context": context, "description": description,
-                         "target_url": target_url or ""})
-
-    @_operation
-    def post_review(self, repo: str, number: int, body: str,
-                    comments: Sequence[ReviewComment] = (), commit_sha: str | None = None
-                    ) -> int:
-        """A COMMENT review; line comments anchor on the new side (``new_position``)."""
-        payload: dict[str, Any] = {
-            "body": body, "event": "COMMENT",
-            "comments": [{"path": c.path, "body": c.body, "new_position": c.line}
-                         for c in comments]}
-        if commit_sha:
-            payload["commit_id"] = commit_sha
-        if _retrying():  # the last attempt may have posted it: look before posting again
-            # The same body on the same commit: a reviewer's words are never the bot's own.
-            for old in self._send("GET", f"{self._r(repo)}/pulls/{number}/reviews").json() or []:
-                if old.get("body") == body and (commit_sha is None
-                                                or old.get("commit_id") == commit_sha):
-                    return int(old["id"])
-        raw = self._send("POST", f"{self._r(repo)}/pulls/{number}/reviews", json=payload)
-        return FId.model_validate(raw.json()).id
 
     # ------------------------------------------------------------ git
 

@@ -5,28 +5,25 @@ emulator. It authenticates with a token or as a GitHub App (``github_app.py``). 
 whole operations under ``retry.py`` (429, 5xx, rate limits, transport errors; writes read
 before they post again), none at PyGithub's HTTP layer; PyGithub's write throttling is on by
 default (GitHub asks for a second between writes) and off when ``throttle=False`` (tests).
+Pull requests, CI and reviews are in ``github_pulls.py``, mixed into ``GitHubForge``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlparse
 
 import requests
 from github import Auth, Github, GithubException
 from github.Issue import Issue as GhIssue
-from github.PullRequest import PullRequest as GhPull
 from github.Repository import Repository
 
 from runner.forge.base import (
     MARKER_RE,
-    CIContext,
-    CIState,
-    CIStateName,
     Comment,
     Conflict,
     ForgeAuthError,
@@ -35,17 +32,18 @@ from runner.forge.base import (
     LabelEvent,
     NotFound,
     Permission,
-    PullRequest,
     PushCredentials,
     RateLimited,
     RetryPolicy,
-    ReviewComment,
     TextEdit,
     auth_message,
     hidden_marker,
 )
 from runner.forge.budget import EtagCache, ForgeStats
 from runner.forge.github_app import AppKey, GitHubApp
+from runner.forge.github_pulls import GitHubPulls
+from runner.forge.github_pulls import aware as _aware
+from runner.forge.github_pulls import iso as _iso
 from runner.forge.retry import (
     ForgeRetry,
     is_rate_limit,
@@ -56,28 +54,12 @@ from runner.forge.retry import (
 
 T = TypeVar("T")
 
-# A check run counts as passed with these conclusions (GitHub's own rule for required checks).
-_CHECK_OK = {"success", "neutral", "skipped"}
-_CHECK_ERROR = {"cancelled", "stale"}
 # Who last edited an issue's text and title: GitHub's REST API does not say, GraphQL does.
 _LAST_EDIT = (
     "query($owner: String!, $name: String!, $number: Int!) { repository(owner: $owner, "
     "name: $name) { issue(number: $number) { lastEditedAt editor { login } "
     "timelineItems(itemTypes: [RENAMED_TITLE_EVENT], last: 1) { nodes { "
     "... on RenamedTitleEvent { createdAt actor { login } } } } } } }")
-
-
-def _aware(at: datetime | None) -> datetime:
-    if at is None:
-        return datetime.fromtimestamp(0, UTC)
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
-def _iso(value: Any) -> datetime:
-    """A GitHub timestamp (``2024-01-01T00:00:00Z``) as an aware datetime."""
-    if not value:
-        return datetime.fromtimestamp(0, UTC)
-    return _aware(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
 
 
 class CountedToken(Auth.Token):
@@ -101,7 +83,7 @@ def web_root(base_url: str) -> str:
     return f"{parsed.scheme}://{parsed.netloc}{path}"
 
 
-class GitHubForge:
+class GitHubForge(GitHubPulls):
     """The Forge protocol on GitHub (or GitHub Enterprise, or the emulator)."""
 
     kind = "github"
@@ -234,14 +216,6 @@ class GitHubForge:
                      state="closed" if raw.state == "closed" else "open",
                      author=raw.user.login if raw.user else "", url=raw.html_url or "",
                      updated_at=_aware(raw.updated_at))
-
-    @staticmethod
-    def _to_pull(raw: GhPull) -> PullRequest:
-        return PullRequest(number=raw.number, head=raw.head.ref, base=raw.base.ref,
-                           head_sha=raw.head.sha, title=raw.title, body=raw.body or "",
-                           draft=bool(raw.draft),
-                           state="closed" if raw.state == "closed" else "open",
-                           url=raw.html_url or "", merged=raw.merged_at is not None)
 
     # ------------------------------------------------------------ issues
 
@@ -391,153 +365,6 @@ class GitHubForge:
             else:
                 issue.get_comment(comment_id).create_reaction(content)
         self._call(f"react {content} on {repo}#{number}", react)
-
-    # ------------------------------------------------------------ pulls
-
-    def _find_pull(self, repo: str, head: str, base: str) -> PullRequest | None:
-        owner = repo.split("/", 1)[0]
-        for raw in self._repo(repo).get_pulls(state="open", head=f"{owner}:{head}", base=base):
-            return self._to_pull(raw)
-        return None
-
-    def find_pull(self, repo: str, head: str, base: str) -> PullRequest | None:
-        """The open PR from ``head`` into ``base`` (GitHub filters by ``owner:branch``)."""
-        return self._call(f"find pull {head} -> {base} in {repo}",
-                          lambda: self._find_pull(repo, head, base))
-
-    def find_or_create_pull(self, repo: str, head: str, base: str, title: str, body: str,
-                            draft: bool = True) -> PullRequest:
-        """Idempotent: an existing open PR for the branch is returned as it is (also the one
-        an attempt cut short by a 502 had made)."""
-        def find_or_create() -> PullRequest:
-            found = self._find_pull(repo, head, base)
-            if found is not None:
-                return found
-            stop_if_cancelled()
-            try:
-                return self._to_pull(self._repo(repo).create_pull(
-                    base=base, head=head, title=title, body=body, draft=draft))
-            except GithubException as exc:
-                again = self._find_pull(repo, head, base) if exc.status == 422 else None
-                if again is None:  # 422 and still none: a real refusal
-                    raise
-                return again  # created by a racing worker
-        return self._call(f"create pull {head} -> {base} in {repo}", find_or_create)
-
-    def get_pull(self, repo: str, number: int) -> PullRequest:
-        """A pull request by number."""
-        return self._call(f"get pull {repo}#{number}",
-                          lambda: self._to_pull(self._repo(repo).get_pull(number)))
-
-    def update_pull(self, repo: str, number: int, *, title: str | None = None,
-                    body: str | None = None, draft: bool | None = None) -> PullRequest:
-        """Edit title/body over REST; draft changes need GitHub's GraphQL mutations."""
-        def update() -> PullRequest:
-            pr = self._repo(repo).get_pull(number)
-            fields: dict[str, Any] = {}
-            if title is not None:
-                fields["title"] = title
-            if body is not None:
-                fields["body"] = body
-            stop_if_cancelled()
-            if fields:
-                pr.edit(**fields)
-            if draft is False and pr.draft:
-                pr.mark_ready_for_review()
-            elif draft is True and not pr.draft:
-                pr.convert_to_draft()
-            return self._to_pull(self._repo(repo).get_pull(number))
-        return self._call(f"update pull {repo}#{number}", update)
-
-    # ------------------------------------------------------------ CI
-
-    def ci_state(self, repo: str, sha: str) -> CIState:
-        """Commit statuses (latest per context) and check runs of exactly ``sha``, merged;
-        both conditional reads, so a waiting run's polls of an unchanged CI cost nothing."""
-        def fetch() -> CIState:
-            combined = self._get(repo, f"/commits/{sha}/status", {"per_page": 100})
-            statuses = (combined or {}).get("statuses")
-            checks = self._get(repo, f"/commits/{sha}/check-runs", {"per_page": 100})
-            runs = (checks or {}).get("check_runs")
-            if statuses is None or runs is None:  # more than a page: PyGithub pages through
-                commit = self._repo(repo).get_commit(sha)
-                if statuses is None:
-                    statuses = [x._rawData for x in commit.get_combined_status().statuses]
-                if runs is None:
-                    runs = [x._rawData for x in commit.get_check_runs()]
-            contexts: list[CIContext] = []
-            for status in statuses:
-                state = status.get("state")
-                named = state if state in ("pending", "success", "failure", "error") else "error"
-                contexts.append(CIContext(status.get("context") or "",
-                                          named,  # type: ignore[arg-type]
-                                          status.get("description") or "",
-                                          status.get("target_url") or ""))
-            for run in runs:
-                conclusion = run.get("conclusion")
-                if run.get("status") != "completed":
-                    check: CIStateName = "pending"
-                elif conclusion in _CHECK_OK:
-                    check = "success"
-                elif conclusion in _CHECK_ERROR:
-                    check = "error"
-                else:
-                    check = "failure"
-                summary = (run.get("output") or {}).get("summary") or ""
-                contexts.append(CIContext(run.get("name") or "", check,
-                                          summary or (conclusion or ""),
-                                          run.get("details_url") or run.get("html_url") or "",
-                                          "check"))
-            return CIState(sha=sha, contexts=tuple(contexts))
-        return self._call(f"CI state of {repo}@{sha[:12]}", fetch)
-
-    def set_status(self, repo: str, sha: str, context: str, state: CIStateName,
-                   description: str = "", target_url: str | None = None) -> None:
-        """Post a commit status; GitHub truncates descriptions at 140 characters."""
-        tries = [0]
-
-        def post() -> None:
-            commit = self._repo(repo).get_commit(sha)
-            tries[0] += 1
-            if tries[0] > 1:  # the last attempt may have posted it: look before posting again
-                latest = next((x for x in commit.get_combined_status().statuses
-                               if x.context == context), None)
-                if (latest is not None and latest.state == state
-                        and (latest.description or "") == description[:140]):
-                    return
-            stop_if_cancelled()
-            if target_url:
-                commit.create_status(state, target_url=target_url,
-                                     description=description[:140], context=context)
-            else:
-                commit.create_status(state, description=description[:140], context=context)
-        self._call(f"set status {context} on {repo}@{sha[:12]}", post)
-
-    def post_review(self, repo: str, number: int, body: str,
-                    comments: Sequence[ReviewComment] = (), commit_sha: str | None = None
-                    ) -> int:
-        """A COMMENT review with line comments on the new side; returns the review id."""
-        tries = [0]
-
-        def post() -> int:
-            gh_repo = self._repo(repo)
-            pr = gh_repo.get_pull(number)
-            tries[0] += 1
-            if tries[0] > 1:  # the last attempt may have posted it: look before posting again
-                # The same body on the same commit: a reviewer's words are never the bot's.
-                for old in pr.get_reviews():
-                    if old.body == body and (commit_sha is None or old.commit_id == commit_sha):
-                        return int(old.id)
-            lines: list[Any] = [{"path": c.path, "line": c.line, "side": "RIGHT", "body": c.body}
-                                for c in comments]
-            stop_if_cancelled()
-            if commit_sha:
-                review = pr.create_review(commit=gh_repo.get_commit(commit_sha), body=body,
-                                          event="COMMENT", comments=lines)
-            else:
-                review = pr.create_review(body=body, event="COMMENT", comments=lines)
-            return int(review.id)
-        return self._call(f"post review on {repo}#{number}", post)
 
     # ------------------------------------------------------------ git
 

@@ -5,6 +5,12 @@ Framework-neutral: ``handle_delivery(headers, body, secret, seen=...)`` returns 
 reading a payload file) wraps it in three lines. An event only names an issue (or a commit) to
 look at again; the runner re-reads the forge and never trusts the payload's story.
 
+Pull request reviews: GitHub's ``pull_request_review`` and Forgejo's review deliveries
+(``X-Forgejo-Event-Type: pull_request_review_approved|_rejected|_comment``) are kind "review"
+with a lower-case ``review_state`` (Forgejo's carry no review id); a line comment
+(``pull_request_review_comment``) and a PR conversation comment are kind "comment" with
+``on_pull``; a ``pull_request`` closed by merging is marked ``merged``.
+
 Statuses: 413 body over 5 MB, 401 missing or bad signature, 400 malformed JSON (not JSON,
 nested over 64 deep, a field of the wrong type, an issue number outside 1..2**31-1), 200 a
 repeated delivery id (nothing done twice), 202 an accepted event, or an unknown event, ignored.
@@ -30,7 +36,15 @@ _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, Overf
               RecursionError)
 
 ForgeKind = Literal["github", "forgejo"]
-EventKind = Literal["issue", "comment", "pull", "ci", "ping"]
+EventKind = Literal["issue", "comment", "pull", "review", "ci", "ping"]
+# Forgejo's review event types (X-Forgejo-Event-Type) and the lower-case state each means.
+FORGEJO_REVIEW_STATES = {"pull_request_review_approved": "approved",
+                         "pull_request_review_rejected": "changes_requested",
+                         "pull_request_review_comment": "commented"}
+# The same, by the coarse X-Forgejo-Event name, when a delivery has no event type.
+_FORGEJO_REVIEW_EVENTS = {"pull_request_approved": "approved",
+                          "pull_request_rejected": "changes_requested",
+                          "pull_request_comment": "commented"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,11 @@ class ForgeEvent:
     # For CI events: True when it says something finished (a final status, a completed check
     # run, suite or workflow run); a CI job starting moves no run forward.
     finished: bool = False
+    # Review events: approved, changes_requested, commented or dismissed (lower case).
+    review_state: str | None = None
+    review_id: int | None = None  # GitHub's; a Forgejo delivery names no review: list them
+    on_pull: bool = False  # a comment made on a pull request (``number`` is the PR's)
+    merged: bool = False  # a pull request closed by merging it
 
 
 @dataclass(frozen=True)
@@ -107,6 +126,12 @@ def sign(secret: str | bytes, body: bytes) -> str:
     """Hex HMAC-SHA256 of ``body``: Forgejo's signature, and GitHub's after ``sha256=``."""
     key = secret.encode() if isinstance(secret, str) else secret
     return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def forgejo_event_type(headers: Mapping[str, str]) -> str:
+    """Forgejo's fine event type (``X-Forgejo-Event-Type``, or Gitea's), "" when absent."""
+    h = {k.lower(): v for k, v in headers.items()}
+    return (h.get("x-forgejo-event-type") or h.get("x-gitea-event-type") or "").strip()
 
 
 def detect(headers: Mapping[str, str]) -> tuple[ForgeKind, str, str, str] | None:
@@ -164,7 +189,10 @@ def handle_delivery(headers: Mapping[str, str], body: bytes, secret: str | bytes
     if _depth(payload) > MAX_DEPTH:
         return WebhookResult(400, f"the body nests deeper than {MAX_DEPTH} levels")
     try:
-        event = (_github if forge == "github" else _forgejo)(event_name, payload, delivery)
+        if forge == "github":
+            event = _github(event_name, payload, delivery)
+        else:
+            event = _forgejo(event_name, forgejo_event_type(headers), payload, delivery)
     except _MALFORMED as exc:
         return WebhookResult(400, f"{forge} {event_name} payload lacks a field or has one of "
                                   f"the wrong type: {type(exc).__name__} {str(exc)[:200]}")
@@ -246,15 +274,32 @@ def _github(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
                           label=_label(p), issue_title=title, issue_body=body,
                           **common)  # type: ignore[arg-type]
     if name == "issue_comment":
+        issue = _object(p["issue"], "issue")
         return ForgeEvent(kind="comment", repo=_repo(p), number=_issue_number(p),
                           comment_body=str(_object(p["comment"], "comment").get("body") or ""),
+                          on_pull=bool(issue.get("pull_request")),
                           **common)  # type: ignore[arg-type]
-    if name in ("pull_request", "pull_request_review"):
+    if name in ("pull_request", "pull_request_review", "pull_request_review_comment"):
         pull = _object(p["pull_request"], "pull_request")
         head = _object(pull["head"], "head")
-        return ForgeEvent(kind="pull", repo=_repo(p), number=_number(pull["number"]),
-                          sha=str(head["sha"]), branch=_ref(head),
-                          **common)  # type: ignore[arg-type]
+        where = {"repo": _repo(p), "number": _number(pull["number"]), "sha": str(head["sha"]),
+                 "branch": _ref(head)}
+        if name == "pull_request_review":
+            review = _object(p["review"], "review")
+            return ForgeEvent(kind="review", review_state=_text(review["state"],
+                                                                "review.state").lower(),
+                              review_id=_id(review.get("id"), "review.id"),
+                              comment_body=str(review.get("body") or ""),
+                              **where, **common)  # type: ignore[arg-type]
+        if name == "pull_request_review_comment":
+            comment = _object(p["comment"], "comment")
+            return ForgeEvent(kind="comment", on_pull=True,
+                              comment_body=str(comment.get("body") or ""),
+                              review_id=_id(comment.get("pull_request_review_id"),
+                                            "comment.pull_request_review_id"),
+                              **where, **common)  # type: ignore[arg-type]
+        return ForgeEvent(kind="pull", merged=action == "closed" and bool(pull.get("merged")),
+                          **where, **common)  # type: ignore[arg-type]
     if name == "status":
         return ForgeEvent(kind="ci", repo=_repo(p), sha=str(p["sha"]),
                           finished=p.get("state") != "pending",
@@ -273,14 +318,34 @@ def _github(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
     return None
 
 
+def _id(value: Any, what: str) -> int | None:
+    """A review's or comment's id (64-bit on GitHub); None when the payload has none."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63:
+        raise ValueError(f"{what} is not a positive 64-bit integer")
+    return value
+
+
 def _ref(head: dict[str, Any]) -> str | None:
     ref = head.get("ref")
     return str(ref) if ref else None
 
 
-def _forgejo(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
+def _forgejo(name: str, fine: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
+    """Forgejo dispatches on the fine type: a PR conversation comment is ``issue_comment`` /
+    ``pull_request_comment``, while a COMMENT review's coarse name is ``pull_request_comment``."""
     action = str(p.get("action", ""))
     common = {"forge": "forgejo", "delivery": delivery, "actor": _sender(p), "action": action}
+    state = FORGEJO_REVIEW_STATES.get(fine) if fine else _FORGEJO_REVIEW_EVENTS.get(name)
+    if state is not None:
+        pull = _object(p["pull_request"], "pull_request")
+        head = _object(pull.get("head") or {}, "head")
+        review = _object(p.get("review") or {}, "review")
+        return ForgeEvent(kind="review", repo=_repo(p), number=_number(pull["number"]),
+                          sha=str(head.get("sha") or "") or None, branch=_ref(head),
+                          review_state=state, comment_body=str(review.get("content") or ""),
+                          **common)  # type: ignore[arg-type]
     if name == "issues":
         # label_updated covers adding and removing, and "label" may be absent: the
         # controller re-reads the issue's labels instead of trusting this.
@@ -291,14 +356,18 @@ def _forgejo(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
                           **common)  # type: ignore[arg-type]
     if name == "issue_comment":
         comment = _object(p.get("comment") or {}, "comment")
+        issue = _object(p["issue"], "issue")
+        on_pull = (fine == "pull_request_comment" or p.get("is_pull") is True
+                   or bool(issue.get("pull_request")))
         return ForgeEvent(kind="comment", repo=_repo(p), number=_issue_number(p),
-                          comment_body=str(comment.get("body") or ""),
+                          comment_body=str(comment.get("body") or ""), on_pull=on_pull,
                           **common)  # type: ignore[arg-type]
     if name in ("pull_request", "pull_request_review"):
         pull = _object(p["pull_request"], "pull_request")
         head = _object(pull.get("head") or {}, "head")
         return ForgeEvent(kind="pull", repo=_repo(p), number=_number(pull["number"]),
                           sha=str(head.get("sha") or "") or None, branch=_ref(head),
+                          merged=action == "closed" and pull.get("merged") is True,
                           **common)  # type: ignore[arg-type]
     if name == "status":
         return ForgeEvent(kind="ci", repo=_repo(p), sha=str(p["sha"]),
