@@ -126,7 +126,7 @@ def test_a_review_with_three_line_comments_gets_one_follow_up(
         # Each thread gets one reply naming the commit; the reader's thread none.
         comments = forge_of(world).list_line_comments(REPO, pr)
         roots = {c.id: c for c in comments if c.in_reply_to is None}
-        for path, line, text in LINE_COMMENTS:
+        for _path, _line, text in LINE_COMMENTS:
             root = next(c for c in roots.values() if c.body == text)
             replies = [c for c in comments if c.in_reply_to == root.id]
             assert len(replies) == 1 and replies[0].author == BOT
@@ -209,7 +209,7 @@ def test_a_merged_pull_request_shows_as_merged_in_runs(tmp_path: Path, sandbox_i
     from tests.conftest import ORCHESTRATOR
 
     with DemoWorld(tmp_path, agent=fixing_and_answering(), settings=QUIET) as world:
-        issue, first = first_green(world)
+        _, first = first_green(world)
         assert first.pr_number is not None
         world.forge.merge_pull(REPO, first.pr_number, MAINTAINER)
         world.wait_for(lambda: world.store.get_run(first.id).details.pull_state == "merged",
