@@ -183,7 +183,7 @@ def _plan_active(view: IssueView | None, run: Run, rules: Rules,
             return RejectKill(run.id, kill.comment.id, kill.comment.author)
     if not issue.has_label(rules.trigger_label):
         removal = latest_removal(view.label_events, rules.trigger_label)
-        if run.details.follows and (removal is None or removal.at.timestamp() < int(
+        if run.details.follows and (removal is None or removal.at.timestamp() <= int(
                 run.created_at)):
             return Nothing(f"run {run.id} is {run.state}")  # a follow-up needs no label
         actor = removal.actor if removal else "unknown"

@@ -7,6 +7,8 @@ maintainer then requests changes with three line comments on them.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +206,6 @@ def test_closing_the_pull_request_stops_a_follow_up_and_merging_is_recorded(
 
 def test_a_merged_pull_request_shows_as_merged_in_runs(tmp_path: Path, sandbox_image: str
                                                        ) -> None:
-    import subprocess
-
     from tests.conftest import ORCHESTRATOR
 
     with DemoWorld(tmp_path, agent=fixing_and_answering(), settings=QUIET) as world:
@@ -216,8 +216,7 @@ def test_a_merged_pull_request_shows_as_merged_in_runs(tmp_path: Path, sandbox_i
                        60, "the merge recorded")
         config = world.write_config(tmp_path / "orchestrator.yml")
         out = subprocess.run([ORCHESTRATOR, "-c", str(config), "runs"], capture_output=True,
-                             text=True, timeout=60, env={"COLUMNS": "200",
-                                                         **__import__("os").environ})
+                             text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
         line = next(ln for ln in out.stdout.splitlines() if first.id in ln)
         assert "succeeded" in line and "(PR merged)" in line
 
@@ -246,7 +245,10 @@ def test_retry_after_a_failed_run_keeps_the_earlier_commits(tmp_path: Path,
         assert retry.details.follow_up_kind == "retry"
         done = world.wait_finished(issue)
         assert done.id == retry.id and done.state is RunState.SUCCEEDED, done.reason
-        assert world.forge.is_ancestor(REPO, failed.head_sha, done.head_sha)
+        git_dir = str(world.forge.repo(REPO).git_dir)
+        kept = subprocess.run(["git", "--git-dir", git_dir, "merge-base", "--is-ancestor",
+                               failed.head_sha, done.head_sha], check=False)
+        assert kept.returncode == 0, "the retry's branch lost the earlier commits"
         assert done.pr_number == failed.pr_number
 
 
@@ -271,4 +273,59 @@ def test_the_follow_up_bound_holds_and_is_announced(tmp_path: Path, sandbox_imag
         assert len(said) == 1 and "limit of 1 follow-up" in said[0]
         world.runner.controller.reconcile(f"{REPO}#{issue}")
         assert len(announced()) == 1
+        assert [r.id for r in runs_of(world, issue)] == [done.id, first.id]
+
+
+RESOLVED = ('"""A tiny calculator."""\n\n\n'
+            "def add(a, b):\n"
+            '    """The sum of a and b."""\n'
+            "    return a + b  # was a - b\n\n\n"
+            "def mul(a, b):\n"
+            "    return a * b\n")
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_conflicting_base_gets_one_follow_up_that_merges_it(
+        tmp_path: Path, sandbox_image: str, flavour: str) -> None:
+    first_script = fixing_and_answering()
+    resolve = Script([Reply.edit("create", "calc.py", "Resolving the conflict.",
+                                 file_text=RESOLVED),
+                      Reply.bash(TEST_COMMAND, "Running the tests."),
+                      Reply.finish("Merged main: kept the sum, with main's note")])
+
+    def policy(request: Request) -> Reply:
+        text = request.first_user_text()
+        return resolve(request) if "conflict markers" in text else first_script(request)
+
+    with DemoWorld(tmp_path, flavour=flavour, agent=policy,  # type: ignore[arg-type]
+                   settings=QUIET) as world:
+        issue, first = first_green(world)
+        pr = first.pr_number
+        assert pr is not None
+        base_calc = ('"""A tiny calculator."""\n\n\n'
+                     "def add(a, b):\n"
+                     '    """The sum of a and b."""\n'
+                     "    return a - b  # FIXME: wrong\n\n\n"
+                     "def mul(a, b):\n"
+                     "    return a * b\n")
+        world.forge.commit_to_base(REPO, "calc.py", base_calc, "Note the bug in add()")
+        world.wait_for(lambda: forge_of(world).get_pull(REPO, pr).mergeable is False, 60,
+                       "the PR conflicting")
+        world.runner.controller.enqueue(REPO, issue)  # the poll's look, without waiting
+        follow = follow_up_of(world, issue, first)
+        assert follow.details.follow_up_kind == "conflict"
+        done = world.wait_finished(issue)
+        assert done.id == follow.id and done.state is RunState.SUCCEEDED, done.reason
+        events = world.store.events(done.id, limit=10000)
+        merged = next(e for e in events if e.kind == "base_merged")
+        assert merged.data["conflicts"] == ["calc.py"]
+        prompt = next(x.request.first_user_text() for x in world.llm.exchanges
+                      if "conflict markers" in x.request.first_user_text())
+        assert "- `calc.py`" in prompt
+        pull = world.wait_for(lambda: (p := forge_of(world).get_pull(REPO, pr)).mergeable
+                              is not None and p, 60, "mergeable computed")
+        assert pull.mergeable is True and pull.head_sha == done.head_sha
+        assert [e.data["state"] for e in events if e.kind == "ci"][-1] == "success"
+        # One follow-up only: looking again starts nothing more.
+        world.runner.controller.reconcile(f"{REPO}#{issue}")
         assert [r.id for r in runs_of(world, issue)] == [done.id, first.id]
