@@ -95,7 +95,7 @@ def test_a_review_with_three_line_comments_gets_one_follow_up(
         assert pr is not None
         # A reader's review first: it starts nothing and never reaches the model.
         world.forge.review(REPO, pr, READER, "changes_requested", READER_TEXT,
-                           comments=[("calc.py", 6, READER_TEXT + " (line)")])
+                           comments=[("calc.py", 5, READER_TEXT + " (line)")])
         world.forge.review(REPO, pr, MAINTAINER, "changes_requested", "Three small things.",
                            comments=LINE_COMMENTS)
         follow = follow_up_of(world, issue, first)
