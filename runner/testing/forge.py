@@ -50,6 +50,8 @@ from runner.testing.forge_apps import App, AppRegistry, AppRoutes, Installation
 from runner.testing.forge_budget import SECONDARY, RequestBudget, etag_matches, etag_of
 from runner.testing.forge_forgejo import ForgejoRenderer
 from runner.testing.forge_github import GitHubRenderer
+from runner.testing.forge_review_api import install_review_routes
+from runner.testing.forge_reviews import Reviews, ReviewWorld
 from runner.testing.forge_state import (
     CIConfig,
     EmulatorError,
@@ -128,8 +130,9 @@ class Write:
     path: str
 
 
-class ForgeEmulator:
-    """A stateful forge on 127.0.0.1 (or ``host``); see the module docstring for the tour."""
+class ForgeEmulator(ReviewWorld):
+    """A stateful forge on 127.0.0.1 (or ``host``); see the module docstring for the tour.
+    Pull request reviews, replies, closing and merging: ``ReviewWorld`` (forge_reviews.py)."""
 
     def __init__(self, flavour: Flavour, workdir: str | Path, *, port: int = 0,
                  host: str = "127.0.0.1") -> None:
@@ -151,6 +154,8 @@ class ForgeEmulator:
         self.forgejo = ForgejoRenderer(self.url)
         self.api: BaseApi = (GitHubApi(self.state, self.github) if flavour == "github"
                              else ForgejoApi(self.state, self.forgejo))
+        self.reviews = Reviews(self.state, flavour)
+        install_review_routes(self.api, self.reviews)
         self.apps = AppRegistry(self.state)
         self.budget = RequestBudget()
         if flavour == "github":

@@ -25,7 +25,6 @@ from runner.testing.forge_state import (
     Issue,
     Pull,
     Repo,
-    ReviewRecord,
     User,
     iso,
 )
@@ -82,6 +81,10 @@ class BaseApi:
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         self.routes.append((method, _route(pattern), handler))
+
+    def prepend(self, method: str, pattern: str, handler: Handler) -> None:
+        """A route tried before every other (the review routes, forge_review_api.py)."""
+        self.routes.insert(0, (method, _route(pattern), handler))
 
     def handle(self, req: Request) -> Reply:
         """Dispatch one request; EmulatorError becomes the flavour's error document."""
@@ -189,8 +192,6 @@ class GitHubApi(BaseApi):
             ("POST", R + "/pulls", self.create_pull),
             ("GET", R + "/pulls/{number}", self.get_pull),
             ("PATCH", R + "/pulls/{number}", self.edit_pull),
-            ("GET", R + "/pulls/{number}/reviews", self.list_reviews),
-            ("POST", R + "/pulls/{number}/reviews", self.create_review),
             ("POST", R + "/statuses/{sha}", self.create_status),
             ("GET", R + "/commits/{ref}/status", self.combined_status),
             ("GET", R + "/commits/{ref}/statuses", self.list_statuses),
@@ -411,31 +412,6 @@ class GitHubApi(BaseApi):
                               body=body.get("body"), state=body.get("state"))
         return Reply(200, self.r.pull(repo, issue))
 
-    def list_reviews(self, req: Request, p: dict[str, str]) -> Reply:
-        repo = self.repo(p, req.user)
-        issue = self.state.pull(repo, int(p["number"]))
-        assert issue.pull is not None
-        return self.page(req, [self.r.review(repo, issue, v) for v in issue.pull.reviews])
-
-    def create_review(self, req: Request, p: dict[str, str]) -> Reply:
-        repo = self.repo(p, req.user)
-        assert req.user is not None
-        issue = self.state.pull(repo, int(p["number"]))
-        assert issue.pull is not None
-        body = _body(req)
-        event = body.get("event", "COMMENT")
-        if event == "APPROVE" and issue.user.login == req.user.login:
-            return Reply(422, {"message": "Unprocessable Entity", "errors": [
-                "Can not approve your own pull request"],
-                "documentation_url": "https://docs.github.com/rest"})
-        state = {"COMMENT": "COMMENTED", "APPROVE": "APPROVED",
-                 "REQUEST_CHANGES": "CHANGES_REQUESTED"}.get(event, "PENDING")
-        review = ReviewRecord(self.state.next_id(), req.user, body.get("body") or "", state,
-                              body.get("commit_id") or issue.pull.head_sha,
-                              list(body.get("comments") or []))
-        issue.pull.reviews.append(review)
-        return Reply(200, self.r.review(repo, issue, review))
-
     def create_status(self, req: Request, p: dict[str, str]) -> Reply:
         repo = self.repo(p, req.user, "write")
         assert req.user is not None
@@ -563,8 +539,6 @@ class ForgejoApi(BaseApi):
             ("POST", R + "/pulls", self.create_pull),
             ("GET", R + "/pulls/{number}", self.get_pull),
             ("PATCH", R + "/pulls/{number}", self.edit_pull),
-            ("GET", R + "/pulls/{number}/reviews", self.list_reviews),
-            ("POST", R + "/pulls/{number}/reviews", self.create_review),
             ("POST", R + "/statuses/{sha}", self.create_status),
             ("GET", R + "/statuses/{sha}", self.list_statuses),
             ("GET", R + "/commits/{ref}/status", self.combined_status),
@@ -761,29 +735,6 @@ class ForgejoApi(BaseApi):
                               body=body.get("body"), state=body.get("state"))
         issue.pull.draft = is_wip(issue.title)
         return Reply(201, self.r.pull(repo, issue))
-
-    def list_reviews(self, req: Request, p: dict[str, str]) -> Reply:
-        repo = self.repo(p, req.user)
-        issue = self.state.pull(repo, int(p["number"]))
-        assert issue.pull is not None
-        return self.page(req, [self.r.review(repo, issue, v) for v in issue.pull.reviews])
-
-    def create_review(self, req: Request, p: dict[str, str]) -> Reply:
-        repo = self.repo(p, req.user)
-        assert req.user is not None
-        issue = self.state.pull(repo, int(p["number"]))
-        assert issue.pull is not None
-        body = _body(req)
-        event = body.get("event", "COMMENT")
-        if event == "APPROVED" and issue.user.login == req.user.login:
-            raise EmulatorError(422, "approve your own pull is not allowed")
-        state = {"COMMENT": "COMMENTED", "APPROVED": "APPROVED",
-                 "REQUEST_CHANGES": "CHANGES_REQUESTED"}.get(event, "PENDING")
-        review = ReviewRecord(self.state.next_id(), req.user, body.get("body") or "", state,
-                              body.get("commit_id") or issue.pull.head_sha,
-                              list(body.get("comments") or []))
-        issue.pull.reviews.append(review)
-        return Reply(200, self.r.review(repo, issue, review))
 
     def create_status(self, req: Request, p: dict[str, str]) -> Reply:
         repo = self.repo(p, req.user, "write")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from runner.testing import forge_diff
 from runner.testing.forge_state import (
     Comment,
     Happening,
@@ -99,7 +100,7 @@ class ForgejoRenderer:
         if i.pull is not None:
             pull_meta = {"draft": is_wip(i.title), "merged": i.pull.merged,
                          "html_url": f"{self.root}/{r.full_name}/pulls/{i.number}",
-                         "merged_at": None}
+                         "merged_at": iso(i.pull.merged_at)}
         return {
             "assets": [], "assignee": None, "assignees": [], "body": i.body,
             "closed_at": iso(i.closed_at), "comments": len(i.comments),
@@ -176,11 +177,13 @@ class ForgejoRenderer:
             "draft": is_wip(i.title), "due_date": None, "flow": 0,
             "head": self.branch(r, p.head, p.head_sha), "html_url": html, "id": i.id,
             "is_locked": False, "labels": [self.label(r, x) for x in i.labels],
-            "merge_base": p.base_sha, "merge_commit_sha": "", "mergeable": True,
-            "merged": p.merged, "merged_at": None, "merged_by": None, "milestone": None,
+            "merge_base": p.base_sha, "merge_commit_sha": p.merge_sha,
+            "mergeable": forge_diff.mergeable(r, i),  # computed with git (forge_diff.py)
+            "merged": p.merged, "merged_at": iso(p.merged_at),
+            "merged_by": self.user(p.merged_by) if p.merged_by else None, "milestone": None,
             "number": i.number, "patch_url": f"{html}.patch", "pin_order": 0,
             "requested_reviewers": [], "requested_reviewers_teams": [],
-            "review_comments": 0, "state": i.state, "title": i.title,
+            "review_comments": len(p.line_comments), "state": i.state, "title": i.title,
             "updated_at": iso(i.updated_at), "url": html, "user": self.user(i.user),
         }
 
@@ -188,7 +191,9 @@ class ForgejoRenderer:
         html = f"{self.root}/{r.full_name}/pulls/{i.number}#issuecomment-{v.id}"
         state = {"COMMENTED": "COMMENT", "APPROVED": "APPROVED",
                  "CHANGES_REQUESTED": "REQUEST_CHANGES"}.get(v.state, v.state)
-        return {"body": v.body, "comments_count": len(v.comments), "commit_id": v.commit_id,
+        assert i.pull is not None
+        count = sum(1 for c in i.pull.line_comments if c.review_id == v.id)
+        return {"body": v.body, "comments_count": count, "commit_id": v.commit_id,
                 "dismissed": False, "html_url": html, "id": v.id, "official": False,
                 "pull_request_url": f"{self.root}/{r.full_name}/pulls/{i.number}",
                 "stale": False, "state": state, "submitted_at": iso(v.submitted_at),
@@ -228,6 +233,10 @@ class ForgejoRenderer:
 
     def webhook(self, h: Happening) -> tuple[str, str, dict[str, Any]] | None:
         """(X-Forgejo-Event, X-Forgejo-Event-Type, payload), or None when nothing is sent."""
+        if h.kind.startswith("pull_request_review"):
+            from runner.testing.forge_review_json import forgejo_review_webhook
+
+            return forgejo_review_webhook(self, h)
         r = h.repo
         base = {"repository": self.repo(r), "sender": self.user(h.sender)}
         if h.kind in ("issues", "pull_request") and h.issue is not None:

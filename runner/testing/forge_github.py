@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from runner.testing import forge_diff
 from runner.testing.forge_state import (
     CheckRun,
     Comment,
@@ -171,7 +172,7 @@ class GitHubRenderer:
             pull_url = f"{self.api}/repos/{r.full_name}/pulls/{i.number}"
             out["pull_request"] = {"url": pull_url, "html_url": html,
                                    "diff_url": f"{html}.diff", "patch_url": f"{html}.patch",
-                                   "merged_at": None}
+                                   "merged_at": iso(i.pull.merged_at)}
             out["draft"] = i.pull.draft
         return out
 
@@ -220,7 +221,8 @@ class GitHubRenderer:
             "labels": [self.label(r, x) for x in i.labels], "milestone": None,
             "active_lock_reason": None, "created_at": iso(i.created_at),
             "updated_at": iso(i.updated_at), "closed_at": iso(i.closed_at),
-            "merged_at": None, "merge_commit_sha": None, "assignee": None, "assignees": [],
+            "merged_at": iso(p.merged_at), "merge_commit_sha": p.merge_sha or None,
+            "assignee": None, "assignees": [],
             "requested_reviewers": [], "requested_teams": [],
             "head": {"label": f"{r.owner.login}:{p.head}", "ref": p.head, "sha": p.head_sha,
                      "user": owner, "repo": repo_json},
@@ -235,9 +237,13 @@ class GitHubRenderer:
             "draft": p.draft,
         }
         if full:
-            out.update({"merged": p.merged, "mergeable": True, "rebaseable": True,
-                        "mergeable_state": "draft" if p.draft else "clean", "merged_by": None,
-                        "comments": len(i.comments), "review_comments": 0,
+            # Computed with git (forge_diff.py); null once merged, as GitHub answers then.
+            clean = None if p.merged else forge_diff.mergeable(r, i)
+            state = "dirty" if clean is False else "draft" if p.draft else "clean"
+            out.update({"merged": p.merged, "mergeable": clean, "rebaseable": clean,
+                        "mergeable_state": state,
+                        "merged_by": self.user(p.merged_by) if p.merged_by else None,
+                        "comments": len(i.comments), "review_comments": len(p.line_comments),
                         "maintainer_can_modify": False, "commits": 1, "additions": 0,
                         "deletions": 0, "changed_files": 0})
         return out
@@ -310,6 +316,10 @@ class GitHubRenderer:
 
     def webhook(self, h: Happening) -> tuple[str, dict[str, Any]] | None:
         """(X-GitHub-Event, payload) for a happening, or None when GitHub sends nothing."""
+        if h.kind.startswith("pull_request_review"):
+            from runner.testing.forge_review_json import github_review_webhook
+
+            return github_review_webhook(self, h)
         r = h.repo
         base: dict[str, Any] = {"repository": self.repo(r), "sender": self.user(h.sender)}
         if h.kind == "issues" and h.issue is not None:

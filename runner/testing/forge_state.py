@@ -93,10 +93,29 @@ class ReviewRecord:
     id: int
     user: User
     body: str
-    state: str  # COMMENTED | APPROVED | CHANGES_REQUESTED
+    state: str  # COMMENTED | APPROVED | CHANGES_REQUESTED | DISMISSED | PENDING (GitHub's)
     commit_id: str
     comments: list[dict[str, Any]]
     submitted_at: datetime = field(default_factory=now)
+
+
+@dataclass
+class LineCommentRecord:
+    """A comment on a line of a pull request's diff (runner/testing/forge_reviews.py)."""
+
+    id: int
+    review_id: int
+    user: User
+    path: str
+    line: int  # on the side below
+    side: str  # RIGHT (the new file) | LEFT (the old file)
+    body: str
+    diff_hunk: str  # GitHub's: the hunk's header and its lines down to this line
+    position: int  # the line's index in the file's diff (GitHub's ``position``)
+    commit_id: str
+    in_reply_to: int | None = None  # the thread's first comment (GitHub's in_reply_to_id)
+    created_at: datetime = field(default_factory=now)
+    updated_at: datetime = field(default_factory=now)
 
 
 @dataclass
@@ -108,6 +127,10 @@ class Pull:
     draft: bool = False
     merged: bool = False
     reviews: list[ReviewRecord] = field(default_factory=list)
+    line_comments: list[LineCommentRecord] = field(default_factory=list)
+    merged_at: datetime | None = None
+    merged_by: User | None = None
+    merge_sha: str = ""
 
 
 @dataclass
@@ -216,7 +239,9 @@ class Repo:
 class Happening:
     """Something a webhook reports: ``kind`` is GitHub's event name, ``action`` its action."""
 
-    kind: str  # issues | issue_comment | pull_request | status | check_run | ping
+    # issues | issue_comment | pull_request | pull_request_review |
+    # pull_request_review_comment | status | check_run | ping
+    kind: str
     action: str
     repo: Repo
     sender: User
@@ -227,6 +252,8 @@ class Happening:
     check_run: CheckRun | None = None
     before: str = ""
     after: str = ""
+    review: ReviewRecord | None = None  # pull_request_review, pull_request_review_comment
+    line_comment: LineCommentRecord | None = None  # pull_request_review_comment
 
 
 class ForgeState:

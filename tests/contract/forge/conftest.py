@@ -23,6 +23,7 @@ from tests.contract.forge.schemas import (
     forgejo_contract,
     github_contract,
     recorded_app_contract,
+    recorded_review_contract,
 )
 
 FLAVOURS = ["github", "github-app", "forgejo"]  # github-app: GitHub, as a GitHub App
@@ -67,6 +68,10 @@ class ContractChecker:
             if self.flavour == "github" and recorded_app_contract(self.root).knows(
                     x.method, x.path):
                 recorded_app_contract(self.root).validate(x.method, x.path, x.status, x.json())
+            elif self.flavour == "github" and recorded_review_contract(self.root).knows(
+                    x.method, x.path):
+                recorded_review_contract(self.root).validate(x.method, x.path, x.status,
+                                                             x.json())
             elif self.flavour == "github":
                 contract = github_contract(self.root)
                 if not contract.knows(x.method, x.path):

@@ -320,3 +320,51 @@ class RecordedAppContract:
 @cache
 def recorded_app_contract(root: Path) -> RecordedAppContract:
     return RecordedAppContract(root)
+
+
+# ---------------------------------------------------------------- recorded review replies
+
+_REPLY_ROUTE = re.compile(r"^/repos/[^/]+/[^/]+/pulls/\d+/comments/\d+/replies$")
+_MERGE_ROUTE = re.compile(r"^/repos/[^/]+/[^/]+/pulls/\d+/merge$")
+
+
+class RecordedReviewContract:
+    """GitHub's review endpoints that ``rest-subset.json`` lacks: a reply is held to the
+    replies ``github/recorded-pygithub/review-comments.json`` recorded unedited (201, the
+    review comment with ``in_reply_to_id``); a merge to GitHub's documented merge result
+    (``{sha, merged, message}``, which no contract file records)."""
+
+    def __init__(self, root: Path) -> None:
+        exchanges = json.loads((root / "github" / "recorded-pygithub" / "review-comments.json")
+                               .read_text())
+        self.replies = [x["response"]["body"] for x in exchanges
+                        if _REPLY_ROUTE.match(x["request"]["path"]) and "note" not in x
+                        and x["response"]["status"] == 201]
+
+    @staticmethod
+    def knows(method: str, path: str) -> bool:
+        return (method == "POST" and _REPLY_ROUTE.match(path) is not None) or (
+            method == "PUT" and _MERGE_ROUTE.match(path) is not None)
+
+    def validate(self, method: str, path: str, status: int, body: Any) -> None:
+        """Raise ContractViolation when the answer lacks what GitHub answers there."""
+        if status >= 400:
+            if not (isinstance(body, dict) and isinstance(body.get("message"), str)):
+                raise ContractViolation(f"{method} {path} -> {status}: not an error document")
+            return
+        problems: list[str] = []
+        if method == "POST":
+            if status != 201:
+                problems.append(f"status {status}, recorded as 201")
+            _same_shape(body, self.replies[0], "body", problems)
+        elif not (status == 200 and isinstance(body, dict)
+                  and isinstance(body.get("sha"), str) and body.get("merged") is True
+                  and isinstance(body.get("message"), str)):
+            problems.append(f"status {status} {body!r}: not {{sha, merged: true, message}}")
+        if problems:
+            raise ContractViolation(f"{method} {path} -> {status}: " + "; ".join(problems[:5]))
+
+
+@cache
+def recorded_review_contract(root: Path) -> RecordedReviewContract:
+    return RecordedReviewContract(root)
