@@ -16,7 +16,16 @@ import pytest
 
 from runner.agent.base import FOLLOW_UP_HEADING
 from runner.model import Run, RunState
-from runner.testing.demo import BOT, MAINTAINER, READER, REPO, TEST_COMMAND, DemoWorld
+from runner.testing.demo import (
+    BOT,
+    MAINTAINER,
+    READER,
+    REPO,
+    TEST_COMMAND,
+    DemoWorld,
+    fixing_agent,
+)
+from runner.testing.demo_review import ANSWER_SUMMARY, answering, review_round
 from runner.testing.llm import Policy, Reply, Request, Script
 from tests.e2e.conftest import pulls_from, status_comments
 
@@ -329,3 +338,66 @@ def test_a_conflicting_base_gets_one_follow_up_that_merges_it(
         # One follow-up only: looking again starts nothing more.
         world.runner.controller.reconcile(f"{REPO}#{issue}")
         assert [r.id for r in runs_of(world, issue)] == [done.id, first.id]
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_the_demo_review_round_and_its_pull_request_text(tmp_path: Path, sandbox_image: str,
+                                                         flavour: str) -> None:
+    with DemoWorld(tmp_path, flavour=flavour, agent=answering(fixing_agent()),  # type: ignore[arg-type]
+                   settings=QUIET) as world:
+        issue, first = first_green(world)
+        pr = first.pr_number
+        assert pr is not None
+        body = world.forge.issue(REPO, pr).body
+        assert "> Fix add() to return the sum" in body  # the agent's summary
+        assert f"`{TEST_COMMAND}`: ok" in body and "Pre-push gates passed:" in body
+        assert "`ci/tests` success" in body and "AI review: approve" in body
+        assert "## History" in body and "- Pushed `" in body
+        said: list[str] = []
+        done = review_round(world, issue, first, said.append, lambda: "", MAINTAINER)
+        assert done is not None and done.state is RunState.SUCCEEDED, done and done.reason
+        assert any(f"{MAINTAINER} requested changes" in line for line in said)
+        [reply] = [c for c in forge_of(world).list_line_comments(REPO, pr)
+                   if c.in_reply_to is not None]
+        assert done.head_sha[:12] in reply.body and ANSWER_SUMMARY in reply.body
+        pull = world.forge.issue(REPO, pr)
+        assert pull.title == "Fix add() to return the sum"
+        assert f"- Run `{first.id}`: succeeded" in pull.body
+        assert f"- Follow-up 1 (run `{done.id}`), answering the review by @{MAINTAINER}: " \
+            f"succeeded: {ANSWER_SUMMARY}" in pull.body
+
+
+def three_iterations() -> Policy:
+    """Iteration 1 fixes add(); CI also wants sub() (added in 2), then div() (added in 3)."""
+    first = fixing_agent()
+    later = {2: ("sub", "a - b"), 3: ("div", "a / b")}
+
+    def policy(request: Request) -> Reply:
+        text = request.first_user_text()
+        for iteration, (name, expr) in later.items():
+            if f"## Iteration {iteration}:" in text:
+                if request.turn == 0:
+                    return Reply.bash(f"printf '\\n\\ndef {name}(a, b):\\n    return {expr}\\n'"
+                                      " >> calc.py", f"CI wants {name}(); adding it.")
+                return Reply.finish(f"Added {name}()")
+        return first(request)
+
+    return policy
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_the_description_of_a_three_iteration_run(tmp_path: Path, sandbox_image: str,
+                                                  flavour: str) -> None:
+    with DemoWorld(tmp_path, flavour=flavour, agent=three_iterations()) as world:  # type: ignore[arg-type]
+        world.forge.configure_ci(REPO, f"{TEST_COMMAND} && python3 -c 'from calc import sub' "
+                                 "&& python3 -c 'from calc import div'", context="ci/tests")
+        issue = world.open_issue()
+        run = world.wait_finished(issue, timeout=300)
+        assert run.state is RunState.SUCCEEDED and run.iteration == 3, run.reason
+        pull = world.forge.issue(REPO, run.pr_number or 0)
+        assert pull.title == "Added div()" and "> Added div()" in pull.body
+        assert "- Iteration 2: after ci:ci/tests" in pull.body
+        assert "- Iteration 3: after ci:ci/tests" in pull.body
+        assert pull.body.count("- Pushed `") == 3
+        assert "`ci/tests` success" in pull.body and "AI review: approve" in pull.body
+        assert "Cost: $" in pull.body
