@@ -206,7 +206,11 @@ def _plan_active_pull(run: Run, pull: PullView | None, rules: Rules) -> Action |
         if removal is None or removal.at < killer.at:
             return Cancel(run.id, killer.actor,
                           f"{rules.kill_label} label added to the PR by {killer.actor}")
-    for kill in kill_comments(pull.comments, pull.permissions, rules, since=run.created_at):
+    kills = kill_comments(pull.comments, pull.permissions, rules, since=run.created_at)
+    for kill in kills:
         if kill.authorised:
             return Cancel(run.id, kill.comment.author, kill.reason or "/kill on the PR")
+    for kill in kills:  # answered once (on the issue, beside the status) and audited
+        if kill.comment.id not in run.details.rejected_kills:
+            return RejectKill(run.id, kill.comment.id, kill.comment.author)
     return None

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runner.agent.base import FOLLOW_UP_HEADING
-from runner.model import Run, RunState
+from runner.model import Lease, Run, RunState
+from runner.run.handle import RunHandle
+from runner.run.replies import answer
 from runner.testing.demo import (
     BOT,
     MAINTAINER,
@@ -144,6 +147,12 @@ def test_a_review_with_three_line_comments_gets_one_follow_up(
             assert done.head_sha[:12] in replies[0].body
         reader_root = next(c for c in roots.values() if READER_TEXT in c.body)
         assert not [c for c in comments if c.in_reply_to == reader_root.id]
+        # Answering again (a retry, or a crash before the run noted its replies) adds none.
+        forgotten = replace(done, details=replace(done.details, replied=()))
+        world.store.update_run(done.id, details=forgotten.details)
+        handle = RunHandle(run_id=done.id, lease=Lease(done.id, "test", 0, 0.0))
+        answer(world.runner.controller.driver.context(handle, forgotten))
+        assert len(forge_of(world).list_line_comments(REPO, pr)) == len(comments)
 
         # CI and the AI review pass again, on the follow-up's head.
         events = world.store.events(done.id, limit=10000)

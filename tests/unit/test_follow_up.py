@@ -16,7 +16,7 @@ from runner.follow_up import (
 )
 from runner.forge.base import Comment, Issue, LabelEvent, LineComment, PullRequest, Review
 from runner.model import Run, RunDetails, RunState
-from runner.plan import Cancel, IssueView, Nothing, plan
+from runner.plan import Cancel, IssueView, Nothing, RejectKill, plan
 from runner.policy import Rules
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -187,7 +187,10 @@ def test_commands_on_the_pull_request_reach_the_active_run() -> None:
     assert action == Cancel(running.id, "alice", "wrong file")
     reader = replace(kill, comments=(Comment(id=41, author="mallory", body="/kill",
                                              created_at=at(10)),))
-    assert isinstance(plan(issue_view("orchestrator"), running, RULES, reader), Nothing)
+    assert plan(issue_view("orchestrator"), running, RULES, reader) == RejectKill(
+        running.id, 41, "mallory")  # answered once, audited, and nothing stops
+    answered = replace(running, details=replace(running.details, rejected_kills=(41,)))
+    assert isinstance(plan(issue_view("orchestrator"), answered, RULES, reader), Nothing)
     label = PullView(pull=pull(), permissions=PERMS, label_events=(
         LabelEvent("orchestrator:kill", "alice", "added", at(11)),))
     assert isinstance(plan(issue_view("orchestrator"), running, RULES, label), Cancel)
