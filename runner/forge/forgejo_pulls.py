@@ -308,7 +308,7 @@ class ForgejoPulls:
     def _line_comments(self, repo: str, number: int) -> list[FReviewComment]:
         out: list[FReviewComment] = []
         for review in self._reviews(repo, number):
-            if review.comments_count or review.state.upper() == "PENDING":
+            if review.comments_count:  # a pending review's drafts are nobody's words yet
                 data = self._send("GET", f"{self._r(repo)}/pulls/{number}/reviews/"
                                          f"{review.id}/comments").json() or []
                 out.extend(FReviewComment.model_validate(x) for x in data)

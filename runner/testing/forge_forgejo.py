@@ -194,7 +194,7 @@ class ForgejoRenderer:
         assert i.pull is not None
         count = sum(1 for c in i.pull.line_comments if c.review_id == v.id)
         return {"body": v.body, "comments_count": count, "commit_id": v.commit_id,
-                "dismissed": False, "html_url": html, "id": v.id, "official": False,
+                "dismissed": v.dismissed, "html_url": html, "id": v.id, "official": False,
                 "pull_request_url": f"{self.root}/{r.full_name}/pulls/{i.number}",
                 "stale": False, "state": state, "submitted_at": iso(v.submitted_at),
                 "team": None, "updated_at": iso(v.submitted_at), "user": self.user(v.user)}

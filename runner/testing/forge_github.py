@@ -252,7 +252,8 @@ class GitHubRenderer:
         html = f"{self.root}/{r.full_name}/pull/{i.number}#pullrequestreview-{v.id}"
         pull_url = f"{self.api}/repos/{r.full_name}/pulls/{i.number}"
         return {"id": v.id, "node_id": node_id("PullRequestReview", v.id),
-                "user": self.user(v.user), "body": v.body, "state": v.state,
+                "user": self.user(v.user), "body": v.body,
+                "state": "DISMISSED" if v.dismissed else v.state,
                 "html_url": html, "pull_request_url": pull_url,
                 "_links": {"html": {"href": html}, "pull_request": {"href": pull_url}},
                 "submitted_at": iso(v.submitted_at), "commit_id": v.commit_id,

@@ -1,12 +1,13 @@
 """The review endpoints of the forge emulator, both flavours (``install_review_routes``).
 
-GitHub (REST v3): reviews (list, create: 200, get), review comments of a pull request (list,
-``sort``/``direction``/``since``), replies (``POST .../comments/{id}/replies``: 201 with
-``Location``, ``in_reply_to_id`` the thread's first comment) and ``PUT .../merge``.
-Forgejo (API v1): reviews (list, create: 200, get), a review's code comments (list, and add
-one: ``new_position``/``old_position``, Forgejo's only way to answer a conversation) and
-``POST .../merge`` (``Do``). Closing is ``PATCH`` ``state=closed`` on both (forge_api.py).
-The routes go before the flavour's own, so a branch-name catch-all never swallows them.
+GitHub (REST v3): reviews (list, create: 200, get, dismiss), review comments of a pull
+request (list, ``sort``/``direction``/``since``), replies (``POST
+.../comments/{id}/replies``: 201 with ``Location``, ``in_reply_to_id`` the thread's first
+comment) and ``PUT .../merge``. Forgejo (API v1): reviews (list, create: 200, get, dismiss),
+a review's code comments (list, and add one: ``new_position``/``old_position``, Forgejo's only
+way to answer a conversation) and ``POST .../merge`` (``Do``). Closing is ``PATCH``
+``state=closed`` on both (forge_api.py). The routes go before the flavour's own, so a
+branch-name catch-all never swallows them.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _line(value: Any, what: str) -> int:
 class _Routes:
     """What both flavours' review endpoints share."""
 
-    def __init__(self, api: BaseApi, reviews: Reviews) -> None:
+    def __init__(self, api: GitHubApi | ForgejoApi, reviews: Reviews) -> None:
         self.api = api
         self.reviews = reviews
         self.state = api.state
@@ -65,6 +66,14 @@ class _Routes:
         assert issue.pull is not None
         return [v for v in issue.pull.reviews if v.state != "PENDING"
                 or (user is not None and v.user.login == user.login)]
+
+    def dismiss(self, req: Request, p: dict[str, str]) -> Reply:
+        """GitHub's PUT and Forgejo's POST ``reviews/{id}/dismissals`` ``{message}``."""
+        repo, issue, user = self._pull(req, p)
+        review = self._review(issue, p["id"], req.user)
+        message = _text(_body(req).get("message"), "message")
+        self.reviews.dismiss(repo, issue, user, review, message)
+        return Reply(200, self.api.r.review(repo, issue, review))
 
     def _review(self, issue: Issue, ident: str, user: User | None) -> ReviewRecord:
         found = next((v for v in self._visible(issue, user) if str(v.id) == ident), None)
@@ -83,6 +92,7 @@ class GitHubReviewRoutes(_Routes):
         return [("GET", R + "/reviews", self.list_reviews),
                 ("POST", R + "/reviews", self.create_review),
                 ("GET", R + "/reviews/{id}", self.get_review),
+                ("PUT", R + "/reviews/{id}/dismissals", self.dismiss),
                 ("GET", R + "/comments", self.list_comments),
                 ("POST", R + "/comments/{id}/replies", self.reply),
                 ("PUT", R + "/merge", self.merge)]
@@ -158,6 +168,7 @@ class ForgejoReviewRoutes(_Routes):
         return [("GET", R + "/reviews", self.list_reviews),
                 ("POST", R + "/reviews", self.create_review),
                 ("GET", R + "/reviews/{id}", self.get_review),
+                ("POST", R + "/reviews/{id}/dismissals", self.dismiss),
                 ("GET", R + "/reviews/{id}/comments", self.review_comments),
                 ("POST", R + "/reviews/{id}/comments", self.add_comment),
                 ("POST", R + "/merge", self.merge)]
@@ -227,7 +238,11 @@ class ForgejoReviewRoutes(_Routes):
 
 def install_review_routes(api: BaseApi, reviews: Reviews) -> None:
     """Put the review endpoints of ``api``'s flavour in front of its routes."""
-    routes = (GitHubReviewRoutes(api, reviews) if isinstance(api, GitHubApi)
-              else ForgejoReviewRoutes(api, reviews))
+    routes: GitHubReviewRoutes | ForgejoReviewRoutes
+    if isinstance(api, GitHubApi):
+        routes = GitHubReviewRoutes(api, reviews)
+    else:
+        assert isinstance(api, ForgejoApi)
+        routes = ForgejoReviewRoutes(api, reviews)
     for method, pattern, handler in reversed(routes.routes()):
         api.prepend(method, pattern, handler)

@@ -195,6 +195,25 @@ class Reviews:
             issue.updated_at = now()
             return comment
 
+    def dismiss(self, repo: Repo, issue: Issue, user: User, review: ReviewRecord,
+                message: str) -> ReviewRecord:
+        """Dismiss an approval or a change request (write on GitHub, admin on Forgejo; any
+        other review is refused). GitHub fires ``pull_request_review`` dismissed; Forgejo
+        sends nothing."""
+        with self.state.lock:
+            level = "admin" if self.flavour == "forgejo" else "write"
+            self.state.need(repo, user, level)
+            if review.state not in ("APPROVED", "CHANGES_REQUESTED") or review.dismissed:
+                status = 422 if self.flavour == "github" else 403
+                raise EmulatorError(status, "Can not dismiss a "
+                                            f"{review.state.lower()} pull request review")
+            review.dismissed = True
+            issue.updated_at = now()
+            if self.flavour == "github":
+                self.state.emit(Happening("pull_request_review", "dismissed", repo, user,
+                                          issue=issue, review=review))
+            return review
+
     def merge(self, repo: Repo, issue: Issue, user: User, message: str = "",
               head_sha: str | None = None) -> str:
         """Merge with a merge commit, mark the pull request merged and closed, and fire
@@ -269,6 +288,16 @@ class ReviewWorld:
         """Close the pull request without merging it, as ``user`` (who needs write)."""
         found, issue, person = self._pull_and_user(repo, number, user, "write")
         self.state.edit_issue(found, issue, person, state="closed")
+
+    def dismiss_review(self, repo: str, number: int, review_id: int, user: str,
+                       message: str = "Dismissed") -> None:
+        """Dismiss review ``review_id`` (an approval or a change request) as ``user``."""
+        found, issue, person = self._pull_and_user(repo, number, user)
+        review = next((v for v in self.reviews.pull_of(issue).reviews if v.id == review_id),
+                      None)
+        if review is None:
+            raise EmulatorError(404, f"no review {review_id} on {repo}#{number}")
+        self.reviews.dismiss(found, issue, person, review, message)
 
     def merge_pull(self, repo: str, number: int, user: str) -> str:
         """Merge the pull request as ``user`` (who needs write) with a merge commit; returns

@@ -97,6 +97,7 @@ class ReviewRecord:
     commit_id: str
     comments: list[dict[str, Any]]
     submitted_at: datetime = field(default_factory=now)
+    dismissed: bool = False  # GitHub then shows the state DISMISSED, Forgejo a flag
 
 
 @dataclass

@@ -326,12 +326,14 @@ def recorded_app_contract(root: Path) -> RecordedAppContract:
 
 _REPLY_ROUTE = re.compile(r"^/repos/[^/]+/[^/]+/pulls/\d+/comments/\d+/replies$")
 _MERGE_ROUTE = re.compile(r"^/repos/[^/]+/[^/]+/pulls/\d+/merge$")
+_DISMISS_ROUTE = re.compile(r"^/repos/[^/]+/[^/]+/pulls/\d+/reviews/\d+/dismissals$")
 
 
 class RecordedReviewContract:
     """GitHub's review endpoints that ``rest-subset.json`` lacks: a reply is held to the
     replies ``github/recorded-pygithub/review-comments.json`` recorded unedited (201, the
-    review comment with ``in_reply_to_id``); a merge to GitHub's documented merge result
+    review comment with ``in_reply_to_id``), a dismissal to the recorded one (200, the
+    review); a merge to GitHub's documented merge result
     (``{sha, merged, message}``, which no contract file records)."""
 
     def __init__(self, root: Path) -> None:
@@ -340,11 +342,15 @@ class RecordedReviewContract:
         self.replies = [x["response"]["body"] for x in exchanges
                         if _REPLY_ROUTE.match(x["request"]["path"]) and "note" not in x
                         and x["response"]["status"] == 201]
+        self.dismissals = [x["response"]["body"] for x in exchanges
+                           if _DISMISS_ROUTE.match(x["request"]["path"])
+                           and x["request"]["method"] == "PUT"]
 
     @staticmethod
     def knows(method: str, path: str) -> bool:
         return (method == "POST" and _REPLY_ROUTE.match(path) is not None) or (
-            method == "PUT" and _MERGE_ROUTE.match(path) is not None)
+            method == "PUT" and (_MERGE_ROUTE.match(path) or _DISMISS_ROUTE.match(path))
+            is not None)
 
     def validate(self, method: str, path: str, status: int, body: Any) -> None:
         """Raise ContractViolation when the answer lacks what GitHub answers there."""
@@ -357,6 +363,12 @@ class RecordedReviewContract:
             if status != 201:
                 problems.append(f"status {status}, recorded as 201")
             _same_shape(body, self.replies[0], "body", problems)
+        elif _DISMISS_ROUTE.match(path):
+            if status != 200:
+                problems.append(f"status {status}, recorded as 200")
+            _same_shape(body, self.dismissals[0], "body", problems)
+            if isinstance(body, dict) and body.get("state") != "DISMISSED":
+                problems.append(f"state {body.get('state')!r}, recorded as DISMISSED")
         elif not (status == 200 and isinstance(body, dict)
                   and isinstance(body.get("sha"), str) and body.get("merged") is True
                   and isinstance(body.get("message"), str)):

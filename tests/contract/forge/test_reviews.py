@@ -246,3 +246,27 @@ def test_forgejo_pull_request_comments_and_ui_replies(world: World, contracts: P
         assert payload["issue"]["number"] == number
         _forgejo_valid(contracts, "Comment", payload["comment"])
         _forgejo_valid(contracts, "PullRequest", payload["pull_request"])
+
+
+def test_dismissing_an_approval_or_a_change_request(world: World) -> None:
+    number = _open_pull(world)
+    emu = world.emulator
+    asked = emu.review(world.repo, number, "maintainer", "request_changes", "No")
+    commented = emu.review(world.repo, number, "contributor", "comment", "Hm")
+    since = len(emu.deliveries)
+    github = world.flavour == "github"
+    verb = "PUT" if github else "POST"
+    refused = _api(world, verb, f"/pulls/{number}/reviews/{commented}/dismissals",
+                   "maintainer", {"message": "no"})
+    assert refused.status_code == (422 if github else 403)  # only approvals and rejections
+    if not github:  # Forgejo: repository admins only
+        assert _api(world, verb, f"/pulls/{number}/reviews/{asked}/dismissals", "contributor",
+                    {"message": "no"}).status_code == 403
+    done = _api(world, verb, f"/pulls/{number}/reviews/{asked}/dismissals", "maintainer",
+                {"message": "Handled in the follow-up"})
+    assert done.status_code == 200
+    assert done.json()["state" if github else "dismissed"] == ("DISMISSED" if github else True)
+    assert [(r.id, r.state) for r in world.forge.list_reviews(world.repo, number)] == [
+        (asked, "dismissed"), (commented, "commented")]
+    sent = [(d.event, d.json().get("action")) for d in _sent(world, since)]
+    assert sent == ([("pull_request_review", "dismissed")] if github else [])  # Forgejo: none

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.forge.webhooks import MAX_BODY, DeliveryDedup, handle_delivery, sign
+from runner.forge.webhooks import MAX_BODY, DeliveryDedup, WebhookResult, handle_delivery, sign
 from runner.testing.forge import Delivery, ForgeEmulator
+from tests.conftest import missing
+from tests.contract.forge.conftest import make_adapter
+from tests.contract.forge.schemas import contracts_dir
 
 SECRET = "s3cret"
 
@@ -110,3 +113,127 @@ def test_unknown_event_is_202_and_ignored(event: str) -> None:
     result = handle_delivery(headers, body, SECRET, seen=DeliveryDedup())
     assert (result.status, result.accepted) == (202, False)
     assert "ignored" in result.message
+
+
+# ---------------------------------------------------------------- pull request reviews
+
+
+def _examples(event: str) -> list[Path]:
+    root = contracts_dir()
+    if root is None:
+        missing("the forge contracts are not at ../shared/contracts beside the clone "
+                "(or $ORCHESTRATOR_CONTRACTS); they come with the project's CI checkout")
+    assert root is not None
+    found = sorted((root / "github" / "webhook-examples" / event).glob("*.json"))
+    assert found, f"no {event} examples in the contracts"
+    return found
+
+
+def _github(event: str, body: bytes) -> WebhookResult:
+    headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": "d-1",
+               "X-Hub-Signature-256": "sha256=" + sign(SECRET, body)}
+    return handle_delivery(headers, body, SECRET)
+
+
+def test_github_review_examples_become_review_events() -> None:
+    for path in _examples("pull_request_review"):
+        payload = json.loads(path.read_bytes())
+        event = _github("pull_request_review", path.read_bytes()).event
+        assert event is not None, path.name
+        assert (event.kind, event.action, event.number) == (
+            "review", payload["action"], payload["pull_request"]["number"])
+        assert event.review_state == payload["review"]["state"].lower()
+        assert event.review_id == payload["review"]["id"]
+        assert event.sha == payload["pull_request"]["head"]["sha"] and not event.on_pull
+    events = [_github("pull_request_review", p.read_bytes()).event
+              for p in _examples("pull_request_review")]
+    assert {e.review_state for e in events if e} == {"commented", "dismissed"}
+
+
+def test_github_review_comment_examples_are_comments_on_the_pull() -> None:
+    for path in _examples("pull_request_review_comment"):
+        payload = json.loads(path.read_bytes())
+        event = _github("pull_request_review_comment", path.read_bytes()).event
+        assert event is not None, path.name
+        assert (event.kind, event.on_pull, event.number) == (
+            "comment", True, payload["pull_request"]["number"])
+        assert event.comment_body == payload["comment"]["body"]
+        assert event.review_id == payload["comment"]["pull_request_review_id"]
+
+
+def test_github_closed_example_is_not_merged_and_a_merged_one_is() -> None:
+    (path,) = [p for p in _examples("pull_request") if p.name == "closed.payload.json"]
+    payload = json.loads(path.read_bytes())
+    plain = _github("pull_request", path.read_bytes()).event
+    assert plain is not None and (plain.kind, plain.action, plain.merged) == ("pull", "closed",
+                                                                              False)
+    payload["pull_request"]["merged"] = True
+    merged = _github("pull_request", json.dumps(payload).encode()).event
+    assert merged is not None and merged.merged
+    for other in _examples("pull_request"):
+        event = _github("pull_request", other.read_bytes()).event
+        assert event is not None and not event.merged, other.name
+
+
+def test_github_review_thread_events_are_ignored() -> None:
+    for path in _examples("pull_request_review_thread"):
+        assert _github("pull_request_review_thread", path.read_bytes()).status == 202
+        assert _github("pull_request_review_thread", path.read_bytes()).event is None
+
+
+@pytest.mark.parametrize("flavour", ["github", "forgejo"])
+def test_emulated_review_deliveries_become_events(flavour: str, tmp_path: Path) -> None:
+    with ForgeEmulator(flavour, tmp_path) as emu:  # type: ignore[arg-type]
+        emu.add_user("maintainer")
+        emu.add_user("bot")
+        emu.create_repo("maintainer/app", files={"a.py": "a = 1\n"})
+        emu.grant("maintainer/app", "bot", "write")
+        emu.push_branch("maintainer/app", "fix", {"a.py": "a = 2\n"}, as_user="bot")
+        number = make_adapter(flavour, emu, emu.state.user("bot").token).find_or_create_pull(
+            "maintainer/app", "fix", "main", "Fix", "body").number
+        issue = emu.open_issue("maintainer/app", "t", as_user="maintainer")
+        emu.add_webhook("maintainer/app", None, SECRET)
+        for state in ("approve", "request_changes", "comment"):
+            emu.review("maintainer/app", number, "maintainer", state, f"said {state}",
+                       comments=[("a.py", 1, "here")])
+        emu.comment_on_pull("maintainer/app", number, "maintainer", "@bot please")
+        emu.comment("maintainer/app", issue, "on the issue", as_user="maintainer")
+        emu.merge_pull("maintainer/app", number, "maintainer")
+        events = [handle_delivery(d.headers, d.body, SECRET).event for d in emu.deliveries]
+    assert all(e is not None and e.actor == "maintainer" for e in events)
+    reviews = [e for e in events if e and e.kind == "review"]
+    assert [(e.review_state, e.number, e.comment_body) for e in reviews] == [
+        ("approved", number, "said approve"), ("changes_requested", number,
+                                               "said request_changes"),
+        ("commented", number, "said comment")]
+    if flavour == "github":
+        assert all(e.review_id for e in reviews)
+    else:  # Forgejo's review deliveries name no review
+        assert all(e.review_id is None and e.action == "reviewed" for e in reviews)
+    comments = [(e.number, e.on_pull, e.comment_body) for e in events if e and e.kind == "comment"]
+    per_line = 3 if flavour == "github" else 0  # GitHub announces each line comment too
+    assert comments == [(number, True, "here")] * per_line + [
+        (number, True, "@bot please"), (issue, False, "on the issue")]
+    closed = [e for e in events if e and e.kind == "pull" and e.action == "closed"]
+    assert [(e.number, e.merged) for e in closed] == [(number, True)]
+
+
+@pytest.mark.parametrize("review", [{"state": 3, "id": 1}, {"state": "approved", "id": "1"},
+                                    {"state": "approved", "id": -4}, {"id": 1}])
+def test_a_malformed_review_is_400(review: dict[str, object]) -> None:
+    payload = {"action": "submitted", "review": review, "repository": {"full_name": "o/r"},
+               "pull_request": {"number": 2, "head": {"sha": "abc", "ref": "fix"}},
+               "sender": {"login": "maintainer"}}
+    assert _github("pull_request_review", json.dumps(payload).encode()).status == 400
+
+
+def test_a_forgejo_review_without_the_type_header_is_read_from_the_event_name() -> None:
+    payload = {"action": "reviewed", "number": 3, "pull_request": {"number": 3},
+               "repository": {"full_name": "o/r"}, "sender": {"login": "m"},
+               "review": {"type": "pull_request_review_rejected", "content": "no"}}
+    body = json.dumps(payload).encode()
+    headers = {"X-Gitea-Event": "pull_request_rejected", "X-Gitea-Delivery": "g-1",
+               "X-Gitea-Signature": sign(SECRET, body)}
+    event = handle_delivery(headers, body, SECRET).event
+    assert event is not None and (event.kind, event.review_state, event.number) == (
+        "review", "changes_requested", 3)
