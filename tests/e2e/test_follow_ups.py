@@ -410,3 +410,26 @@ def test_the_description_of_a_three_iteration_run(tmp_path: Path, sandbox_image:
         assert pull.body.count("- Pushed `") == 3
         assert "`ci/tests` success" in pull.body and "AI review: approve" in pull.body
         assert "Cost: $" in pull.body
+
+
+def test_comments_made_one_by_one_are_gathered_into_one_follow_up(
+        tmp_path: Path, sandbox_image: str) -> None:
+    quiet = {"limits": {"follow_up_quiet": "3s"}}
+    with DemoWorld(tmp_path, agent=fixing_and_answering(), settings=quiet) as world:
+        issue, first = first_green(world)
+        pr = first.pr_number
+        assert pr is not None
+        # GitHub's "Add single comment": each line comment is a review of its own.
+        world.forge.review(REPO, pr, MAINTAINER, "commented", "",
+                           comments=[("calc.py", 6, f"@{BOT} say why this is a sum")])
+        world.forge.review(REPO, pr, MAINTAINER, "commented", "",
+                           comments=[("test_calc.py", 6, f"@{BOT} test add(0, 0) too")])
+        follow = follow_up_of(world, issue, first)
+        done = world.wait_finished(issue)
+        assert done.id == follow.id and done.state is RunState.SUCCEEDED, done.reason
+        assert len(done.details.threads) == 2
+        prompt = next(x.request.first_user_text() for x in world.llm.exchanges
+                      if FOLLOW_UP_HEADING in x.request.first_user_text())
+        assert "say why this is a sum" in prompt and "test add(0, 0) too" in prompt
+        world.runner.controller.reconcile(f"{REPO}#{issue}")
+        assert [r.id for r in runs_of(world, issue)] == [done.id, first.id]
