@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from runner.follow_up import AnnounceBound, FollowUp, PullView, RecordPull
 from runner.forge.base import Comment, Forge, NotFound, hidden_marker
-from runner.model import Run, RunDetails, branch_name
+from runner.model import Run, RunDetails, RunState, branch_name
 from runner.store.base import Store
 from runner.text import commands
 
@@ -60,7 +60,8 @@ def retry_comments(forge: Forge, run: Run | None, permission: Callable[[str], st
                    ) -> tuple[tuple[Comment, ...], dict[str, str]]:
     """The issue's comments that may hold a ``/retry`` for a failed or cancelled run, and
     the permissions of their authors."""
-    if run is None or not run.terminal or run.state == "succeeded" or not run.issue_hash:
+    if run is None or not run.terminal or run.state is RunState.SUCCEEDED or \
+            not run.issue_hash:
         return (), {}
     comments = tuple(c for c in forge.list_comments(run.repo, run.issue, since=_since(run))
                      if commands(c.body))

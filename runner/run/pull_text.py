@@ -23,7 +23,7 @@ _MENTION = re.compile(r"(?<![\w`])@([A-Za-z0-9][\w.-]*(?:/[\w.-]+)?)")
 _IMAGE = re.compile(r"!\[")
 
 
-def _inert(text: str) -> str:
+def inert(text: str) -> str:
     """Agent text that renders as text: no mention pings, no remote images."""
     return _IMAGE.sub("[", _MENTION.sub(r"`@\1`", text))
 
@@ -114,7 +114,7 @@ def _left_out(events: list[Event]) -> list[str]:
         where = (f"`{path}`" if path else "the change") + (
             f" line {finding.get('line')}" if path and finding.get("line") else "")
         text = str(finding.get("message") or finding.get("body") or "").splitlines()
-        lines.append(f"- {_inert(where)}: {_inert(text[0][:200]) if text else '(no text)'}")
+        lines.append(f"- {inert(where)}: {inert(text[0][:200]) if text else '(no text)'}")
     return lines
 
 
@@ -125,7 +125,7 @@ def _follow_up_line(run: Run, events: list[Event]) -> str:
             "conflict": "a conflict with the base branch"}.get(details.follow_up_kind, "")
     said = _summary(events).splitlines()[0][:120] if _summary(events) else ""
     return (f"- Follow-up {details.follow_ups} (run `{run.id}`), answering {what}: {run.state}"
-            + (f": {_inert(said)}" if said else ""))
+            + (f": {inert(said)}" if said else ""))
 
 
 def pull_body(run: Run, events: Iterable[Event], *, yolo_note: str = "", cost: str = "",
@@ -142,7 +142,7 @@ def pull_body(run: Run, events: Iterable[Event], *, yolo_note: str = "", cost: s
     parts += ["## What changed", ""]
     if summary:
         text = summary if len(summary) <= SUMMARY_MAX else summary[:SUMMARY_MAX] + " […]"
-        parts += ["> " + line if line else ">" for line in _inert(text).splitlines()]
+        parts += ["> " + line if line else ">" for line in inert(text).splitlines()]
     else:
         parts.append("The agent gave no summary.")
     checks = _checks(events)

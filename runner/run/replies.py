@@ -13,6 +13,7 @@ from dataclasses import replace
 from runner.forge.base import ForgeError, LineComment, hidden_marker
 from runner.model import RunState
 from runner.run.context import RunContext
+from runner.run.pull_text import inert
 
 log = logging.getLogger("orchestrator.run")
 
@@ -31,7 +32,7 @@ def _summary(ctx: RunContext) -> str:
     done = [e for e in ctx.store.events(ctx.run.id, limit=100_000)
             if e.kind == "agent_done" and e.data.get("summary")]
     text = str(done[-1].data["summary"]).strip() if done else ""
-    text = text.replace("@", "@\u200b")  # the agent's words ping nobody
+    text = inert(text)  # the agent's words ping nobody and load no image
     return text if len(text) <= 1500 else text[:1500] + " […]"
 
 
