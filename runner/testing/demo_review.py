@@ -42,7 +42,7 @@ def review_round(world: Any, issue: int, run: Run, say: Callable[[str], None],
     """The maintainer requests one change on the green PR of ``run``; the follow-up that
     answers it, once it has ended (None when none started in time)."""
     assert run.pr_number is not None
-    world.forge.review(world_repo(run), run.pr_number, maintainer, "changes_requested",
+    world.forge.review(run.repo, run.pr_number, maintainer, "changes_requested",
                        "One small thing before I merge.",
                        comments=[(REVIEW_PATH, REVIEW_LINE, REVIEW_TEXT)])
     say(f"{stamp()} {maintainer} requested changes on PR #{run.pr_number}: "
@@ -65,6 +65,3 @@ def review_round(world: Any, issue: int, run: Run, say: Callable[[str], None],
         say(f"{stamp()} #{issue} {done.id}: {done.state} ({done.reason})")
     return done
 
-
-def world_repo(run: Run) -> str:
-    return run.repo

@@ -433,3 +433,32 @@ def test_comments_made_one_by_one_are_gathered_into_one_follow_up(
         assert "say why this is a sum" in prompt and "test add(0, 0) too" in prompt
         world.runner.controller.reconcile(f"{REPO}#{issue}")
         assert [r.id for r in runs_of(world, issue)] == [done.id, first.id]
+
+
+def test_a_conflict_the_agent_cannot_resolve_is_said_on_the_pull_request(
+        tmp_path: Path, sandbox_image: str) -> None:
+    first_script = fixing_and_answering()
+    gives_up = Script([Reply.finish("I could not tell which side is right")])
+
+    def policy(request: Request) -> Reply:
+        text = request.first_user_text()
+        return gives_up(request) if "conflict markers" in text else first_script(request)
+
+    once = {"limits": {"follow_up_quiet": "1s", "max_iterations": 1}}
+    with DemoWorld(tmp_path, agent=policy, settings=once) as world:
+        issue, first = first_green(world)
+        pr = first.pr_number
+        assert pr is not None
+        world.forge.commit_to_base(REPO, "calc.py", "def add(a, b):\n    return 0\n",
+                                   "Rewrite add()")
+        world.wait_for(lambda: forge_of(world).get_pull(REPO, pr).mergeable is False, 60,
+                       "the PR conflicting")
+        world.runner.controller.enqueue(REPO, issue)
+        follow = follow_up_of(world, issue, first)
+        done = world.wait_finished(issue)
+        assert done.id == follow.id and done.state is RunState.FAILED
+        said = [c.body for c in world.forge.issue(REPO, pr).comments
+                if f"orchestrator:follow-up:{done.id}" in c.body]
+        assert len(said) == 1 and "Not done" in said[0] and done.reason in said[0]
+        # The markers were never pushed: the PR's head is still the first run's.
+        assert forge_of(world).get_pull(REPO, pr).head_sha == first.head_sha
