@@ -168,10 +168,11 @@ def test_a_review_with_three_line_comments_gets_one_follow_up(
         assert f"Follow-up 1 (run `{done.id}`)" in body
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_kill_on_the_pull_request_cancels_a_running_follow_up(
-        tmp_path: Path, sandbox_image: str) -> None:
-    with DemoWorld(tmp_path, agent=fixing_and_answering(slow_follow_up=True),
-                   settings=QUIET) as world:
+        tmp_path: Path, sandbox_image: str, flavour: str) -> None:
+    with DemoWorld(tmp_path, flavour=flavour,  # type: ignore[arg-type]
+                   agent=fixing_and_answering(slow_follow_up=True), settings=QUIET) as world:
         issue, first = first_green(world)
         pr = first.pr_number
         assert pr is not None
