@@ -139,8 +139,9 @@ def plan_pull(run: Run, pull: PullView | None, issue_comments: Iterable[Comment]
         why = (f"the limit of {rules.max_follow_ups} follow-up(s) per issue"
                if run.details.follow_ups >= rules.max_follow_ups
                else f"the issue's cost budget (${rules.max_cost_usd:.2f}, ${spent:.2f} spent)")
+        who = "" if asked.kind == CONFLICT else f"@{asked.actor}: "
         return AnnounceBound(run.id, pull.pull.number,
-                             f"@{asked.actor}: this pull request has reached {why}, so no "
+                             f"{who}this pull request has reached {why}, so no "
                              "follow-up starts; the runner will not answer further reviews "
                              "here. Push the remaining changes yourself, or raise "
                              "`limits.max_follow_ups` and comment again.")

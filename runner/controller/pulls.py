@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from runner.follow_up import AnnounceBound, FollowUp, PullView, RecordPull
+from runner.follow_up import BOUND_MARKER, AnnounceBound, FollowUp, PullView, RecordPull
 from runner.forge.base import Comment, Forge, NotFound, hidden_marker
 from runner.model import Run, RunDetails, RunState, branch_name
 from runner.store.base import Store
@@ -102,7 +102,6 @@ def record_pull(store: Store, action: RecordPull) -> None:
 
 def announce_bound(store: Store, forge: Forge, run: Run, action: AnnounceBound) -> None:
     """Say once on the PR that no more follow-ups start (a marker makes a repeat an edit)."""
-    forge.upsert_comment(run.repo, action.pull, hidden_marker("orchestrator:follow-up-bound"),
-                         action.text)
+    forge.upsert_comment(run.repo, action.pull, hidden_marker(BOUND_MARKER), action.text)
     store.update_run(run.id, details=replace(store.get_run(run.id).details, bound_told=True))
     store.append_event(run.id, "follow_up_bound", {"pull": action.pull})
