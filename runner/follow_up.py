@@ -21,6 +21,7 @@ from runner.text import UnreadableText, commands, visible
 
 RETRY, REVIEW, CONFLICT = "retry", "review", "conflict"
 BOUND_MARKER = "orchestrator:follow-up-bound"
+MAX_REQUEST_CHARS = 60_000  # a review longer than this is cut, and the agent told so
 
 
 @dataclass(frozen=True)
@@ -249,4 +250,8 @@ def render_request(reviews: Iterable[Review], lines: Iterable[LineComment],
     for said in talk:
         parts += [f"@{said.author} commented on the pull request:", "",
                   _shown(said.body, "comment"), ""]
-    return "\n".join(parts).strip()
+    text = "\n".join(parts).strip()
+    if len(text) > MAX_REQUEST_CHARS:
+        cut = len(text) - MAX_REQUEST_CHARS
+        text = text[:MAX_REQUEST_CHARS] + f"\n\n[… {cut} more characters of the review cut]"
+    return text

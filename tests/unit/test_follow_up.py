@@ -211,3 +211,11 @@ def test_plan_starts_a_follow_up_of_a_succeeded_run() -> None:
     # Not on a closed issue, and not while the kill label is on it.
     assert isinstance(plan(issue_view("orchestrator", "orchestrator:kill"), done(), RULES,
                            three_comments(), LATER), Nothing)
+
+
+def test_a_huge_review_is_cut_and_says_so() -> None:
+    view = PullView(pull=pull(), permissions=PERMS, reviews=(
+        review(1, "alice", "changes_requested", "word " * 20_000),))
+    action = plan_pull(done(), view, (), {}, RULES, now=LATER)
+    assert isinstance(action, FollowUp) and len(action.text) < 61_000
+    assert action.text.endswith("more characters of the review cut]")
