@@ -143,7 +143,8 @@ def runs_cmd(ctx: Context, states: tuple[str, ...], repo: str | None, limit: int
     for run in runs:
         lease = None if run.terminal else store.current_lease(run.id)
         style = _STATE_STYLE.get(run.state, "cyan")
-        table.add_row(run.id, f"[{style}]{run.state}[/]", f"{run.repo}#{run.issue}",
+        pull = f" (PR {run.details.pull_state})" if run.details.pull_state else ""
+        table.add_row(run.id, f"[{style}]{run.state}[/]{pull}", f"{run.repo}#{run.issue}",
                       str(run.iteration), run.pr_url or (f"#{run.pr_number}" if run.pr_number
                                                          else "-"),
                       f"${run.cost_usd:.2f}", _age(now - run.created_at),
@@ -510,6 +511,10 @@ def handle_event_cmd(ctx: Context, event_name: str, event_file: str, verbose: bo
              "dispatch only issues and issue_comment events to handle-event", 2)
     if event_name not in ("issues", "issue_comment"):
         console.print(f"ignoring {event_name} event: only issues and issue_comment matter")
+        return
+    if isinstance(payload["issue"], dict) and payload["issue"].get("pull_request"):
+        # A PR's number is no issue's: PR commands need `orchestrator serve` (webhooks).
+        console.print("ignoring a comment on a pull request: `serve` handles pull requests")
         return
     _setup_logging(verbose)
     runner = _build(ctx)

@@ -141,6 +141,7 @@ def runs_rows(rows: Sequence[RunRow], now: float | None = None) -> str:
     for row in rows:
         run = row.run
         pr = link(run.pr_url, f"#{run.pr_number}") if run.pr_number else "-"
+        pr += f" {e(run.details.pull_state)}" if run.details.pull_state else ""
         out.append(
             f'<tr data-run="{e(run.id)}">'
             f'<td><a href="/runs/{e(run.id)}"><code>{e(run.id)}</code></a></td>'
@@ -232,6 +233,7 @@ def run_page(run: Run, events: Sequence[Event], *, owner: str, issue_link: str,
     """One run: its facts, its live event stream and the Kill button."""
     last = events[-1].seq if events else 0
     pr = link(run.pr_url, f"PR #{run.pr_number}") if run.pr_number else "no PR yet"
+    pr += f" ({e(run.details.pull_state)})" if run.details.pull_state else ""
     facts = [
         ("State", badge(run.state)),
         ("Issue", link(issue_link, f"{run.repo}#{run.issue}")),
@@ -241,6 +243,9 @@ def run_page(run: Run, events: Sequence[Event], *, owner: str, issue_link: str,
         ("Cost", f"${run.cost_usd:.4f} · {e(run.tokens_in)} in / {e(run.tokens_out)} out"),
         ("Started", f"{e(time.ctime(run.created_at))} ({e(age(run.created_at))} ago)"),
         ("Triggered by", e(run.trigger_actor or "-")),
+        *([("Follows", f'<a href="/runs/{e(run.details.follows)}"><code>'
+                       f'{e(run.details.follows)}</code></a> ({e(run.details.follow_up_kind)})')]
+          if run.details.follows else []),
         ("Process", e(owner or "-")),
     ]
     if run.terminal:

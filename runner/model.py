@@ -126,6 +126,18 @@ class RunDetails:
     # The last pre-push gate results (as GateResult.to_dict), for the reviewer in a later claim.
     gate_results: tuple[dict[str, Any], ...] = ()
     budget_told: str = ""  # the UTC day the issue was told its run waits for the spend budget
+    # A follow-up (a run started by a review, a bot mention, /retry or a conflicting base):
+    follows: str = ""  # the id of the run it follows
+    follow_up: str = ""  # what it answers, as the agent is given it (the text when triggered)
+    follow_up_kind: str = ""  # review, retry or conflict
+    answers: tuple[int, ...] = ()  # ids of the reviews and comments it answers
+    threads: tuple[int, ...] = ()  # ids of the line comments whose threads get a reply
+    answered_until: float = 0.0  # epoch time of the newest review or comment answered so far
+    follow_ups: int = 0  # follow-ups of the issue so far, this one included
+    spent_before: float = 0.0  # model cost (USD) of the issue's earlier runs this one follows
+    replied: tuple[int, ...] = ()  # line comments answered on the forge already
+    pull_state: str = ""  # "merged" or "closed" once the run's pull request is
+    bound_told: bool = False  # the PR was told that no more follow-ups start
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

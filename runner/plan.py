@@ -9,6 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from runner.follow_up import (
+    AnnounceBound,
+    FollowUp,
+    Gather,
+    PullView,
+    RecordPull,
+    plan_pull,
+)
 from runner.forge.base import Comment, Issue, LabelEvent, TextEdit
 from runner.model import Run
 from runner.policy import (
@@ -83,15 +91,31 @@ class Decline:
     trigger_count: int
 
 
-Action = Nothing | Start | Cancel | RejectKill | Decline
+Action = Nothing | Start | Cancel | RejectKill | Decline | FollowUp | Gather | AnnounceBound \
+    | RecordPull
 
 
-def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
+def plan(view: IssueView | None, run: Run | None, rules: Rules, pull: PullView | None = None,
+         now: float = 0.0) -> Action:
     """The one next action for an issue. ``view`` is None when the issue no longer exists;
-    ``run`` is the issue's latest run, finished or not."""
+    ``run`` is the issue's latest run, finished or not; ``pull`` what its PR says now (None:
+    it has none, or the caller did not look); ``now`` the epoch time (quiet periods)."""
     active = run if run is not None and not run.terminal else None
     if active is not None:
-        return _plan_active(view, active, rules)
+        return _plan_active(view, active, rules, pull)
+    fresh = _plan_trigger(view, run, rules)
+    if run is None or isinstance(fresh, Start | Decline):
+        return fresh
+    steerable = view is not None and view.issue.state == "open" and \
+        not view.issue.has_label(rules.kill_label)
+    followed = plan_pull(run, pull, view.comments if view else (),
+                         view.permissions if view else {}, rules, now=now,
+                         pull_commands=steerable)
+    return fresh if followed is None else followed
+
+
+def _plan_trigger(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
+    """A new run from the trigger label, when one asks for it."""
     if view is None:
         return Nothing("the issue does not exist")
     issue = view.issue
@@ -133,9 +157,13 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
                  trigger_at=at, trigger_count=added, priority=priority)
 
 
-def _plan_active(view: IssueView | None, run: Run, rules: Rules) -> Action:
+def _plan_active(view: IssueView | None, run: Run, rules: Rules,
+                 pull: PullView | None) -> Action:
     if view is None:
         return Cancel(run.id, "runner", "the issue was deleted")
+    on_pull = _plan_active_pull(run, pull, rules)
+    if on_pull is not None:
+        return on_pull
     issue = view.issue
     if issue.state != "open":
         return Cancel(run.id, "runner", "the issue was closed")
@@ -155,6 +183,34 @@ def _plan_active(view: IssueView | None, run: Run, rules: Rules) -> Action:
             return RejectKill(run.id, kill.comment.id, kill.comment.author)
     if not issue.has_label(rules.trigger_label):
         removal = latest_removal(view.label_events, rules.trigger_label)
+        if run.details.follows and (removal is None or removal.at.timestamp() <= int(
+                run.created_at)):
+            return Nothing(f"run {run.id} is {run.state}")  # a follow-up needs no label
         actor = removal.actor if removal else "unknown"
         return Cancel(run.id, actor, f"{rules.trigger_label} label removed by {actor}")
     return Nothing(f"run {run.id} is {run.state}")
+
+
+def _plan_active_pull(run: Run, pull: PullView | None, rules: Rules) -> Action | None:
+    """``/kill`` and the kill label on the run's PR, as on the issue; a follow-up ends with
+    its PR closed."""
+    if pull is None:
+        return None
+    if pull.pull.state == "closed" and run.details.follows:
+        what = "merged" if pull.pull.merged else "closed without merging"
+        return Cancel(run.id, "runner", f"the pull request was {what}")
+    killer = latest_addition(pull.label_events, rules.kill_label)
+    if killer is not None and authorised(pull.permissions.get(killer.actor),
+                                         rules.required_permission):
+        removal = latest_removal(pull.label_events, rules.kill_label)
+        if removal is None or removal.at < killer.at:
+            return Cancel(run.id, killer.actor,
+                          f"{rules.kill_label} label added to the PR by {killer.actor}")
+    kills = kill_comments(pull.comments, pull.permissions, rules, since=run.created_at)
+    for kill in kills:
+        if kill.authorised:
+            return Cancel(run.id, kill.comment.author, kill.reason or "/kill on the PR")
+    for kill in kills:  # answered once (on the issue, beside the status) and audited
+        if kill.comment.id not in run.details.rejected_kills:
+            return RejectKill(run.id, kill.comment.id, kill.comment.author)
+    return None

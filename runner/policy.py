@@ -23,6 +23,9 @@ class Rules:
     required_permission: str = "write"
     bot_user: str | None = None
     bot_logins: frozenset[str] = frozenset()  # every login the runner acts as (App: <slug>[bot])
+    max_follow_ups: int = 3  # follow-up runs per issue
+    follow_up_quiet: float = 60.0  # seconds without a new review comment before a follow-up
+    max_cost_usd: float = float("inf")  # what an issue's runs may spend together
 
 
 def authorised(permission: str | None, required: str = "write") -> bool:

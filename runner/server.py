@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("orchestrator.server")
 
 MAX_BODY = webhooks.MAX_BODY
+# Pull-request events that say nothing a reviewer did (the runner's own opening and pushes).
+_QUIET_PULL_ACTIONS = frozenset({"opened", "synchronize", "synchronized", "edited",
+                                 "ready_for_review", "converted_to_draft"})
 MAX_ISSUE = 2**31 - 1
 MAX_SEQ = 2**53
 
@@ -104,6 +107,13 @@ class Api:
                 self.metrics.webhook_delivery(kind, "unconfigured")
                 return JSONResponse({"ignored": f"{event.repo} is not configured"},
                                     status_code=202)
+            if event.kind == "review" or (event.kind == "comment" and event.on_pull) or (
+                    event.kind == "pull" and event.action not in _QUIET_PULL_ACTIONS):
+                # Reviews, PR comments, a PR labelled, closed or merged: they concern the
+                # issue whose run opened the PR; a PR number is never taken for an issue.
+                assert event.number is not None
+                await run_in_threadpool(self.runner.controller.enqueue_pull, event.repo,
+                                        event.number)
             if event.kind in ("ci", "pull"):
                 # Concerns a run (by head SHA, branch or PR), never an issue of that number.
                 # Only news can move a waiting run: a CI job that finished, a PR closed or
@@ -114,7 +124,7 @@ class Api:
                         self.runner.controller.wake_runs, event.repo, sha=event.sha,
                         branch=event.branch,
                         pull=event.number if event.kind == "pull" else None)
-            else:
+            elif not (event.kind == "review" or event.on_pull):
                 assert event.number is not None
                 self.metrics.webhook_accepted(event.repo, event.number)
                 if event.issue_body is not None:  # before the look it leads to

@@ -28,6 +28,8 @@ MAX_INSTRUCTIONS_BYTES = 64 * 1024
 MAX_EVENT_TEXT = 2000
 
 EventSink = Callable[[str, dict[str, Any]], None]
+# The heading of a follow-up's request in the agent's first message.
+FOLLOW_UP_HEADING = "## Follow-up: what the pull request's reviewers ask now"
 
 
 class AgentError(Exception):
@@ -71,11 +73,19 @@ class Task:
     instructions_file: str | None = None
     feedback: str | None = None  # failures of the previous iteration, the next instruction
     iteration: int = 1
+    # A follow-up: what the pull request's reviewers asked (as readers of the page saw it).
+    follow_up: str | None = None
 
     def prompt(self) -> str:
         """The task as the first user message: issue, instructions, comments, feedback."""
         ref = f"{self.repo}#{self.issue}" if self.repo and self.issue else "the issue"
         parts = [f"# Task: {ref}: {self.title}", "", self.body.strip() or "(no description)"]
+        if self.follow_up:
+            parts += ["", FOLLOW_UP_HEADING, "",
+                      "The branch already holds the earlier work on this issue, and its pull "
+                      "request is open. Answer all of the following in this one turn: change "
+                      "what they ask, and in your final summary say for each point what you "
+                      "did, or why you did not.", "", self.follow_up.strip()]
         if self.comments:
             parts += ["", "## Comments from maintainers"]
             for comment in self.comments:

@@ -243,6 +243,14 @@ class LimitsConfig(Section):
         description="longest wait between looks at a run's CI; with webhooks, the only look "
                     "besides the one a CI event asks for")
     trigger_permission: Permission = Field(default="write")
+    max_follow_ups: int = Field(
+        default=3, ge=0,
+        description="follow-up runs per issue started by reviews, bot mentions, /retry or a "
+                    "conflicting base; at the bound the runner says so on the pull request")
+    follow_up_quiet: Duration = Field(
+        default=parse_duration("60s"),
+        description="how long review comments are gathered after the last one before the "
+                    "follow-up they ask for starts (comments submitted one by one)")
     daily_cost_usd: float | None = Field(
         default=None, gt=0,
         description="model spend (USD) of the runs started in one UTC day, across every "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -12,12 +13,32 @@ from runner.clock import SYSTEM_CLOCK, Clock
 from runner.config import Settings
 from runner.controller.bus import BusListener
 from runner.controller.ci_job import handle_one
+from runner.controller.pulls import (
+    announce_bound,
+    observe_pull,
+    record_pull,
+    retry_comments,
+    start_follow_up,
+)
 from runner.controller.slots import Slots
 from runner.decline import decline
 from runner.forge.base import Forge, ForgeError, NotFound, Permission, own_logins
 from runner.forge.budget import poll_every
 from runner.model import ACTIVE, KillRequest, Lease, Run, RunDetails, branch_name
-from runner.plan import Action, Cancel, Decline, IssueView, Nothing, RejectKill, Start, plan
+from runner.plan import (
+    Action,
+    AnnounceBound,
+    Cancel,
+    Decline,
+    FollowUp,
+    Gather,
+    IssueView,
+    Nothing,
+    RecordPull,
+    RejectKill,
+    Start,
+    plan,
+)
 from runner.policy import is_priority_label, kill_command, task_text
 from runner.run.handle import RunHandle
 from runner.run.readers import rules_for
@@ -154,6 +175,15 @@ class Controller:
             self.slots.notify()
         return woken
 
+    def enqueue_pull(self, repo: str, pull: int) -> bool:
+        """A review, a comment or a change on a pull request: look again at the issue whose
+        run opened it (never at an issue of the PR's number). False when no run did."""
+        for run in self.store.list_runs(repo=repo, limit=100000):
+            if run.pr_number == pull:
+                self.enqueue(run.repo, run.issue)
+                return True
+        return False
+
     # ------------------------------------------------------------ feeders
 
     def start_up(self) -> None:
@@ -210,10 +240,31 @@ class Controller:
         forge = self.forges[repo_config.forge]
         run = self.store.latest_run(repo, number)
         view = self.observe(forge, repo, number, run)
-        action = plan(view, run, self.rules)
+        pull = None
+        if view is not None:
+            def permission(user: str) -> str:
+                return self._permission(forge, repo, user)
+
+            pull = observe_pull(forge, run, permission)
+            found, permissions = retry_comments(forge, run, permission)
+            if found:
+                view = replace(view, comments=view.comments + found,
+                               permissions={**view.permissions, **permissions})
+        action = plan(view, run, self.rules, pull, time.time())
         log.debug("%s: %s", key, action)
         if isinstance(action, Start):
             self._start(repo, number, action)
+        elif isinstance(action, FollowUp):
+            assert run is not None
+            start_follow_up(self.store, run, action)
+            self.slots.notify()
+        elif isinstance(action, Gather):
+            self.queue.add_after(key, max(action.seconds, 0.1))
+        elif isinstance(action, RecordPull):
+            record_pull(self.store, action)
+        elif isinstance(action, AnnounceBound):
+            assert run is not None
+            announce_bound(self.store, forge, run, action)
         elif isinstance(action, Cancel):
             self._cancel(action)
         elif isinstance(action, RejectKill):

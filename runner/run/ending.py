@@ -14,6 +14,7 @@ from runner.forge.retry import uninterrupted
 from runner.model import RunState
 from runner.run.context import RunContext
 from runner.run.pushing import pr_body
+from runner.run.replies import answer
 from runner.run.status import cost_line
 from runner.sandbox.base import SandboxError
 from runner.store.base import LeaseLost, StaleState
@@ -55,6 +56,7 @@ def finish(ctx: RunContext) -> None:
         if run.state is RunState.SUCCEEDED and run.pr_number:
             ctx.forge.update_pull(run.repo, run.pr_number, draft=False,
                                   body=pr_body(ctx, cost=cost_line(run)))
+        answer(ctx)  # a follow-up's replies to the threads it answered
         ctx.show_status()
     except ForgeError as exc:
         log.warning("run %s: could not update the forge at the end: %s", run.id, exc)

@@ -10,6 +10,7 @@ from gates.profiles import REPO_CONFIG as REPO_GATES
 from gates.profiles import GatesConfig
 from gates.profiles import parse_config as parse_gates
 from runner.model import Run, RunState
+from runner.run.base_merge import merge_base
 from runner.run.context import RunContext, RunFailed, Services
 from runner.run.outcome import GoOn, Outcome
 from runner.run.readers import trusted_labels
@@ -24,9 +25,23 @@ def step(ctx: RunContext) -> Outcome:
         _take_warm_sandbox(ctx)
     if not ctx.details.profile:
         _choose_profile(ctx)
-    worktree(ctx)
+    wt = worktree(ctx)
+    if ctx.details.follow_up_kind == "conflict":
+        _merge_base(ctx, wt)
     ctx.move(RunState.RUNNING)
     return GoOn()
+
+
+def _merge_base(ctx: RunContext, wt: object) -> None:
+    """A conflict follow-up merges the base first; the agent is told what still conflicts."""
+    conflicted = merge_base(ctx, wt)
+    if conflicted and "Files with conflict markers:" not in ctx.details.follow_up:
+        listed = "\n".join(f"- `{path}`" for path in conflicted)
+        ctx.note(follow_up=f"{ctx.details.follow_up}\n\nFiles with conflict markers:\n"
+                           f"{listed}")
+    elif not conflicted and "merged cleanly" not in ctx.details.follow_up:
+        ctx.note(follow_up=f"{ctx.details.follow_up}\n\nThe base merged cleanly after all: "
+                           "check that the tests still pass, and change nothing else.")
 
 
 def gates_of(services: Services, run: Run) -> GatesConfig:

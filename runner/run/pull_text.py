@@ -10,7 +10,7 @@ image in every reviewer's browser.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from runner.model import Event, Run
@@ -23,7 +23,7 @@ _MENTION = re.compile(r"(?<![\w`])@([A-Za-z0-9][\w.-]*(?:/[\w.-]+)?)")
 _IMAGE = re.compile(r"!\[")
 
 
-def _inert(text: str) -> str:
+def inert(text: str) -> str:
     """Agent text that renders as text: no mention pings, no remote images."""
     return _IMAGE.sub("[", _MENTION.sub(r"`@\1`", text))
 
@@ -33,8 +33,12 @@ def _summary(events: Iterable[Event]) -> str:
     return str(done[-1].data["summary"]).strip() if done else ""
 
 
-def pull_title(run: Run, events: Iterable[Event]) -> str:
-    """The first line of the agent's summary (what the change does), else the issue's title."""
+def pull_title(run: Run, events: Iterable[Event],
+               earlier: Sequence[tuple[Run, list[Event]]] = ()) -> str:
+    """The first line of the agent's summary (what the change does), else the issue's title.
+    A follow-up keeps the first run's title: the change is still what that run made."""
+    if earlier:
+        run, events = earlier[0]
     first = _summary(events).splitlines()[0].strip() if _summary(events) else ""
     first = first.lstrip("#").strip().removesuffix(".")
     if not first:
@@ -97,26 +101,67 @@ def _history(events: list[Event]) -> list[str]:
     return lines
 
 
-def pull_body(run: Run, events: Iterable[Event], *, yolo_note: str = "", cost: str = "") -> str:
-    """The PR's description: the agent's summary, the checks that ran, the history."""
+def _left_out(events: list[Event]) -> list[str]:
+    """What the run did not do: the AI reviewer's findings on its last look (its approval
+    does not require them), each with its place."""
+    reviews = [e for e in events if e.kind == "review"]
+    findings = reviews[-1].data.get("findings") or [] if reviews else []
+    lines = []
+    for finding in findings[:10]:
+        if not isinstance(finding, dict):
+            continue
+        path = finding.get("path")
+        where = (f"`{path}`" if path else "the change") + (
+            f" line {finding.get('line')}" if path and finding.get("line") else "")
+        text = str(finding.get("message") or finding.get("body") or "").splitlines()
+        lines.append(f"- {inert(where)}: {inert(text[0][:200]) if text else '(no text)'}")
+    return lines
+
+
+def _follow_up_line(run: Run, events: list[Event]) -> str:
+    details = run.details
+    what = {"review": f"the review by @{run.trigger_actor}",
+            "retry": f"`/retry` by @{run.trigger_actor}",
+            "conflict": "a conflict with the base branch"}.get(details.follow_up_kind, "")
+    said = _summary(events).splitlines()[0][:120] if _summary(events) else ""
+    return (f"- Follow-up {details.follow_ups} (run `{run.id}`), answering {what}: {run.state}"
+            + (f": {inert(said)}" if said else ""))
+
+
+def pull_body(run: Run, events: Iterable[Event], *, yolo_note: str = "", cost: str = "",
+              earlier: Sequence[tuple[Run, list[Event]]] = ()) -> str:
+    """The PR's description: the agent's summary, the checks that ran, what was left out, the
+    history. ``earlier``: the runs this one follows (a follow-up's), oldest first, with
+    their events: the summary is the first run's, the history covers them all."""
     events = list(events)
-    summary = _summary(events)
+    first_run, first_events = earlier[0] if earlier else (run, events)
+    summary = _summary(first_events)
     parts = [f"Closes #{run.issue}", ""]
     if yolo_note:
         parts += [yolo_note, ""]
     parts += ["## What changed", ""]
     if summary:
         text = summary if len(summary) <= SUMMARY_MAX else summary[:SUMMARY_MAX] + " […]"
-        parts += ["> " + line if line else ">" for line in _inert(text).splitlines()]
+        parts += ["> " + line if line else ">" for line in inert(text).splitlines()]
     else:
         parts.append("The agent gave no summary.")
     checks = _checks(events)
     parts += ["", "## How it was checked", "", *(checks or ["- Nothing has been checked yet."])]
+    left = _left_out(events)
+    if left:
+        parts += ["", "## Left out", "", "The AI reviewer noted (not required for its "
+                  "approval):", *left]
     history = _history(events)
+    if earlier:
+        history = []
+        for each, its in [*earlier, (run, events)]:
+            history.append(_follow_up_line(each, its) if each.details.follows else
+                           f"- Run `{each.id}`: {each.state}")
+            history += ["  " + line for line in _history(its)]
     if history:
         parts += ["", "## History", "", *history]
-    parts += ["", f"Opened by the orchestrator (run `{run.id}`) for the issue as "
-                  f"@{run.trigger_actor} triggered it."]
+    parts += ["", f"Opened by the orchestrator (run `{first_run.id}`) for the issue as "
+                  f"@{first_run.trigger_actor} triggered it."]
     if cost:
         parts += ["", cost]
     return "\n".join(parts)

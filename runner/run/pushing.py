@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from runner.model import Event, RunState
+from runner.model import Event, Run, RunState
 from runner.run.context import RunContext, RunFailed
 from runner.run.outcome import GoOn, Outcome
 from runner.run.pull_text import pull_body, pull_title
 from runner.run.workdir import worktree
+from runner.store.base import RunNotFound
 
 
 def step(ctx: RunContext) -> Outcome:
@@ -27,7 +28,8 @@ def step(ctx: RunContext) -> Outcome:
     ctx.event("pushed", {"branch": run.branch, "sha": sha})
     ctx.before_write()
     events = ctx.store.events(run.id, limit=100_000)
-    title, body = pull_title(ctx.run, events), pr_body(ctx, events)
+    earlier = runs_followed(ctx)
+    title, body = pull_title(ctx.run, events, earlier), pr_body(ctx, events)
     pull = forge.find_or_create_pull(run.repo, run.branch, ctx.repo.base_branch,
                                      title=title, body=body, draft=True)
     if run.pr_number == pull.number:  # a later iteration: the description follows it
@@ -40,7 +42,26 @@ def step(ctx: RunContext) -> Outcome:
 
 
 def pr_body(ctx: RunContext, events: list[Event] | None = None, cost: str = "") -> str:
-    """The pull request's description, from the run's audit events."""
+    """The pull request's description, from the audit events of the run and the runs it
+    follows."""
     if events is None:
         events = ctx.store.events(ctx.run.id, limit=100_000)
-    return pull_body(ctx.run, events, yolo_note=ctx.yolo_note, cost=cost)
+    return pull_body(ctx.run, events, yolo_note=ctx.yolo_note, cost=cost,
+                     earlier=runs_followed(ctx))
+
+
+MAX_CHAIN = 20  # earlier runs shown in a PR's history
+
+
+def runs_followed(ctx: RunContext) -> list[tuple[Run, list[Event]]]:
+    """The runs this one follows (a follow-up's), oldest first, with their audit events."""
+    chain: list[tuple[Run, list[Event]]] = []
+    follows = ctx.run.details.follows
+    while follows and len(chain) < MAX_CHAIN:
+        try:
+            earlier = ctx.store.get_run(follows)
+        except RunNotFound:
+            break
+        chain.append((earlier, ctx.store.events(earlier.id, limit=100_000)))
+        follows = earlier.details.follows
+    return chain[::-1]

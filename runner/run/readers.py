@@ -15,7 +15,9 @@ def rules_for(settings: Settings, bot_logins: frozenset[str] = frozenset()) -> R
     the runner itself acts as (whose words never steer a run)."""
     return Rules(trigger_label=settings.labels.trigger, kill_label=settings.labels.kill,
                  required_permission=settings.limits.trigger_permission,
-                 bot_logins=bot_logins)
+                 bot_logins=bot_logins, max_follow_ups=settings.limits.max_follow_ups,
+                 follow_up_quiet=settings.limits.follow_up_quiet,
+                 max_cost_usd=settings.agent.max_cost_usd)
 
 
 def trusted_labels(ctx: RunContext, labels: list[str]) -> list[str]:

@@ -27,8 +27,9 @@ def step(ctx: RunContext) -> Outcome:
         box = sandbox(ctx)
         agent_cfg = ctx.settings.agent
         run = ctx.run
+        # A follow-up shares the issue's cost budget with the runs it follows.
         spent = Usage(tokens_in=run.tokens_in, tokens_out=run.tokens_out,
-                      cost_usd=run.cost_usd)
+                      cost_usd=run.cost_usd + run.details.spent_before)
         budget = Budget(max_turns=agent_cfg.max_turns,
                         max_tokens=max(agent_cfg.max_tokens - spent.tokens, 1),
                         max_cost_usd=max(agent_cfg.max_cost_usd - spent.cost_usd, 1e-6))
@@ -64,7 +65,8 @@ def _task(ctx: RunContext) -> Task:
     return Task(title=run.issue_title, body=run.issue_body, repo=run.repo, issue=run.issue,
                 comments=comments, instructions=found[1] if found else None,
                 instructions_file=found[0] if found else None,
-                feedback=run.details.feedback or None, iteration=max(run.iteration, 1))
+                feedback=run.details.feedback or None, iteration=max(run.iteration, 1),
+                follow_up=run.details.follow_up or None)
 
 
 def _pre_push(ctx: RunContext, summary: str) -> list[Failure]:

@@ -35,6 +35,14 @@ def render(run: Run, *, last_active: RunState, max_iterations: int, skip_gates: 
               RunState.SUCCEEDED: "Done: PR ready for review"}
     reached = _ORDER.index(run.state if run.state in _ORDER else last_active)
     lines = [f"### orchestrator run `{run.id}`: **{run.state}**", ""]
+    if run.details.follows:
+        what = {"review": f"the review by @{run.trigger_actor}",
+                "retry": f"`/retry` by @{run.trigger_actor}",
+                "conflict": "a conflict with the base branch"}.get(run.details.follow_up_kind,
+                                                                   "the pull request")
+        lines += [f"Follow-up {run.details.follow_ups} of run `{run.details.follows}`, "
+                  f"answering {what}" + (f" on PR #{run.pr_number}" if run.pr_number else "")
+                  + ".", ""]
     if yolo_note:
         lines += [yolo_note, ""]
     for index, state in enumerate(_ORDER):

@@ -21,6 +21,7 @@ from runner.config import Settings
 from runner.model import Run, RunState
 from runner.review import REVIEWER_MARKER
 from runner.server import ServerHandle, serve_in_thread
+from runner.testing.demo_review import answering, review_round
 from runner.testing.forge import Flavour, ForgeEmulator
 from runner.testing.llm import LLMEmulator, Policy, Reply, Request, by_system, fix_failing_test
 
@@ -295,7 +296,9 @@ def run_demo(workdir: Path, *, flavour: Flavour = "github", real_llm: bool = Fal
     overrides: dict[str, Any] = {}
     if real_llm:
         overrides["agent"] = {"base_url": None, "api_key_env": "ANTHROPIC_API_KEY"}
-    world = DemoWorld(workdir, flavour=flavour, agent=demo_agent(), settings=overrides)
+    overrides["limits"] = {"follow_up_quiet": "1s"}
+    world = DemoWorld(workdir, flavour=flavour, agent=answering(demo_agent()),
+                      settings=overrides)
     started = time.monotonic()
 
     def stamp() -> str:
@@ -321,6 +324,8 @@ def run_demo(workdir: Path, *, flavour: Flavour = "github", real_llm: bool = Fal
 
         world.wait_for(lambda: progress(first), 300, f"the run of #{first}")
         done = world.wait_finished(first)
+        answered = review_round(world, first, done, say, stamp, MAINTAINER) \
+            if done.state is RunState.SUCCEEDED else None
         seen.clear()
         second = world.open_issue(SLOW_TITLE, "Make add() and mul() faster.")
         say(f"{stamp()} {MAINTAINER} opened #{second} and labelled it `orchestrator`")
@@ -337,11 +342,15 @@ def run_demo(workdir: Path, *, flavour: Flavour = "github", real_llm: bool = Fal
         world.wait_for(lambda: progress(second), 60, f"the kill of #{second}")
         kill_s = time.monotonic() - kill_at
         killed = world.wait_finished(second)
-        ok = done.state is RunState.SUCCEEDED and killed.state is RunState.CANCELLED
+        ok = done.state is RunState.SUCCEEDED and killed.state is RunState.CANCELLED and \
+            answered is not None and answered.state is RunState.SUCCEEDED
         say("")
         say("What happened:")
         say(f"  #{first}: {done.state} in iteration {done.iteration}; pull request {done.pr_url}"
             f" (CI green, AI review approved); cost ${done.cost_usd:.4f}")
+        if answered is not None:
+            say(f"  #{first}: review round: follow-up {answered.id} {answered.state}, "
+                f"commit {answered.head_sha[:12]} answers the review on the same PR")
         say(f"  #{second}: {killed.state} by @{killed.killed_by} ({killed.reason}) "
             f"{kill_s:.1f}s after the comment; container and worktree removed")
         say("")

@@ -24,6 +24,9 @@ def test_demo_prints_the_pull_request_and_both_outcomes(tmp_path: Path,
     assert proc.returncode == 0, out
     assert "succeeded in iteration 1; pull request http://127.0.0.1:" in out
     assert "cancelled by @alice (this is taking too long)" in out
+    # The review round: one change requested on the green PR, answered by a follow-up.
+    assert "alice requested changes on PR #" in out and "calc.py` line 9" in out
+    assert "review round: follow-up r-" in out and "succeeded, commit " in out
     assert "demo passed" in out
 
 

@@ -106,3 +106,16 @@ def test_doctor_passes_with_a_working_local_setup(configured: Path) -> None:
     code, out = invoke("-c", str(configured), "doctor")
     assert code == 0, out
     assert out.count("OK") >= 3
+
+
+def test_handle_event_never_takes_a_pull_request_for_an_issue(tmp_path: Path) -> None:
+    import json
+
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({
+        "action": "created", "repository": {"full_name": "acme/w"},
+        "issue": {"number": 9, "pull_request": {"url": "https://example/pulls/9"}},
+        "comment": {"body": "/kill"}, "sender": {"login": "alice"}}))
+    code, out = invoke("handle-event", "--event-name", "issue_comment", "--event-file",
+                       str(event))
+    assert code == 0 and "ignoring a comment on a pull request" in out

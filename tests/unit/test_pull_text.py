@@ -61,3 +61,36 @@ def test_the_agents_words_cannot_ping_people_or_load_images() -> None:
     body = pull_body(RUN, events)
     assert "`@octo-org/admins`" in body and "![" not in body
     assert "me@example.com" in body  # an address is not a mention
+
+
+def test_a_follow_up_keeps_the_title_and_adds_its_history() -> None:
+    from dataclasses import replace
+
+    from runner.model import RunDetails, RunState
+
+    first = replace(RUN, state=RunState.SUCCEEDED)
+    follow = Run(id="r-00000000ffff", repo="acme/w", issue=7, trigger_actor="alice",
+                 state=RunState.PUSHING,
+                 details=RunDetails(follows=first.id, follow_up_kind="review", follow_ups=1))
+    later = [ev("agent.start", iteration=1),
+             ev("agent.tool", tool="bash", input={"command": "python3 test_calc.py"},
+                exit_code=0),
+             ev("agent_done", summary="Added a docstring to mul()"),
+             ev("pushed", sha="0123456789abcdef")]
+    earlier = [(first, story())]
+    assert pull_title(follow, later, earlier) == "Fix add() to return the sum"
+    body = pull_body(follow, later, earlier=earlier)
+    assert "> Fix add() to return the sum" in body  # what the change does: the first run's
+    assert f"- Run `{first.id}`: succeeded" in body
+    assert "  - Iteration 2: after gate:tests" in body
+    assert (f"- Follow-up 1 (run `{follow.id}`), answering the review by @alice: pushing: "
+            "Added a docstring to mul()") in body
+    assert "  - Pushed `0123456789ab`" in body
+    assert body.index("Pushed `abcdef012345`") < body.index("Pushed `0123456789ab`")
+
+
+def test_what_the_reviewer_left_out_is_listed() -> None:
+    events = [*story(), ev("review", verdict="approve", confidence=0.95, findings=[
+        {"path": "calc.py", "line": 4, "message": "add() has no type hints"}])]
+    body = pull_body(RUN, events)
+    assert "## Left out" in body and "- `calc.py` line 4: add() has no type hints" in body

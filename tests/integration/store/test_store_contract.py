@@ -5,12 +5,13 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runner.model import ACTIVE, IllegalTransition, RunState
+from runner.model import ACTIVE, IllegalTransition, RunDetails, RunState
 from runner.store.base import LeaseLost, RunFinished, RunNotFound, StaleState, Store
 
 
@@ -60,6 +61,22 @@ def test_one_active_run_per_issue(store: Store) -> None:
     assert created and fresh.id != first.id
     assert store.active_run("acme/w", 1) == fresh
     assert store.latest_run("acme/w", 1) == fresh
+
+
+def test_a_follow_up_keeps_what_it_follows_and_answers(store: Store) -> None:
+    first, _ = store.create_run("acme/w", 3, pr_number=9)
+    advance(store, first.id, RunState.FAILED)
+    details = RunDetails(follows=first.id, follow_up="@alice requested changes:", answers=(5, 6),
+                         threads=(6,), answered_until=12.5, follow_ups=1, spent_before=0.25,
+                         follow_up_kind="review")
+    follow, created = store.create_run("acme/w", 3, pr_number=9, details=details)
+    assert created and store.get_run(follow.id).details == details
+    advance(store, follow.id, RunState.CANCELLED)
+    # A finished run's record takes what happened to its PR (its state does not change).
+    store.update_run(first.id, details=replace(first.details, pull_state="merged"))
+    ended = store.get_run(first.id)
+    assert ended.details.pull_state == "merged" and ended.state is RunState.FAILED
+    assert store.latest_run("acme/w", 3).details.replied == ()  # type: ignore[union-attr]
 
 
 def test_get_unknown_run(store: Store) -> None:

@@ -1,0 +1,107 @@
+"""What the controller reads of an issue's pull request, and the follow-ups it starts.
+
+The PR is the runner's when a run of the issue opened it (the run keeps its number). A look
+at an issue reads its PR only when that can matter: an active run (``/kill`` or the kill label
+on the PR, a PR closed under a follow-up), or an ended run whose PR is open (reviews, bot
+mentions, ``/retry``, a conflicting base) or whose end is not recorded yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from runner.follow_up import BOUND_MARKER, AnnounceBound, FollowUp, PullView, RecordPull
+from runner.forge.base import Comment, Forge, NotFound, hidden_marker
+from runner.model import Run, RunDetails, RunState, branch_name
+from runner.store.base import Store
+from runner.text import commands
+
+log = logging.getLogger("orchestrator.controller")
+
+
+def _since(run: Run) -> datetime:
+    """Forges keep whole seconds: from the second the run began (or its last answer)."""
+    return datetime.fromtimestamp(int(run.details.answered_until or run.created_at), tz=UTC)
+
+
+def observe_pull(forge: Forge, run: Run | None, permission: Callable[[str], str]
+                 ) -> PullView | None:
+    """What the run's PR says now, with the permissions of every author who may matter;
+    None when the run has no PR, or its end is recorded already."""
+    if run is None or not run.pr_number or run.details.pull_state:
+        return None
+    try:
+        pull = forge.get_pull(run.repo, run.pr_number)
+    except NotFound:
+        return None
+    if pull.state == "closed":
+        return PullView(pull=pull)
+    if not run.terminal:
+        comments = tuple(forge.list_comments(run.repo, pull.number,
+                                             since=datetime.fromtimestamp(
+                                                 int(run.created_at), tz=UTC)))
+        labels = tuple(e for e in forge.label_events(run.repo, pull.number))
+        actors = {e.actor for e in labels} | {c.author for c in comments if commands(c.body)}
+        return PullView(pull=pull, comments=comments, label_events=labels,
+                        permissions={a: permission(a) for a in actors if a})
+    reviews = tuple(forge.list_reviews(run.repo, pull.number))
+    lines = tuple(forge.list_line_comments(run.repo, pull.number))
+    comments = tuple(forge.list_comments(run.repo, pull.number, since=_since(run)))
+    actors = {r.author for r in reviews} | {c.author for c in lines} | \
+        {c.author for c in comments}
+    return PullView(pull=pull, reviews=reviews, line_comments=lines, comments=comments,
+                    permissions={a: permission(a) for a in actors if a})
+
+
+def retry_comments(forge: Forge, run: Run | None, permission: Callable[[str], str]
+                   ) -> tuple[tuple[Comment, ...], dict[str, str]]:
+    """The issue's comments that may hold a ``/retry`` for a failed or cancelled run, and
+    the permissions of their authors."""
+    if run is None or not run.terminal or run.state is RunState.SUCCEEDED or \
+            not run.issue_hash:
+        return (), {}
+    comments = tuple(c for c in forge.list_comments(run.repo, run.issue, since=_since(run))
+                     if commands(c.body))
+    return comments, {c.author: permission(c.author) for c in comments if c.author}
+
+
+def start_follow_up(store: Store, previous: Run, action: FollowUp) -> tuple[Run, bool]:
+    """A new run for the issue of ``previous`` that resumes from its branch and answers what
+    ``action`` says; recorded with the run it follows and what it answers."""
+    details = previous.details
+    run, created = store.create_run(
+        previous.repo, previous.issue, trigger_actor=action.actor,
+        issue_title=previous.issue_title, issue_body=previous.issue_body,
+        issue_hash=previous.issue_hash, branch=previous.branch or branch_name(previous.issue),
+        pr_number=previous.pr_number, pr_url=previous.pr_url, priority=previous.priority,
+        details=RunDetails(
+            trigger_at=details.trigger_at, trigger_count=details.trigger_count,
+            follows=previous.id, follow_up=action.text, follow_up_kind=action.kind,
+            answers=action.answers, threads=action.threads,
+            answered_until=max(details.answered_until, action.newest),
+            follow_ups=details.follow_ups + 1,
+            spent_before=details.spent_before + previous.cost_usd))
+    if created:
+        store.append_event(run.id, "follow_up", {
+            "follows": previous.id, "kind": action.kind, "answers": list(action.answers),
+            "threads": list(action.threads), "pull": previous.pr_number}, actor=action.actor)
+        log.info("run %s follows %s for %s#%s (%s by %s)", run.id, previous.id, run.repo,
+                 run.issue, action.kind, action.actor)
+    return run, created
+
+
+def record_pull(store: Store, action: RecordPull) -> None:
+    """The run's record says its PR was merged or closed (its state does not change)."""
+    run = store.get_run(action.run_id)
+    store.update_run(run.id, details=replace(run.details, pull_state=action.state))
+    store.append_event(run.id, f"pull_{action.state}", {"pull": run.pr_number})
+
+
+def announce_bound(store: Store, forge: Forge, run: Run, action: AnnounceBound) -> None:
+    """Say once on the PR that no more follow-ups start (a marker makes a repeat an edit)."""
+    forge.upsert_comment(run.repo, action.pull, hidden_marker(BOUND_MARKER), action.text)
+    store.update_run(run.id, details=replace(store.get_run(run.id).details, bound_told=True))
+    store.append_event(run.id, "follow_up_bound", {"pull": action.pull})
