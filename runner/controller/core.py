@@ -250,7 +250,7 @@ class Controller:
             if found:
                 view = replace(view, comments=view.comments + found,
                                permissions={**view.permissions, **permissions})
-        action = plan(view, run, self.rules, pull, time.time())
+        action = plan(view, run, self.rules, pull, self.clock.now())
         log.debug("%s: %s", key, action)
         if isinstance(action, Start):
             self._start(repo, number, action)

@@ -30,7 +30,7 @@ from runner.testing.demo import (
 )
 from runner.testing.demo_review import ANSWER_SUMMARY, answering, review_round
 from runner.testing.llm import Policy, Reply, Request, Script
-from tests.e2e.conftest import pulls_from, status_comments
+from tests.support import pulls_from, status_comments
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 FLAVOURS = ["github", "forgejo"]
