@@ -89,7 +89,8 @@ def test_huge_and_wrongly_typed_numbers_answer_400_and_never_reach_the_loop(
 
     @settings(max_examples=300, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-    @given(number=bad_numbers, where=st.sampled_from(["issue", "pull", "check"]))
+    @given(number=bad_numbers,
+           where=st.sampled_from(["issue", "pull", "check", "review", "review_comment"]))
     def deliver(number: Any, where: str) -> None:
         payload = labelled(1)
         event = "issues"
@@ -99,6 +100,14 @@ def test_huge_and_wrongly_typed_numbers_answer_400_and_never_reach_the_loop(
         elif where == "pull":
             event = "pull_request"
             payload["pull_request"] = {"number": number, "head": {"sha": "a" * 40}}
+        elif where in ("review", "review_comment"):
+            if where == "review_comment" and forge == "forgejo":
+                return  # Forgejo announces reviews, not their line comments
+            # Forgejo's review delivery by its event name (no X-Forgejo-Event-Type here)
+            event = {"github": f"pull_request_{where}", "forgejo": "pull_request_rejected"}[forge]
+            payload["pull_request"] = {"number": number, "head": {"sha": "a" * 40}}
+            payload["review"] = {"id": 7, "state": "changes_requested", "type": "x"}
+            payload["comment"] = {"body": "fix", "pull_request_review_id": 7}
         else:
             if forge == "forgejo":
                 return  # Forgejo sends no check runs
