@@ -11,7 +11,9 @@ the run steps and the controller need no metric calls of their own:
   ``review`` events.
 
 The server reports webhook deliveries itself (``webhook_delivery``, ``webhook_accepted``);
-runs by state are counted from the store at scrape time. Every process sharing a Redis store
+runs by state are counted by the store itself at scrape time (``Store.count_by_state``, an
+index: no scrape reads every run). The metrics are ``prometheus_client``'s, in a registry of
+this object's own. Every process sharing a Redis store
 sees the whole fleet's bus, so scrape one process (or aggregate with ``max``).
 """
 
@@ -19,97 +21,61 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from runner.model import RunState
 from runner.store.base import BusMessage, Store, StoreError
 
 log = logging.getLogger("orchestrator.metrics")
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 # Agent actions that count as "the agent is working" for the dispatch latency.
 AGENT_ACTIONS = frozenset({"agent.tool", "agent.output"})
 # A webhook older than this before a run's creation did not cause it.
 WEBHOOK_WINDOW_S = 600.0
 MAX_TRACKED_RUNS = 10000
-LabelKey = tuple[tuple[str, str], ...]
+# No ``*_created`` series: a scrape shows the figures the docs name, nothing else.
+disable_created_metrics()
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _StoreCounts(Collector):
+    """Runs by state, and whether the store answered, read from the store at each scrape."""
 
+    def __init__(self) -> None:
+        self.store: Store | None = None
 
-def _labels(key: LabelKey, extra: Sequence[tuple[str, str]] = ()) -> str:
-    pairs = [*key, *extra]
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in pairs) + "}"
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if not float(value).is_integer() else str(int(value))
-
-
-def _key(labels: dict[str, str]) -> LabelKey:
-    return tuple(sorted(labels.items()))
-
-
-@dataclass
-class Counter:
-    """A monotonically growing count per label set."""
-
-    name: str
-    help: str
-    values: dict[LabelKey, float] = field(default_factory=dict)
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = _key(labels)
-        self.values[key] = self.values.get(key, 0.0) + amount
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        lines += [f"{self.name}{_labels(k)} {_number(v)}" for k, v in sorted(self.values.items())]
-        return lines
-
-
-@dataclass
-class Histogram:
-    """Observations in cumulative buckets, with their sum and count."""
-
-    name: str
-    help: str
-    buckets: tuple[float, ...] = LATENCY_BUCKETS
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    count: int = 0
-
-    def __post_init__(self) -> None:
-        self.counts = [0] * len(self.buckets)
-
-    def observe(self, value: float) -> None:
-        value = max(0.0, value)
-        for i, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[i] += 1
-        self.total += value
-        self.count += 1
-
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for bound, n in zip(self.buckets, self.counts, strict=True):
-            lines.append(f'{self.name}_bucket{{le="{_number(bound)}"}} {n}')
-        lines.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
-        lines.append(f"{self.name}_sum {_number(self.total)}")
-        lines.append(f"{self.name}_count {self.count}")
-        return lines
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        runs = GaugeMetricFamily("orchestrator_runs", "Runs in the store by state.",
+                                 labels=["state"])
+        counts = {state: 0 for state in RunState}
+        up = 0
+        if self.store is not None:
+            try:
+                counts = self.store.count_by_state()
+                up = 1
+            except StoreError as exc:
+                log.warning("metrics: cannot count runs: %s", exc)
+        for state in RunState:
+            runs.add_metric([state.value], counts.get(state, 0))
+        yield runs
+        yield GaugeMetricFamily("orchestrator_store_up",
+                                "1 when the store answered this scrape.", value=up)
 
 
 @dataclass
@@ -126,19 +92,30 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._store_counts = _StoreCounts()
+        self.registry.register(self._store_counts)
+        reg = self.registry
         self.dispatch = Histogram("orchestrator_dispatch_latency_seconds",
-                                  "Webhook accepted (or run created) to the agent's first action.")
+                                  "Webhook accepted (or run created) to the agent's first action.",
+                                  buckets=LATENCY_BUCKETS, registry=reg)
         self.kill = Histogram("orchestrator_kill_latency_seconds",
-                              "Kill requested to the run cancelled.")
+                              "Kill requested to the run cancelled.", buckets=LATENCY_BUCKETS,
+                              registry=reg)
         self.webhooks = Counter("orchestrator_webhook_deliveries_total",
-                                "Webhook deliveries by forge and result.")
+                                "Webhook deliveries by forge and result.",
+                                ["forge", "result"], registry=reg)
         self.gates = Counter("orchestrator_gate_results_total",
-                             "Gate outcomes by stage (pre-push, ci, review), gate and outcome.")
+                             "Gate outcomes by stage (pre-push, ci, review), gate and outcome.",
+                             ["stage", "gate", "outcome"], registry=reg)
         self.tokens = Counter("orchestrator_tokens_total",
-                              "Model tokens used by agents and reviewers, by kind.")
-        self.cost = Counter("orchestrator_cost_usd_total", "Model cost in US dollars.")
+                              "Model tokens used by agents and reviewers, by kind.", ["kind"],
+                              registry=reg)
+        self.cost = Counter("orchestrator_cost_usd_total", "Model cost in US dollars.",
+                            registry=reg)
         self.finished = Counter("orchestrator_runs_finished_total",
-                                "Runs that reached a terminal state, by state.")
+                                "Runs that reached a terminal state, by state.", ["state"],
+                                registry=reg)
         self._webhook_at: dict[tuple[str, int], float] = {}
         self._runs: dict[str, _RunTrack] = {}
         self._follower: _BusFollower | None = None
@@ -148,7 +125,7 @@ class Metrics:
     def webhook_delivery(self, forge: str, result: str) -> None:
         """Count one webhook delivery; ``result`` is accepted, ignored, duplicate, ..."""
         with self._lock:
-            self.webhooks.inc(forge=forge, result=result)
+            self.webhooks.labels(forge=forge, result=result).inc()
 
     def webhook_accepted(self, repo: str, issue: int, at: float | None = None) -> None:
         """Remember when a webhook put an issue on the queue (the dispatch latency's start)."""
@@ -187,7 +164,7 @@ class Metrics:
                 start = self._webhook_at.get((track.repo, track.issue))
                 if start is None or not 0 <= track.created_at - start <= WEBHOOK_WINDOW_S:
                     start = track.created_at
-                self.dispatch.observe(at - start)
+                self.dispatch.observe(max(0.0, at - start))
         elif kind == "kill_requested":
             if track is not None and track.kill_at is None:
                 track.kill_at = at
@@ -201,9 +178,9 @@ class Metrics:
         target = str(data.get("to", ""))
         if target not in {s.value for s in RunState if s.terminal}:
             return
-        self.finished.inc(state=target)
+        self.finished.labels(state=target).inc()
         if track is not None and target == RunState.CANCELLED and track.kill_at is not None:
-            self.kill.observe(at - track.kill_at)
+            self.kill.observe(max(0.0, at - track.kill_at))
         self._runs.pop(run_id, None)
 
     def _usage(self, kind: str, data: dict[str, Any]) -> None:
@@ -219,7 +196,7 @@ class Metrics:
             return
         for name, value in pairs.items():
             if isinstance(value, int | float) and value > 0:
-                self.tokens.inc(float(value), kind=name)
+                self.tokens.labels(kind=name).inc(float(value))
         if isinstance(cost, int | float) and cost > 0:
             self.cost.inc(float(cost))
 
@@ -227,16 +204,18 @@ class Metrics:
         if kind == "gates":
             stage = str(data.get("stage", "pre-push"))
             if data.get("skipped"):
-                self.gates.inc(stage=stage, gate="all", outcome="skipped")
+                self.gates.labels(stage=stage, gate="all", outcome="skipped").inc()
             for result in data.get("results") or []:
                 if isinstance(result, dict):
-                    self.gates.inc(stage=stage, gate=str(result.get("gate", "?")),
-                                   outcome="passed" if result.get("passed") else "failed")
+                    self.gates.labels(stage=stage, gate=str(result.get("gate", "?")),
+                                      outcome="passed" if result.get("passed") else "failed"
+                                      ).inc()
         elif kind == "ci":
-            self.gates.inc(stage="ci", gate="ci", outcome=str(data.get("state", "unknown")))
+            self.gates.labels(stage="ci", gate="ci",
+                              outcome=str(data.get("state", "unknown"))).inc()
         elif kind == "review":
-            self.gates.inc(stage="review", gate="ai-review",
-                           outcome=str(data.get("verdict", "unknown")))
+            self.gates.labels(stage="review", gate="ai-review",
+                              outcome=str(data.get("verdict", "unknown"))).inc()
 
     def follow(self, store: Store) -> None:
         """Start feeding this object from ``store``'s bus in a daemon thread."""
@@ -253,27 +232,10 @@ class Metrics:
     # ------------------------------------------------------------ scrape
 
     def render(self, store: Store) -> str:
-        """The exposition text: these metrics plus runs by state read from ``store``."""
-        lines = ["# HELP orchestrator_runs Runs in the store by state.",
-                 "# TYPE orchestrator_runs gauge"]
-        counts = {state.value: 0 for state in RunState}
-        try:
-            for run in store.list_runs(limit=100000):
-                counts[run.state.value] += 1
-            up = 1
-        except StoreError as exc:
-            log.warning("metrics: cannot count runs: %s", exc)
-            up = 0
-        lines += [f'orchestrator_runs{{state="{s}"}} {n}' for s, n in counts.items()]
-        lines += ["# HELP orchestrator_store_up 1 when the store answered this scrape.",
-                  "# TYPE orchestrator_store_up gauge", f"orchestrator_store_up {up}"]
+        """The exposition text: these metrics plus runs by state counted by ``store``."""
         with self._lock:
-            parts: Iterable[Counter | Histogram] = (self.dispatch, self.kill, self.webhooks,
-                                                    self.gates, self.tokens, self.cost,
-                                                    self.finished)
-            for metric in parts:
-                lines += metric.render()
-        return "\n".join(lines) + "\n"
+            self._store_counts.store = store
+            return generate_latest(self.registry).decode()
 
 
 class _BusFollower:

@@ -100,6 +100,10 @@ class Store(Protocol):
     def update_run(self, run_id: str, *, fence: int | None = None, **fields: Any) -> Run:
         """Change non-state fields (PR number, cost, ...)."""
 
+    def count_by_state(self) -> dict[RunState, int]:
+        """How many runs are in each state (every state present, zero when none), counted by
+        the store from an index: never by reading every run (the metrics scrape asks)."""
+
     def spend_by_repo(self, since: float) -> dict[str, float]:
         """The recorded model cost (``cost_usd``) of the runs created at or after ``since``
         (epoch seconds), summed per repository; repositories without such runs are absent."""

@@ -77,6 +77,11 @@ class RedisStore:
 
     def _write_run(self, pipe: Any, run: Run) -> None:
         pipe.set(self._k("run", run.id), json.dumps(run.to_dict()))
+        # The run in its state's set alone (count_by_state): every write puts it right.
+        for state in RunState:
+            if state != run.state:
+                pipe.srem(self._k("state", state.value), run.id)
+        pipe.sadd(self._k("state", run.state.value), run.id)
         if run.terminal:
             pipe.zrem(self._k("active"), run.id)
             pipe.delete(self._issue_key(run.repo, run.issue))
@@ -168,6 +173,30 @@ class RedisStore:
                     out.append(run)
             start += page
         return out[:limit]
+
+    def count_by_state(self) -> dict[RunState, int]:
+        if not self.r.exists(self._k("state-sets")):
+            self._index_states()
+        pipe = self.r.pipeline(transaction=False)
+        for state in RunState:
+            pipe.scard(self._k("state", state.value))
+        return dict(zip(RunState, (int(n) for n in pipe.execute()), strict=True))
+
+    def _index_states(self) -> None:
+        """Put the runs written before the state sets existed into them, once per store."""
+        # Runs written since the sets exist are in their state's set already: left alone.
+        indexed: set[str] = set()
+        for state in RunState:
+            indexed |= set(self.r.smembers(self._k("state", state.value)))
+        ids = [i for i in self.r.zrange(self._k("runs"), 0, -1) if i not in indexed]
+        for start in range(0, len(ids), 500):
+            pipe = self.r.pipeline(transaction=False)
+            for raw in self.r.mget([self._k("run", i) for i in ids[start:start + 500]]):
+                if raw is not None:
+                    data = json.loads(raw)
+                    pipe.sadd(self._k("state", data["state"]), data["id"])
+            pipe.execute()
+        self.r.set(self._k("state-sets"), "1")
 
     def spend_by_repo(self, since: float) -> dict[str, float]:
         # The runs index is scored by creation time: only the day's runs are read.

@@ -18,7 +18,6 @@ from typing import Any
 
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.model import (
-    ACTIVE,
     MUTABLE_FIELDS,
     PRIORITY_DEFAULT,
     Event,
@@ -37,31 +36,9 @@ from runner.store.base import (
     StoreUnavailable,
     new_run_id,
 )
+from runner.store.sqlite_schema import ACTIVE_SQL as _ACTIVE_SQL
+from runner.store.sqlite_schema import SCHEMA as _SCHEMA
 
-_ACTIVE_SQL = "(" + ",".join(f"'{s}'" for s in sorted(ACTIVE)) + ")"
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, repo TEXT NOT NULL, issue INTEGER NOT NULL, state TEXT NOT NULL,
-    created_at REAL NOT NULL, data TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active ON runs(repo, issue)
-    WHERE state IN {_ACTIVE_SQL};
-CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
-    actor TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (run_id, seq)
-);
-CREATE TABLE IF NOT EXISTS leases (
-    run_id TEXT PRIMARY KEY, worker TEXT NOT NULL, token INTEGER NOT NULL, expires_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fences (run_id TEXT PRIMARY KEY, token INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS kills (
-    run_id TEXT PRIMARY KEY, actor TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS bus (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,
-    message TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
 _BUS_KEEP_S = 600.0
 _POLL_S = 0.05
 
@@ -204,6 +181,10 @@ class SqliteStore:
         sql += " ORDER BY created_at DESC LIMIT ?"
         args.append(limit)
         return [self._row_to_run(r) for r in self._db().execute(sql, args)]
+
+    def count_by_state(self) -> dict[RunState, int]:
+        rows = self._db().execute("SELECT state, COUNT(*) FROM runs GROUP BY state").fetchall()
+        return {state: 0 for state in RunState} | {RunState(s): int(n) for s, n in rows}
 
     def spend_by_repo(self, since: float) -> dict[str, float]:
         rows = self._db().execute(

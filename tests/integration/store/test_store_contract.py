@@ -139,6 +139,38 @@ def test_spend_sums_the_cost_of_the_runs_created_since(store: Store) -> None:
     assert store.spend_by_repo(time.time() + 1) == {}
 
 
+def test_runs_are_counted_by_state(store: Store) -> None:
+    assert store.count_by_state() == {state: 0 for state in RunState}
+    store.create_run("acme/w", 1)
+    working, _ = store.create_run("acme/w", 2)
+    done, _ = store.create_run("acme/w", 3)
+    advance(store, working.id, RunState.PREPARING, RunState.RUNNING)
+    advance(store, done.id, RunState.CANCELLED)
+    store.update_run(working.id, cost_usd=0.5)  # a write that is no transition
+    counts = store.count_by_state()
+    assert counts[RunState.QUEUED] == 1 and counts[RunState.RUNNING] == 1
+    assert counts[RunState.CANCELLED] == 1 and counts[RunState.PREPARING] == 0
+    assert sum(counts.values()) == 3 and set(counts) == set(RunState)
+
+
+def test_redis_counts_runs_written_before_its_state_index(redis_url: str) -> None:
+    """A store upgraded in place: runs written by an older runner have no state index yet."""
+    from runner.store.redis import RedisStore
+
+    store = RedisStore(redis_url)
+    old, _ = store.create_run("acme/w", 1)
+    advance(store, old.id, RunState.FAILED)
+    older, _ = store.create_run("acme/w", 2)
+    # What an older runner left: the runs, but neither the state sets nor their marker.
+    store.r.delete(*[store._k("state", s.value) for s in RunState], store._k("state-sets"))
+    counts = store.count_by_state()
+    assert counts[RunState.FAILED] == 1 and counts[RunState.QUEUED] == 1
+    assert sum(counts.values()) == 2
+    advance(store, older.id, RunState.CANCELLED)
+    assert store.count_by_state()[RunState.QUEUED] == 0
+    store.close()
+
+
 def test_a_mark_is_made_once_across_processes(store: Store, spec: str) -> None:
     other = open_spec(spec)
     try:
