@@ -30,7 +30,7 @@ from runner.testing.demo import (
 )
 from runner.testing.demo_review import ANSWER_SUMMARY, answering, review_round
 from runner.testing.llm import Policy, Reply, Request, Script
-from tests.support import pulls_from, status_comments
+from tests.support import ORCHESTRATOR, pulls_from, status_comments
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 FLAVOURS = ["github", "forgejo"]
@@ -227,8 +227,6 @@ def test_closing_the_pull_request_stops_a_follow_up_and_merging_is_recorded(
 
 def test_a_merged_pull_request_shows_as_merged_in_runs(tmp_path: Path, sandbox_image: str
                                                        ) -> None:
-    from tests.conftest import ORCHESTRATOR
-
     with DemoWorld(tmp_path, agent=fixing_and_answering(), settings=QUIET) as world:
         _, first = first_green(world)
         assert first.pr_number is not None
