@@ -106,11 +106,7 @@ def config_schema() -> None:
 def runs_cmd(ctx: Context, states: tuple[str, ...], repo: str | None, limit: int,
              as_json: bool) -> None:
     """List runs, newest first."""
-    wanted: set[RunState] | None = None
-    if states:
-        wanted = set()
-        for s in states:
-            wanted |= set(ACTIVE) if s == "active" else {RunState(s)}
+    wanted = {x for s in states for x in (ACTIVE if s == "active" else {RunState(s)})} or None
     store = ctx.store()
     runs = store.list_runs(states=wanted, repo=repo, limit=limit)
     if as_json:
@@ -119,11 +115,7 @@ def runs_cmd(ctx: Context, states: tuple[str, ...], repo: str | None, limit: int
     if not runs:
         console.print("no runs yet (label an issue, or try `scripts/demo`)")
         return
-    owners = {}
-    for run in runs:
-        lease = None if run.terminal else store.current_lease(run.id)
-        owners[run.id] = lease.worker if lease else ""
-    console.print(cli_output.runs_table(runs, owners))
+    console.print(cli_output.runs_table(runs, cli_output.owners(store, runs)))
     from runner.run.spending import spend_today  # the steps' imports only for this command
 
     for line in spend_today(store, ctx.settings()).lines():
@@ -377,16 +369,23 @@ def handle_event_cmd(ctx: Context, event_name: str, event_file: str, verbose: bo
 @click.option("--dir", "workdir", type=click.Path(file_okay=False),
               help="where to keep the demo's files [default: a new temporary folder]")
 @click.option("-v", "--verbose", is_flag=True, help="show the runner's log")
-def demo_cmd(flavour: str, real_llm: bool, workdir: str | None, verbose: bool) -> None:
+@click.option("--keep", is_flag=True,
+              help="then keep everything up to be clicked (forge pages, dashboard) until Ctrl-C")
+def demo_cmd(flavour: str, real_llm: bool, workdir: str | None, verbose: bool,
+             keep: bool) -> None:
     """Show the whole flow on this machine, no account or key needed.
 
     A forge emulator with a sample repository (a bug and a failing test, CI running the
     tests), an LLM emulator playing the agent, the runner with the embedded store and the
     Docker sandbox: issue 1 becomes a green pull request, issue 2 is killed mid-run.
+    With --keep, it all stays up for you to try until Ctrl-C.
     """
+    import functools
+    import shutil
     import tempfile
 
     from runner.testing.demo import run_demo
+    from runner.testing.playground import keep_until_stopped, reviewing_with_a_note
 
     if real_llm and not os.environ.get("ANTHROPIC_API_KEY"):
         fail("--real-llm needs ANTHROPIC_API_KEY in the environment", 2)
@@ -394,9 +393,14 @@ def demo_cmd(flavour: str, real_llm: bool, workdir: str | None, verbose: bool) -
         _setup_logging(False)
     folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="orchestrator-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
+
+    say = functools.partial(console.print, highlight=False, soft_wrap=True, markup=False)
     try:
         ok = run_demo(folder, flavour=flavour, real_llm=real_llm,  # type: ignore[arg-type]
-                      say=lambda line: console.print(line, highlight=False, soft_wrap=True))
+                      say=say, reviewer=reviewing_with_a_note if keep else None,
+                      keep=(lambda world: keep_until_stopped(world, say)) if keep else None)
+        if keep and not workdir:  # the playground's files go with it
+            shutil.rmtree(folder, ignore_errors=True)
     except TimeoutError as exc:
         fail(f"the demo stalled: {exc}")
     except Exception as exc:

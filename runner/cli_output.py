@@ -57,6 +57,15 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{rest:02d}s"
 
 
+def owners(store: Store, runs: Sequence[Run]) -> dict[str, str]:
+    """Run id -> the process holding its lease (empty when none does)."""
+    found = {}
+    for run in runs:
+        lease = None if run.terminal else store.current_lease(run.id)
+        found[run.id] = lease.worker if lease else ""
+    return found
+
+
 def runs_table(runs: Sequence[Run], owners: dict[str, str], now: float | None = None) -> Table:
     """The runs as a table whose RUN column is never cut: the id is what ``logs`` and
     ``kill`` need; the issue title and the reason give way on a narrow terminal."""
