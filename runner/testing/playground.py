@@ -58,15 +58,20 @@ def welcome(world: DemoWorld, finished: Run | None) -> list[str]:
     return lines
 
 
-def keep_until_stopped(world: DemoWorld, say: Callable[[str], None],
-                       stop: threading.Event | None = None) -> None:
-    """Serve the forge pages, print the welcome, wait for Ctrl-C (or SIGTERM, or ``stop``),
-    then kill what still runs and wait until each run has cleaned up."""
+def open_playground(world: DemoWorld) -> None:
+    """Serve the forge's pages as the maintainer, linked to the dashboard."""
     assert world.server is not None
     for name in ("orchestrator", "orchestrator:kill"):  # Forgejo adds known labels only
         world.forge.state.ensure_label(world.forge.repo(REPO), name)
     world.forge.serve_pages(MAINTAINER, dashboard_url=world.server.url,
                             note=f"Playground: you are @{MAINTAINER}, the maintainer.")
+
+
+def keep_until_stopped(world: DemoWorld, say: Callable[[str], None],
+                       stop: threading.Event | None = None) -> None:
+    """Serve the forge pages, print the welcome, wait for Ctrl-C (or SIGTERM, or ``stop``),
+    then kill what still runs and wait until each run has cleaned up."""
+    open_playground(world)
     first = world.run_for(1)
     for line in welcome(world, first):
         say(line)
