@@ -115,7 +115,8 @@ def runs_cmd(ctx: Context, states: tuple[str, ...], repo: str | None, limit: int
     if not runs:
         console.print("no runs yet (label an issue, or try `scripts/demo`)")
         return
-    console.print(cli_output.runs_table(runs, cli_output.owners(store, runs)))
+    for line in cli_output.runs_table(runs, cli_output.owners(store, runs), console.width):
+        console.print(line, highlight=False, soft_wrap=True)
     from runner.run.spending import spend_today  # the steps' imports only for this command
 
     for line in spend_today(store, ctx.settings()).lines():

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from runner import eventtext
 from runner.model import Event, Run, RunState
@@ -66,29 +65,42 @@ def owners(store: Store, runs: Sequence[Run]) -> dict[str, str]:
     return found
 
 
-def runs_table(runs: Sequence[Run], owners: dict[str, str], now: float | None = None) -> Table:
-    """The runs as a table whose RUN column is never cut: the id is what ``logs`` and
-    ``kill`` need; the issue title and the reason give way on a narrow terminal."""
+def fit(text: str, width: int) -> str:
+    """``text`` in exactly ``width`` characters: padded, or cut with an ellipsis."""
+    return text.ljust(width) if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def runs_table(runs: Sequence[Run], owners: dict[str, str], width: int,
+               now: float | None = None) -> list[str]:
+    """The runs as lines of at most ``width`` characters (rich markup for the state). The RUN
+    column is never cut: the id is what ``logs`` and ``kill`` need; the issue, the owner and
+    the reason give way on a narrow terminal (the reason last, on one line)."""
     now = now or time.time()
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    width = max((len(run.id) for run in runs), default=14)
-    table.add_column("RUN", no_wrap=True, min_width=width)
-    table.add_column("STATE", no_wrap=True)
-    table.add_column("ISSUE", no_wrap=True, overflow="ellipsis", max_width=28)
-    table.add_column("IT", no_wrap=True, justify="right")
-    table.add_column("PR", no_wrap=True)
-    table.add_column("COST", no_wrap=True, justify="right")
-    table.add_column("AGE", no_wrap=True, justify="right")
-    table.add_column("OWNER", no_wrap=True, overflow="ellipsis", max_width=16)
-    table.add_column("REASON", no_wrap=True, overflow="ellipsis", ratio=1)
+    id_width = max((len(run.id) for run in runs), default=14)
+    fixed = [("RUN", id_width), ("STATE", 9), ("IT", 2), ("PR", 5), ("COST", 6), ("AGE", 4)]
+    room = width - sum(w for _, w in fixed) - 2 * (len(fixed) + 1)
+    owned = any(owners.get(r.id) for r in runs)  # no OWNER column when no process holds one
+    owner_w = max(5, min(14, max(len(owners.get(r.id) or "-") for r in runs))) if owned else 0
+    room -= owner_w + (2 if owned else 0)
+    issue_w = min(26, max((len(f"{r.repo}#{r.issue}") for r in runs), default=10))
+    reason_need = min(16, max((len(r.reason) for r in runs), default=0))
+    issue_w = max(10, min(issue_w, room - reason_need))  # the issue gives way to a reason
+    reason_w = max(0, room - issue_w)
+    header = ["RUN".ljust(id_width), "STATE".ljust(9), "ISSUE".ljust(issue_w), "IT",
+              "PR".ljust(5), "COST".rjust(6), "AGE".rjust(4)] + (
+        ["OWNER".ljust(owner_w)] if owned else [])
+    lines = ["[bold]" + escape("  ".join(header) + ("  REASON" if reason_w >= 6 else "")) + "[/]"]
     for run in runs:
         style = STATE_STYLE.get(run.state, "cyan")
-        table.add_row(run.id, f"[{style}]{run.state}[/]", escape(f"{run.repo}#{run.issue}"),
-                      str(run.iteration), f"#{run.pr_number}" if run.pr_number else "-",
-                      f"${run.cost_usd:.2f}", age(now - run.created_at),
-                      escape(owners.get(run.id) or "-"),
-                      escape(eventtext.one_line(run.reason, 200)))
-    return table
+        cells = [run.id.ljust(id_width), f"[{style}]{escape(fit(str(run.state), 9))}[/]",
+                 escape(fit(f"{run.repo}#{run.issue}", issue_w)), str(run.iteration).rjust(2),
+                 fit(f"#{run.pr_number}" if run.pr_number else "-", 5),
+                 f"${run.cost_usd:.2f}".rjust(6), age(now - run.created_at).rjust(4)] + (
+            [escape(fit(owners.get(run.id) or "-", owner_w))] if owned else [])
+        reason = escape(fit(eventtext.one_line(run.reason, 500), reason_w)).rstrip() \
+            if reason_w >= 6 else ""
+        lines.append(("  ".join(cells) + ("  " + reason if reason else "")).rstrip())
+    return lines
 
 
 class Progress:
@@ -100,7 +112,7 @@ class Progress:
         self.step_at = 0.0
 
     def width(self) -> int:
-        return max(60, self.console.width - 22)
+        return max(40, self.console.width - 12)  # what is left after "HH:MM:SS   "
 
     def show(self, event: Event) -> None:
         """Print one event."""

@@ -40,13 +40,16 @@ HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'self'; "
                                       "form-action 'self'; frame-ancestors 'none'",
            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(
+# As in forges' comments: a newline is a line break; raw HTML is not rendered (shown as text).
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable(
     ["table", "strikethrough"])
+HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
 
 
 def markdown(text: object) -> Markup:
-    """Markdown as HTML, raw HTML in it shown as text (markdown-it-py escapes it)."""
-    return Markup(_markdown.render(str(text or "")))  # markdown-it escaped it
+    """Markdown as HTML, raw HTML in it shown as text (markdown-it-py escapes it); HTML
+    comments (the runner's hidden markers) are dropped, as forges hide them."""
+    return Markup(_markdown.render(HTML_COMMENT.sub("", str(text or ""))))  # escaped by it
 
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES / "forge"), autoescape=True,
