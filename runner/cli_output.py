@@ -20,21 +20,21 @@ from runner.store.base import Store
 
 STATE_STYLE = {RunState.SUCCEEDED: "green", RunState.FAILED: "red",
                RunState.CANCELLED: "yellow"}
-# Third-party loggers that narrate every request at INFO (httpx: "HTTP Request: POST ...").
-QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "docker", "github", "anthropic", "uvicorn.access",
-                 "hpack", "git")
+# The runner's own loggers; every other library's logger is quiet below WARNING by default
+# (httpx and the SDK's httpx2 narrate each request at INFO: "HTTP Request: POST ...").
+OWN_LOGGERS = ("orchestrator", "runner", "gates")
 
 
 def setup_logging(console: Console, verbose: bool) -> None:
-    """Log to ``console``: the runner's own INFO lines; other libraries only at WARNING
+    """Log to ``console``: the runner's own INFO lines, other libraries only from WARNING
     (``verbose``: DEBUG for the runner, INFO for the libraries)."""
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        datefmt="[%X]", force=True,
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(message)s", datefmt="[%X]", force=True,
                         handlers=[RichHandler(console=console, show_path=False)])
-    for noisy in QUIET_LOGGERS:
-        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def age(seconds: float) -> str:

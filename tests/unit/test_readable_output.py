@@ -142,5 +142,7 @@ def test_the_demo_quiets_third_party_loggers() -> None:
     from runner.cli_output import setup_logging
 
     setup_logging(Console(stderr=True), verbose=False)
-    for name in ("httpx", "httpcore", "anthropic", "urllib3", "docker"):
+    for name in ("httpx", "httpx2", "httpcore", "anthropic", "urllib3", "docker", "any.lib"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+    for name in ("orchestrator.run", "runner.workspace", "gates.runner"):
+        assert logging.getLogger(name).isEnabledFor(logging.INFO), name
