@@ -30,12 +30,14 @@ def sign_in(page: Any, base: str, token: str) -> None:
     page.click("button[type=submit]")
 
 
+@pytest.mark.parametrize("flavour", ["github", "forgejo"])
 def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
-        tmp_path: Path, sandbox_image: str, chromium: Any) -> None:  # noqa: F811
+        tmp_path: Path, sandbox_image: str, chromium: Any, flavour: str) -> None:  # noqa: F811
     from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(exist_ok=True)
-    with DemoWorld(tmp_path, agent=demo_agent(), reviewer=reviewing_with_a_note) as world:
+    with DemoWorld(tmp_path, flavour=flavour,  # type: ignore[arg-type]
+                   agent=demo_agent(), reviewer=reviewing_with_a_note) as world:
         assert world.server is not None
         open_playground(world)
         forge, dash = world.forge.url, world.server.url
@@ -61,13 +63,17 @@ def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
         row = page.locator(f'tr[data-run="{run.id}"]')
         expect(row).to_be_visible(timeout=15_000)
         expect(row.locator("[data-state]")).to_have_text("succeeded", timeout=240_000)
-        page.screenshot(path=str(ARTIFACTS / "playground-dashboard.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / f"playground-dashboard-{flavour}.png"), full_page=True)
 
-        # the issue names its run, linked to the dashboard
+        # the issue names its run, linked to the dashboard (its status comment is written
+        # in the background: wait for its last edit)
+        world.wait_for(lambda: any("**succeeded**" in c.body for c in
+                                   world.forge.issue(REPO, number).comments), 30,
+                       "the status comment to say succeeded")
         page.goto(f"{forge}/{REPO}/issues/{number}")
         expect(page.locator(".status-comment").first).to_contain_text("succeeded")
         expect(page.locator(f'a.run-link[href="{dash}/runs/{run.id}"]').first).to_be_visible()
-        page.screenshot(path=str(ARTIFACTS / "playground-issue.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / f"playground-issue-{flavour}.png"), full_page=True)
 
         # the run page links to the PR; the PR page shows CI, the AI review and its line note
         page.goto(f"{dash}/runs/{run.id}")
@@ -81,7 +87,7 @@ def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
         beside = note.evaluate("row => row.previousElementSibling.dataset.line")
         assert beside == "6", "the line comment sits under the line it is about"
         expect(page.locator('tr[data-line="6"]').first).to_contain_text("return a + b")
-        page.screenshot(path=str(ARTIFACTS / "playground-pr.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / f"playground-pr-{flavour}.png"), full_page=True)
 
         # the CI log, from the status's link
         page.locator("#checks a.ci-link").first.click()
@@ -104,7 +110,8 @@ def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
         page.goto(f"{dash}/runs/{killed.id}")
         expect(page.locator(".facts [data-state]")).to_have_text("cancelled")
         expect(page.locator("#timeline .m-kill")).to_contain_text("kill by alice")
-        page.screenshot(path=str(ARTIFACTS / "playground-killed-run.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / f"playground-killed-run-{flavour}.png"),
+                        full_page=True)
         assert problems == []
         page.close()
 

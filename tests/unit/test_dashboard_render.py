@@ -41,7 +41,8 @@ def three_iteration_run() -> tuple[Run, list[Event]]:
             {"gate": "diff", "passed": True, "message": "two  spaces", "expected": "x",
              "actual": "y"}]})
         add("transition", {"from": "pushing", "to": "gating"})
-        add("ci", {"sha": "abc", "state": "success", "contexts": {"ci/tests": "success"}})
+        add("ci", {"sha": "abc", "state": "success", "contexts": {"ci/tests": "success"},
+                   "links": {"ci/tests": "http://forge/_emulator/ci/7/log"}})
         add("transition", {"from": "gating", "to": "reviewing"})
         add("review", {"verdict": "approve", "confidence": 0.9, "summary": HOSTILE,
                        "findings": [{"path": "calc.py", "line": 6, "severity": "nit",
@@ -72,3 +73,12 @@ def test_the_run_page_groups_events_by_iteration_under_a_timeline() -> None:
     assert "edit calc.py (replace 1 line with 1 line)" in page
     assert "- return a - b\n+ return a + b" in page
     assert 'class="keep-space">keep  both  spaces' in page
+
+
+def test_a_ci_result_links_to_its_log_and_cost_is_not_zero_while_counting() -> None:
+    run, events = three_iteration_run()
+    page = dashboard.run_page(run, events, owner="", issue_link="", paused=False)
+    assert 'href="http://forge/_emulator/ci/7/log"' in page
+    working = Run(id="r-0123456789ab", repo="acme/app", issue=1, state=RunState.RUNNING)
+    assert dashboard.money(working) == "counting…"
+    assert "$0.0000" not in dashboard.runs_rows([dashboard.RunRow(working, "", "")])
