@@ -385,8 +385,8 @@ def demo_cmd(flavour: str, real_llm: bool, workdir: str | None, verbose: bool,
     import shutil
     import tempfile
 
+    from runner.testing import playground
     from runner.testing.demo import run_demo
-    from runner.testing.playground import keep_until_stopped, reviewing_with_a_note
 
     if real_llm and not os.environ.get("ANTHROPIC_API_KEY"):
         fail("--real-llm needs ANTHROPIC_API_KEY in the environment", 2)
@@ -394,12 +394,10 @@ def demo_cmd(flavour: str, real_llm: bool, workdir: str | None, verbose: bool,
         _setup_logging(False)
     folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="orchestrator-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
-
     say = functools.partial(console.print, highlight=False, soft_wrap=True, markup=False)
     try:
         ok = run_demo(folder, flavour=flavour, real_llm=real_llm,  # type: ignore[arg-type]
-                      say=say, reviewer=reviewing_with_a_note if keep else None,
-                      keep=(lambda world: keep_until_stopped(world, say)) if keep else None)
+                      say=say, **(playground.demo_options(say) if keep else {}))
         if keep and not workdir:  # the playground's files go with it
             shutil.rmtree(folder, ignore_errors=True)
     except TimeoutError as exc:

@@ -285,7 +285,8 @@ def demo_agent() -> Policy:
 
 
 def run_demo(workdir: Path, *, flavour: Flavour = "github", real_llm: bool = False,
-             say: Callable[[str], None] = print, reviewer: Policy | None = None,
+             say: Callable[[str], None] = print, agent: Policy | None = None,
+             reviewer: Policy | None = None,
              keep: Callable[[DemoWorld], None] | None = None) -> bool:
     """The whole flow on loopback: issue 1 becomes a green PR, issue 2 is killed mid-run.
 
@@ -295,7 +296,7 @@ def run_demo(workdir: Path, *, flavour: Flavour = "github", real_llm: bool = Fal
     overrides: dict[str, Any] = {}
     if real_llm:
         overrides["agent"] = {"base_url": None, "api_key_env": "ANTHROPIC_API_KEY"}
-    world = DemoWorld(workdir, flavour=flavour, agent=demo_agent(), reviewer=reviewer,
+    world = DemoWorld(workdir, flavour=flavour, agent=agent or demo_agent(), reviewer=reviewer,
                       settings=overrides)
     started = time.monotonic()
 

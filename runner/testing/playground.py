@@ -15,10 +15,34 @@ from typing import Any
 
 from runner.model import Run
 from runner.store.base import kill_all
-from runner.testing.demo import MAINTAINER, REPO, SLOW_TITLE, DemoWorld
-from runner.testing.llm import Reply, Request
+from runner.testing.demo import MAINTAINER, REPO, SLOW_TITLE, DemoWorld, demo_agent
+from runner.testing.llm import Policy, Reply, Request
 
 STOP_TIMEOUT_S = 90.0
+KNOWN = ("add(", "sum", "wrong result", "returns -1", "calculator", "test_calc")
+NOTE = ("# A note from the playground's agent\n\n"
+        "This agent is scripted: it can fix the calculator's `add()` (open an issue saying "
+        "that add() returns the wrong result), or work slowly on an issue titled "
+        f"\"{SLOW_TITLE}\" so that you can kill it. It did not understand this request, so "
+        "it only left this note.\n")
+
+
+def playground_agent() -> Policy:
+    """The demo's agent (fixes add(), works slowly on the issue to kill), and for a request
+    it does not know, a polite finish: a note saying what it can do, and nothing else."""
+    known = demo_agent()
+
+    def policy(request: Request) -> Reply:
+        text = request.first_user_text().lower()
+        if "what failed last time" in text or any(word in text for word in KNOWN):
+            return known(request)
+        if request.turn == 0:  # a fixed note: nothing from the issue reaches a command
+            return Reply.edit("create", "PLAYGROUND.md", "I do not know how to do this; "
+                              "leaving a note.", file_text=NOTE)
+        return Reply.finish("I am the playground's scripted agent and can only fix add() "
+                            "(or work slowly, to be killed). I left a note in PLAYGROUND.md.")
+
+    return policy
 
 
 def reviewing_with_a_note(request: Request) -> Reply:
@@ -30,6 +54,13 @@ def reviewing_with_a_note(request: Request) -> Reply:
         "findings": [{"path": "calc.py", "line": 6, "severity": "nit",
                       "message": "Right fix. A test with negative numbers would pin it down."}],
     }))
+
+
+def demo_options(say: Callable[[str], None]) -> dict[str, Any]:
+    """``run_demo``'s arguments for ``demo --keep``: the playground's agent and reviewer, and
+    the world kept up until Ctrl-C."""
+    return {"agent": playground_agent(), "reviewer": reviewing_with_a_note,
+            "keep": lambda world: keep_until_stopped(world, say)}
 
 
 def welcome(world: DemoWorld, finished: Run | None) -> list[str]:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from runner.model import RunState
-from runner.testing.demo import REPO, SLOW_TITLE, DemoWorld, demo_agent, fixing_agent
+from runner.testing.demo import REPO, SLOW_TITLE, DemoWorld, fixing_agent
 from runner.testing.llm import Reply, Request
-from runner.testing.playground import open_playground, reviewing_with_a_note
+from runner.testing.playground import open_playground, playground_agent, reviewing_with_a_note
 from tests.e2e.test_dashboard import ARTIFACTS, chromium  # noqa: F401 (the fixture)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -37,7 +37,7 @@ def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
 
     ARTIFACTS.mkdir(exist_ok=True)
     with DemoWorld(tmp_path, flavour=flavour,  # type: ignore[arg-type]
-                   agent=demo_agent(), reviewer=reviewing_with_a_note) as world:
+                   agent=playground_agent(), reviewer=reviewing_with_a_note) as world:
         assert world.server is not None
         open_playground(world)
         forge, dash = world.forge.url, world.server.url
