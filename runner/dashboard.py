@@ -101,7 +101,7 @@ def asset(name: str) -> str:
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
                    lstrip_blocks=True)
 _env.globals.update(safe_url=safe_url, clock=clock, age=age, money=money, cut=cut,
-                    text=eventtext, duration=duration)
+                    ctime=time.ctime, text=eventtext, duration=duration)
 
 
 def render(template: str, **values: Any) -> str:
