@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -15,14 +12,12 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from runner import __version__, config
+from runner import __version__, cli_output, config
 from runner.model import ACTIVE, RunState, is_run_id
 from runner.store import open_store
 from runner.store.base import Store, StoreError
 from runner.store.base import kill_all as kill_every_run
-from runner.witness import Witnesses
 
 console = Console()
 err_console = Console(stderr=True)
@@ -100,18 +95,6 @@ def config_schema() -> None:
 # ------------------------------------------------------------------ runs
 
 
-def _age(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-_STATE_STYLE = {RunState.SUCCEEDED: "green", RunState.FAILED: "red",
-                RunState.CANCELLED: "yellow"}
-
-
 @cli.command("runs")
 @click.option("--state", "states", multiple=True,
               type=click.Choice([s.value for s in RunState] + ["active"]),
@@ -123,11 +106,7 @@ _STATE_STYLE = {RunState.SUCCEEDED: "green", RunState.FAILED: "red",
 def runs_cmd(ctx: Context, states: tuple[str, ...], repo: str | None, limit: int,
              as_json: bool) -> None:
     """List runs, newest first."""
-    wanted: set[RunState] | None = None
-    if states:
-        wanted = set()
-        for s in states:
-            wanted |= set(ACTIVE) if s == "active" else {RunState(s)}
+    wanted = {x for s in states for x in (ACTIVE if s == "active" else {RunState(s)})} or None
     store = ctx.store()
     runs = store.list_runs(states=wanted, repo=repo, limit=limit)
     if as_json:
@@ -136,20 +115,8 @@ def runs_cmd(ctx: Context, states: tuple[str, ...], repo: str | None, limit: int
     if not runs:
         console.print("no runs yet (label an issue, or try `scripts/demo`)")
         return
-    table = Table(box=None, header_style="bold")
-    for column in ("RUN", "STATE", "ISSUE", "ITER", "PR", "COST", "AGE", "OWNER", "REASON"):
-        table.add_column(column)
-    now = time.time()
-    for run in runs:
-        lease = None if run.terminal else store.current_lease(run.id)
-        style = _STATE_STYLE.get(run.state, "cyan")
-        pull = f" (PR {run.details.pull_state})" if run.details.pull_state else ""
-        table.add_row(run.id, f"[{style}]{run.state}[/]{pull}", f"{run.repo}#{run.issue}",
-                      str(run.iteration), run.pr_url or (f"#{run.pr_number}" if run.pr_number
-                                                         else "-"),
-                      f"${run.cost_usd:.2f}", _age(now - run.created_at),
-                      lease.worker if lease else "-", run.reason[:60])
-    console.print(table)
+    for line in cli_output.runs_table(runs, cli_output.owners(store, runs), console.width):
+        console.print(line, highlight=False, soft_wrap=True)
     from runner.run.spending import spend_today  # the steps' imports only for this command
 
     for line in spend_today(store, ctx.settings()).lines():
@@ -199,117 +166,15 @@ def resume_cmd(ctx: Context, actor: str) -> None:
 # ------------------------------------------------------------------ doctor
 
 
-@dataclass
-class Check:
-    name: str
-    required: bool
-    run: Callable[[], str]  # returns a detail line; raises DoctorFail(fix)
-
-
-class DoctorFail(Exception):
-    pass
-
-
-def _doctor_checks(ctx: Context) -> list[Check]:
-    state: dict[str, Any] = {}
-
-    def python() -> str:
-        # The package refuses older Pythons at install; this names the one in use.
-        return f"Python {platform.python_version()} ({sys.executable})"
-
-    def settings() -> str:
-        try:
-            state["settings"] = config.load(ctx.config_path)
-        except config.ConfigError as exc:
-            raise DoctorFail(f"{exc} (then run `orchestrator config check`)") from None
-        return str(config.find_config_file(ctx.config_path) or "no file: defaults")
-
-    def store() -> str:
-        s = state.get("settings") or config.load(ctx.config_path, require_secrets=False)
-        try:
-            open_store(s).ping()
-        except StoreError as exc:
-            raise DoctorFail(str(exc)) from None
-        return f"redis {s.store.redis}" if s.store.redis else f"sqlite {s.store.sqlite}"
-
-    def docker_engine() -> str:
-        import docker  # only here: the other checks must work without an engine
-
-        try:
-            client = docker.from_env(timeout=5)
-            version = client.version().get("Version", "?")
-            state["docker"] = client
-        except Exception as exc:
-            raise DoctorFail(f"no Docker engine answers ({type(exc).__name__}): start dockerd, "
-                             "set DOCKER_HOST, or set sandbox.backend: local") from None
-        return f"engine {version}"
-
-    def image() -> str:
-        s = state.get("settings") or config.load(ctx.config_path, require_secrets=False)
-        client = state.get("docker")
-        if client is None:
-            raise DoctorFail("needs the Docker engine (see above)")
-        try:
-            client.images.get(s.sandbox.image)
-        except Exception:
-            raise DoctorFail(f"image {s.sandbox.image} is missing: run "
-                             "scripts/build-sandbox-image") from None
-        return s.sandbox.image
-
-    from runner.forge.app_doctor import app_checks  # PyGithub only when the doctor runs
-
-    def runtime() -> str:
-        s = state.get("settings") or config.load(ctx.config_path, require_secrets=False)
-        client = state.get("docker")
-        if client is None:
-            raise DoctorFail("needs the Docker engine (see above)")
-        return runtime_status(client, s.sandbox.runtime)
-
-    apps: list[Check] = []
-    try:
-        loaded = config.load(ctx.config_path, require_secrets=False)
-        uses_docker = loaded.sandbox.backend == "docker"
-        wants_runtime = uses_docker and loaded.sandbox.runtime is not None
-        apps = [Check(c.name, True, c.run) for c in app_checks(loaded)]
-    except config.ConfigError:
-        uses_docker, wants_runtime = True, False
-    return [
-        Check("python", True, python),
-        Check("config", True, settings),
-        Check("store", True, store),
-        Check("docker", uses_docker, docker_engine),
-        Check("sandbox image", uses_docker, image),
-        Check("runtime", wants_runtime, runtime),
-        *apps,
-    ]
-
-
-def runtime_status(client: Any, wanted: str | None) -> str:
-    """Whether the engine has the sandbox's runtime (``sandbox.runtime``); DoctorFail with the
-    fix when a configured one is missing. Without one configured, says if gVisor could be."""
-    runtimes = sorted((client.info().get("Runtimes") or {}).keys())
-    if wanted is None:
-        gvisor = "runsc (gVisor) is available: sandbox.runtime: runsc" if "runsc" in runtimes \
-            else "runsc (gVisor) is not registered: scripts/register-runsc"
-        return f"the engine's default; {gvisor}"
-    if wanted not in runtimes:
-        raise DoctorFail(f"sandbox.runtime is {wanted!r} but the engine has only "
-                         f"{', '.join(runtimes) or 'its default'}: "
-                         + ("run scripts/register-runsc as root (installs runsc and adds it "
-                            "to /etc/docker/daemon.json)" if wanted == "runsc" else
-                            f"register {wanted} in /etc/docker/daemon.json")
-                         + ", or unset sandbox.runtime")
-    return f"{wanted} ({'gVisor' if wanted == 'runsc' else 'registered'})"
-
-
 @cli.command("doctor")
 @pass_ctx
 def doctor_cmd(ctx: Context) -> None:
     """Check that everything the runner needs is here; one line per check with the fix."""
+    from runner.doctor import DoctorFail, doctor_checks
     from runner.forge.app_doctor import AppProblem
 
     failed_required = False
-    for check in _doctor_checks(ctx):
+    for check in doctor_checks(ctx.config_path):
         try:
             detail = check.run()
             console.print(f"[green]OK  [/] {escape(check.name):<14} {escape(detail)}",
@@ -328,15 +193,7 @@ def doctor_cmd(ctx: Context) -> None:
 
 
 def _setup_logging(verbose: bool) -> None:
-    import logging
-
-    from rich.logging import RichHandler
-
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        datefmt="[%X]", handlers=[RichHandler(console=err_console,
-                                                               show_path=False)])
-    for noisy in ("httpx", "urllib3", "docker", "github", "anthropic", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cli_output.setup_logging(err_console, verbose)
 
 
 def _build(ctx: Context, **kw: Any) -> Any:
@@ -404,7 +261,7 @@ def _parse_issue_ref(ref: str) -> tuple[str, int]:
 
 @cli.command("run")
 @click.argument("ref", metavar="OWNER/REPO#N")
-@click.option("-v", "--verbose", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True, help="debug logging and every tool's output")
 @pass_ctx
 def run_cmd(ctx: Context, ref: str, verbose: bool) -> None:
     """Work on one issue in the foreground (no label needed), showing progress."""
@@ -438,11 +295,12 @@ def run_cmd(ctx: Context, ref: str, verbose: bool) -> None:
     worker = threading.Thread(target=lambda: result.append(
         runner.controller.drive_in_foreground(run.id)), daemon=True)
     worker.start()
-    seen = 0
+    progress, seen = cli_output.Progress(console, full=verbose), 0
     while worker.is_alive():  # progress: the run's audit events as they happen
-        seen = _follow(runner.store, run.id, until_terminal=False, already=seen)
+        seen = cli_output.follow(runner.store, run.id, progress, until_terminal=False,
+                                 already=seen)
         worker.join(0.5)
-    _follow(runner.store, run.id, until_terminal=False, already=seen)
+    cli_output.follow(runner.store, run.id, progress, until_terminal=False, already=seen)
     ended = bool(result and result[0])
     final = runner.store.get_run(run.id)
     console.print(f"run {final.id}: [bold]{final.state}[/] {final.reason}"
@@ -450,43 +308,20 @@ def run_cmd(ctx: Context, ref: str, verbose: bool) -> None:
     sys.exit(0 if ended and final.state is RunState.SUCCEEDED else 1)
 
 
-def _print_event(event: Any) -> None:
-    when = time.strftime("%H:%M:%S", time.localtime(event.at))
-    data = event.data
-    if event.kind == "transition":
-        text = f"{data.get('from')} -> [bold]{data.get('to')}[/] {data.get('reason', '')}"
-    else:
-        text = " ".join(f"{k}={str(v)[:120]}" for k, v in data.items())
-    console.print(f"{when} {event.seq:>4} {event.actor:<14} {event.kind:<16} {text}",
-                  highlight=False, soft_wrap=True)
-
-
-def _follow(store: Store, run_id: str, *, until_terminal: bool, already: int) -> int:
-    seen = already
-    while True:
-        for event in store.events(run_id, after=seen, limit=500):
-            _print_event(event)
-            seen = event.seq
-        if not until_terminal or store.get_run(run_id).terminal:
-            for event in store.events(run_id, after=seen, limit=500):
-                _print_event(event)
-                seen = event.seq
-            return seen
-        time.sleep(0.5)
-
-
 @cli.command("logs")
 @click.argument("run_id")
 @click.option("-f", "--follow", is_flag=True, help="keep printing until the run ends")
+@click.option("--full", is_flag=True, help="every tool's whole output and every change")
 @pass_ctx
-def logs_cmd(ctx: Context, run_id: str, follow: bool) -> None:
+def logs_cmd(ctx: Context, run_id: str, follow: bool, full: bool) -> None:
     """Print a run's audit events (model turns, tool calls, gates, transitions, kills)."""
     store = ctx.store()
     try:
         store.get_run(run_id)
     except StoreError as exc:
         fail(str(exc))
-    _follow(store, run_id, until_terminal=follow, already=0)
+    cli_output.follow(store, run_id, cli_output.Progress(console, full=full),
+                      until_terminal=follow, already=0)
 
 
 @cli.command("handle-event")
@@ -516,36 +351,16 @@ def handle_event_cmd(ctx: Context, event_name: str, event_file: str, verbose: bo
         # A PR's number is no issue's: PR commands need `orchestrator serve` (webhooks).
         console.print("ignoring a comment on a pull request: `serve` handles pull requests")
         return
+    from runner.event_payload import adds_trigger_label, witness_event
+
     _setup_logging(verbose)
     runner = _build(ctx)
     if event_name == "issues":  # the job's own event record: what the trigger saw
-        _witness(runner.controller.witnesses, repo, number, payload)
+        witness_event(runner.controller.witnesses, repo, number, payload)
     outcome = runner.controller.handle_one(
-        repo, number, trigger_event=_adds_trigger_label(event_name, payload,
-                                                        runner.settings.labels.trigger))
+        repo, number, trigger_event=adds_trigger_label(event_name, payload,
+                                                       runner.settings.labels.trigger))
     console.print(outcome, highlight=False)
-
-
-def _witness(witnesses: Witnesses, repo: str, number: int, payload: dict[str, Any]) -> None:
-    """Remember who acted on the issue in this event and the text it had then."""
-    sender, issue = payload.get("sender"), payload.get("issue")
-    if isinstance(sender, dict) and isinstance(issue, dict):
-        witnesses.saw(repo, number, str(sender.get("login") or ""),
-                      str(payload.get("action") or ""), str(issue.get("title") or ""),
-                      str(issue.get("body") or ""))
-
-
-def _adds_trigger_label(event_name: str, payload: dict[str, Any], trigger: str) -> bool | None:
-    """Whether the event is the trigger label being added; None when the payload cannot
-    tell (Forgejo's label_updated is sent for additions and removals, often unnamed)."""
-    action = payload.get("action")
-    if event_name != "issues" or action not in ("labeled", "label_updated"):
-        return False
-    label = payload.get("label")
-    name = label.get("name") if isinstance(label, dict) else None
-    if action == "labeled" and name:
-        return str(name).lower() == trigger.lower()
-    return None
 
 
 # ------------------------------------------------------------------ demo
@@ -559,15 +374,22 @@ def _adds_trigger_label(event_name: str, payload: dict[str, Any], trigger: str) 
 @click.option("--dir", "workdir", type=click.Path(file_okay=False),
               help="where to keep the demo's files [default: a new temporary folder]")
 @click.option("-v", "--verbose", is_flag=True, help="show the runner's log")
-def demo_cmd(flavour: str, real_llm: bool, workdir: str | None, verbose: bool) -> None:
+@click.option("--keep", is_flag=True,
+              help="then keep everything up to be clicked (forge pages, dashboard) until Ctrl-C")
+def demo_cmd(flavour: str, real_llm: bool, workdir: str | None, verbose: bool,
+             keep: bool) -> None:
     """Show the whole flow on this machine, no account or key needed.
 
     A forge emulator with a sample repository (a bug and a failing test, CI running the
     tests), an LLM emulator playing the agent, the runner with the embedded store and the
     Docker sandbox: issue 1 becomes a green pull request, issue 2 is killed mid-run.
+    With --keep, it all stays up for you to try until Ctrl-C.
     """
+    import functools
+    import shutil
     import tempfile
 
+    from runner.testing import playground
     from runner.testing.demo import run_demo
 
     if real_llm and not os.environ.get("ANTHROPIC_API_KEY"):
@@ -576,9 +398,12 @@ def demo_cmd(flavour: str, real_llm: bool, workdir: str | None, verbose: bool) -
         _setup_logging(False)
     folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="orchestrator-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
+    say = functools.partial(console.print, highlight=False, soft_wrap=True, markup=False)
     try:
         ok = run_demo(folder, flavour=flavour, real_llm=real_llm,  # type: ignore[arg-type]
-                      say=lambda line: console.print(line, highlight=False, soft_wrap=True))
+                      say=say, **(playground.demo_options(say) if keep else {}))
+        if keep and not workdir:  # the playground's files go with it
+            shutil.rmtree(folder, ignore_errors=True)
     except TimeoutError as exc:
         fail(f"the demo stalled: {exc}")
     except Exception as exc:

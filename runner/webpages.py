@@ -52,9 +52,7 @@ def _safe_next(value: str) -> str:
 
 
 def _message(title: str, text: str, status: int) -> HTMLResponse:
-    body = (f'<section class="card narrow"><h1>{dashboard.e(title)}</h1>'
-            f'<p>{dashboard.e(text)}</p><p><a href="/runs">Back to the runs</a></p></section>')
-    return page_response(dashboard.layout(title, body), status)
+    return page_response(dashboard.message_page(title, text), status)
 
 
 Handler = Callable[[Request, Caller], Awaitable[Response]]
@@ -174,15 +172,22 @@ class Pages:
         run_id = request.path_params["run_id"]
         if not is_run_id(run_id):
             raise RunNotFound(run_id)
-        await run_in_threadpool(self.store.get_run, run_id)
+        after = eventstream.start_after(request)
+        earlier = await run_in_threadpool(self.store.events, run_id, limit=100_000)
+        iteration = [max([0, *dashboard.iteration_of([e for e in earlier if e.seq <= after])])]
 
         def render(event: Event) -> tuple[str, str]:
             state = event.data.get("to") if event.kind == "transition" else None
-            return "ev", json.dumps({"seq": event.seq, "html": dashboard.event_html(event),
-                                     "state": str(state) if state else None})
+            if state == RunState.RUNNING.value:
+                iteration[0] += 1
+            run = self.store.get_run(run_id)  # cost, killer and reason, live on the page
+            return "ev", json.dumps({
+                "seq": event.seq, "html": dashboard.event_html(event), "iteration": iteration[0],
+                "state": str(state) if state else None, "cost": dashboard.money(run),
+                "killed_by": run.killed_by, "reason": run.reason if run.terminal else ""})
 
         return eventstream.response(eventstream.follow(
-            self.store, run_id, eventstream.start_after(request), render, self.closing))
+            self.store, run_id, after, render, self.closing))
 
     # ------------------------------------------------------------ health
 

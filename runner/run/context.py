@@ -236,7 +236,9 @@ class RunContext:
         self.status.update(render(self.run, last_active=self.last_active,
                                   max_iterations=self.settings.limits.max_iterations,
                                   skip_gates=self.skip_gates, yolo_note=self.yolo_note,
-                                  link=self.services.links(self.run)))
+                                  link=self.services.links(self.run),
+                                  trigger_label=self.settings.labels.trigger,
+                                  kill_label=self.settings.labels.kill))
 
     # ------------------------------------------------------------ what the run holds
 

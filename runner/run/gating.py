@@ -51,7 +51,8 @@ def step(ctx: RunContext) -> Outcome:
                     f"CI {state} on {run.head_sha[:12]}")
     ctx.note(ci_deadline=0.0, ci_looks=0)
     ctx.event("ci", {"sha": run.head_sha, "state": state,
-                     "contexts": {c.name: c.state for c in ci.contexts}})
+                     "contexts": {c.name: c.state for c in ci.contexts},
+                     "links": {c.name: c.url for c in ci.contexts if c.url}})
     if state == "failure":
         failures = [Failure("ci", c.name, c.description or c.state, details=ci_log(c.url))
                     for c in ci.failing]

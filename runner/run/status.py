@@ -21,8 +21,22 @@ def cost_line(run: Run) -> str:
             f"{run.tokens_out:,} out.")
 
 
+_SOURCES = {"cli": "the command line", "dashboard": "the dashboard", "api": "the runner's API"}
+
+
+def who_acted(actor: str) -> str:
+    """Who killed the run, in words that mention no one by mistake: a forge login becomes an
+    @mention; ``cli:sam`` or ``dashboard:ops`` (not forge accounts) are named without one."""
+    source, sep, name = actor.partition(":")
+    if sep and source in _SOURCES:
+        where = _SOURCES[source]
+        return f"`{name}` from {where}" if source == "cli" else f"{where} (token `{name}`)"
+    return f"@{actor}" if actor else "someone"
+
+
 def render(run: Run, *, last_active: RunState, max_iterations: int, skip_gates: bool,
-           yolo_note: str, link: str) -> str:
+           yolo_note: str, link: str, trigger_label: str = "orchestrator",
+           kill_label: str = "orchestrator:kill") -> str:
     """The status comment's Markdown for the run as it is: a checklist of its states, how it
     ended, the PR, the cost and the live log."""
     labels = {RunState.QUEUED: "Acknowledged", RunState.PREPARING: "Workspace prepared",
@@ -50,7 +64,11 @@ def render(run: Run, *, last_active: RunState, max_iterations: int, skip_gates: 
         lines.append(f"- [{mark}] {labels[state]}")
     lines.append("")
     if run.state is RunState.CANCELLED:
-        lines.append(f"**Killed by @{run.killed_by}**: {run.reason}")
+        lines.append(f"**Killed by {who_acted(run.killed_by or '')}**: {run.reason}")
+        if run.reason.startswith(f"{kill_label} label"):
+            # The kill label keeps the issue from starting again; say how to start it.
+            lines += ["", f"To run it again, remove the `{kill_label}` label, then add "
+                          f"`{trigger_label}` again."]
     elif run.state is RunState.FAILED:
         lines.append(f"**Failed**: {run.reason}")
     if run.pr_url:

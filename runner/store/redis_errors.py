@@ -24,8 +24,9 @@ def translated(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return method(self, *args, **kwargs)
         except DOWN as exc:
-            where = getattr(self, "url", "the configured Redis")
-            raise StoreUnavailable(f"Redis at {where} does not answer: {exc}") from None
+            where = getattr(self, "url", None)
+            what = f"Redis at {where}" if where else "the configured Redis"
+            raise StoreUnavailable(f"{what} does not answer: {exc}") from None
 
     return call
 

@@ -51,6 +51,28 @@ function setupDialogs() {
   });
 }
 
+// The list of the iteration's events; a new iteration gets a new open group (built with the
+// DOM API: no HTML from data).
+function groupFor(container, iteration) {
+  const groups = container.querySelectorAll("details.iteration");
+  let group = container.querySelector('details.iteration[data-iteration="' + Number(iteration) + '"]');
+  if (!group) {
+    groups.forEach((old) => { old.open = false; });
+    group = document.createElement("details");
+    group.className = "iteration";
+    group.dataset.iteration = String(Number(iteration));
+    group.open = true;
+    const summary = document.createElement("summary");
+    const title = document.createElement("b");
+    title.textContent = Number(iteration) ? "Iteration " + Number(iteration) : "Preparing";
+    summary.appendChild(title);
+    group.appendChild(summary);
+    group.appendChild(document.createElement("ol")).className = "events";
+    container.appendChild(group);
+  }
+  return group.querySelector("ol.events");
+}
+
 function setupStream() {
   const list = document.getElementById("events");
   if (!list) return;
@@ -60,12 +82,17 @@ function setupStream() {
   source.addEventListener("ev", (message) => {
     const data = JSON.parse(message.data);
     if (document.getElementById("ev-" + data.seq)) return;
-    list.insertAdjacentHTML("beforeend", data.html);  // escaped by the server
+    groupFor(list, data.iteration).insertAdjacentHTML("beforeend", data.html);  // escaped
     if (data.state) {
       document.querySelectorAll(".facts [data-state]").forEach((badge) => {
         badge.textContent = data.state;
         badge.className = "badge s-" + data.state;
       });
+    }
+    for (const [field, selector] of [["cost", "[data-cost]"], ["killed_by", "[data-killed-by]"],
+                                     ["reason", "[data-reason]"]]) {
+      const target = document.querySelector(selector);
+      if (target && data[field]) target.textContent = data[field];
     }
     const near = window.innerHeight + window.scrollY >= document.body.scrollHeight - 400;
     if (near) window.scrollTo(0, document.body.scrollHeight);

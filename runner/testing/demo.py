@@ -288,16 +288,20 @@ def demo_agent() -> Policy:
 
 
 def run_demo(workdir: Path, *, flavour: Flavour = "github", real_llm: bool = False,
-             say: Callable[[str], None] = print) -> bool:
+             say: Callable[[str], None] = print, agent: Policy | None = None,
+             reviewer: Policy | None = None,
+             keep: Callable[[DemoWorld], None] | None = None) -> bool:
     """The whole flow on loopback: issue 1 becomes a green PR, issue 2 is killed mid-run.
 
-    Returns True when both outcomes are as expected.
+    Returns True when both outcomes are as expected. ``keep`` (``demo --keep``) is called
+    with the world still up after the story, which ends when it returns.
     """
     overrides: dict[str, Any] = {}
     if real_llm:
         overrides["agent"] = {"base_url": None, "api_key_env": "ANTHROPIC_API_KEY"}
     overrides["limits"] = {"follow_up_quiet": "1s"}
-    world = DemoWorld(workdir, flavour=flavour, agent=answering(demo_agent()),
+    world = DemoWorld(workdir, flavour=flavour, agent=answering(agent or demo_agent()),
+                      reviewer=reviewer,
                       settings=overrides)
     started = time.monotonic()
 
@@ -359,4 +363,6 @@ def run_demo(workdir: Path, *, flavour: Flavour = "github", real_llm: bool = Fal
             f"logs {done.id}")
         say(f"  all runs:   orchestrator -c {workdir / 'orchestrator.yml'} runs")
         say(f"  the files:  {workdir} (forge repositories, mirror, store)")
+        if keep is not None:
+            keep(world)
         return ok

@@ -50,6 +50,7 @@ from runner.testing.forge_apps import App, AppRegistry, AppRoutes, Installation
 from runner.testing.forge_budget import SECONDARY, RequestBudget, etag_matches, etag_of
 from runner.testing.forge_forgejo import ForgejoRenderer
 from runner.testing.forge_github import GitHubRenderer
+from runner.testing.forge_pages import ForgePages
 from runner.testing.forge_review_api import install_review_routes
 from runner.testing.forge_reviews import Reviews, ReviewWorld
 from runner.testing.forge_state import (
@@ -177,6 +178,7 @@ class ForgeEmulator(ReviewWorld):
         self._threads: list[threading.Thread] = []
         self._http = httpx.Client(timeout=10.0)
         self.ci_user = self._make_user("emulator-ci")
+        self.pages: ForgePages | None = None  # pages for people, once serve_pages is called
 
     # ------------------------------------------------------------ lifecycle
 
@@ -227,6 +229,11 @@ class ForgeEmulator(ReviewWorld):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def serve_pages(self, acting_as: str, *, dashboard_url: str = "", note: str = "") -> None:
+        """Serve HTML pages for people (runner/testing/forge_pages.py), acting as the user
+        ``acting_as`` through this emulator's API."""
+        self.pages = ForgePages(self, acting_as, dashboard_url=dashboard_url, note=note)
 
     # ------------------------------------------------------------ setup
 
@@ -563,6 +570,12 @@ class ForgeEmulator(ReviewWorld):
             if path.endswith("/info/refs") and not await self._git_wait(request, query):
                 return Response(status_code=499)
             return await asyncio.to_thread(self._git, path, request.method, query, headers, body)
+        if self.pages is not None and not path.startswith("/api/") and \
+                request.method in ("GET", "POST"):
+            page = await asyncio.to_thread(self.pages.handle, request.method, path, headers,
+                                           body)
+            if page is not None:
+                return page
         if path.startswith("/_emulator/ci/"):
             return self._ci_log(path)
         return await asyncio.to_thread(self._api, path, request.method, query, headers, body)

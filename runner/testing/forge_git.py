@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,15 +44,16 @@ def seed(path: Path, branch: str, files: dict[str, str], author: str) -> str:
     env = {"GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{author}@example.invalid",
            "GIT_COMMITTER_NAME": author, "GIT_COMMITTER_EMAIL": f"{author}@example.invalid",
            "GIT_DIR": str(path)}
-    entries = []
-    for name, content in sorted(files.items()):
-        blob = subprocess.run(git_argv("hash-object", "-w", "--stdin"), input=content,
-                              text=True, capture_output=True, env={**os.environ, **env},
-                              check=True).stdout.strip()
-        entries.append(f"100644 blob {blob}\t{name}\n")
-    tree = subprocess.run(git_argv("mktree"), input="".join(entries), text=True,
-                          capture_output=True, env={**os.environ, **env},
-                          check=True).stdout.strip()
+    # A throwaway index builds the tree, so that paths in sub-folders ("src/app.py") work.
+    with tempfile.TemporaryDirectory(prefix="forge-seed-") as scratch:
+        env["GIT_INDEX_FILE"] = str(Path(scratch) / "index")
+        for name, content in sorted(files.items()):
+            blob = subprocess.run(git_argv("hash-object", "-w", "--stdin"), input=content,
+                                  text=True, capture_output=True, env={**os.environ, **env},
+                                  check=True).stdout.strip()
+            git("update-index", "--add", "--cacheinfo", f"100644,{blob},{name}", env=env)
+        tree = git("write-tree", env=env).strip()
+        del env["GIT_INDEX_FILE"]
     sha = git("commit-tree", tree, "-m", "Initial commit", env=env).strip()
     git("update-ref", f"refs/heads/{branch}", sha, env=env)
     return sha

@@ -38,7 +38,9 @@ def test_run_works_on_one_issue_in_the_foreground(tmp_path: Path, sandbox_image:
                               capture_output=True, text=True, timeout=300)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out
-        assert "-> running" in out and "agent.tool" in out  # progress as it happens
+        # progress as it happens: steps with durations, one line per tool call
+        assert "▸ running (preparing took" in out and "$ python3 test_calc.py" in out
+        assert "HTTP Request:" not in out and "{'" not in out
         run = world.run_for(issue)
         assert run is not None and run.state is RunState.SUCCEEDED
         assert f"run {run.id}: succeeded" in out and run.pr_url in out

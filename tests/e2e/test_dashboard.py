@@ -95,6 +95,9 @@ def test_log_in_watch_live_and_kill_from_the_dashboard(tmp_path: Path, sandbox_i
         expect(page.locator("body")).to_have_attribute("data-finished", "cancelled",
                                                        timeout=30_000)
         expect(page.locator("#kill-button")).to_have_count(0)
+        # who killed it and why show up live, without a reload
+        expect(page.locator("[data-killed-by]")).to_have_text("dashboard:demo_api_token")
+        expect(page.locator("[data-reason]")).to_have_text("wrong approach, <b>stop</b>")
         assert page.locator("li.ev").count() > loaded
         assert page.evaluate("window.__sameDocument") is True  # live, not reloaded
         page.screenshot(path=str(ARTIFACTS / "dashboard-run.png"), full_page=True)

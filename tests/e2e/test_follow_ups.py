@@ -237,7 +237,7 @@ def test_a_merged_pull_request_shows_as_merged_in_runs(tmp_path: Path, sandbox_i
         out = subprocess.run([ORCHESTRATOR, "-c", str(config), "runs"], capture_output=True,
                              text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
         line = next(ln for ln in out.stdout.splitlines() if first.id in ln)
-        assert "succeeded" in line and "(PR merged)" in line
+        assert "succeeded" in line and f"#{first.pr_number} merged" in line
 
 
 @pytest.mark.parametrize("where", ["issue", "pull request"])

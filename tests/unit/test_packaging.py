@@ -21,6 +21,11 @@ def test_wheel_carries_gates_prompts_and_templates(tmp_path: Path) -> None:
                    "templates/forgejo/orchestrator-dispatch.yml", "sandbox/Dockerfile"):
         assert f"runner/_config/{needed}" in names, needed
     assert "runner/paths.py" in names and "gates/__main__.py" in names
+    # the dashboard's and the playground's pages are templates read at run time
+    for page in ("runner/templates/run.html", "runner/templates/event.html",
+                 "runner/templates/dashboard.css", "runner/testing/templates/forge/pull.html",
+                 "runner/testing/templates/forge/forge.css"):
+        assert page in names, page
     # The distribution's own name (free on PyPI; forge-orchestrator belongs to another
     # project), with the console script unchanged.
     info = next(n for n in names if n.endswith(".dist-info/METADATA"))

@@ -61,7 +61,9 @@ def test_the_dashboard_shows_todays_spend_and_warns_at_ninety_percent() -> None:
 
     calm = dashboard.runs_page([], state="", repo="", repos=[], paused=None,
                                spend=spend.today({"a/b": 1.0}, 5.0, {}))
-    assert "today&#x27;s spend (UTC): $1.00 of $5.00 (20%)" in calm
+    import html
+
+    assert "today's spend (UTC): $1.00 of $5.00 (20%)" in html.unescape(calm)
     assert "nearly or fully spent" not in calm
     hot = dashboard.runs_page([], state="", repo="", repos=[], paused=None,
                               spend=spend.today({"a/b": 4.6}, 5.0, {}))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runner.cli import DoctorFail, runtime_status
+from runner.doctor import DoctorFail, runtime_status
 from runner.sandbox.base import SandboxError, SandboxSpec
 from runner.sandbox.docker import DockerBackend
 from runner.workspace import Worktree
