@@ -273,20 +273,15 @@ def run_cmd(ctx: Context, ref: str, verbose: bool) -> None:
     except KeyError:
         fail(f"{repo} is not under `repos` in the configuration; add it first", 2)
     forge = runner.forges[runner.settings.repo(repo).forge]
-    from runner.model import branch_name
-    from runner.policy import task_text
-
-    issue = forge.get_issue(repo, number)
+    from runner.run_creation import create_run_for_issue
     from runner.text import UnreadableText
 
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
     try:
-        title, body, digest = task_text(issue.title, issue.body)
+        run, created = create_run_for_issue(runner.store, forge, repo, number, actor=actor,
+                                            priority=runner.settings.repo(repo).priority)
     except UnreadableText as exc:
         fail(f"{ref}: {exc}", 2)
-    actor = f"cli:{os.environ.get('USER', 'unknown')}"
-    run, created = runner.store.create_run(repo, number, trigger_actor=actor, issue_title=title,
-                                           issue_body=body, issue_hash=digest,
-                                           branch=branch_name(number))
     if not created:
         console.print(f"{ref} already has run {run.id} ({run.state}); following it")
     import threading

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 
 from runner.forge.base import Forge
-from runner.model import RunDetails, RunState, branch_name
+from runner.model import RunDetails, RunState
 from runner.plan import Decline
+from runner.run_creation import create_run
 from runner.store.base import Store
 
 log = logging.getLogger("orchestrator.decline")
@@ -28,8 +29,8 @@ def decline(store: Store, forge: Forge, repo: str, issue: int, action: Decline, 
             worker: str, ttl: float) -> None:
     """Answer the trigger on the issue, then record it as a run that failed at once."""
     forge.upsert_comment(repo, issue, declined_marker(action.trigger_count), action.reason)
-    run, created = store.create_run(
-        repo, issue, trigger_actor=action.actor, branch=branch_name(issue),
+    run, created = create_run(
+        store, repo, issue, actor=action.actor,
         details=RunDetails(trigger_at=action.trigger_at, trigger_count=action.trigger_count))
     if not created:
         return

@@ -74,7 +74,7 @@ class Backoff:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         if retry_after is not None:
             return min(retry_after, self.cap)
-        wait = min(self.cap, self.base * 2 ** (attempt - 1))
+        wait = min(self.cap, self.base * 2.0 ** (attempt - 1))
         return wait * random.uniform(0.75, 1.0)  # jitter, so parallel runs spread out
 
 

@@ -22,26 +22,15 @@ from runner.controller.pulls import (
 )
 from runner.controller.slots import Slots
 from runner.decline import decline
+from runner.follow_up import AnnounceBound, FollowUp, Gather, RecordPull
 from runner.forge.base import Forge, ForgeError, NotFound, Permission, own_logins
 from runner.forge.budget import poll_every
-from runner.model import ACTIVE, KillRequest, Lease, Run, RunDetails, branch_name
-from runner.plan import (
-    Action,
-    AnnounceBound,
-    Cancel,
-    Decline,
-    FollowUp,
-    Gather,
-    IssueView,
-    Nothing,
-    RecordPull,
-    RejectKill,
-    Start,
-    plan,
-)
-from runner.policy import is_priority_label, kill_command, task_text
+from runner.model import ACTIVE, KillRequest, Lease, Run, RunDetails
+from runner.plan import Action, Cancel, Decline, IssueView, Nothing, RejectKill, Start, plan
+from runner.policy import is_priority_label, kill_command
 from runner.run.handle import RunHandle
 from runner.run.readers import rules_for
+from runner.run_creation import create_run, create_run_for_issue
 from runner.store.base import RunFinished, Store, StoreError
 from runner.witness import Witnesses
 from runner.workqueue import WorkQueue, issue_key, parse_key
@@ -315,11 +304,10 @@ class Controller:
 
     def _start(self, repo: str, number: int, action: Start) -> None:
         priority = action.priority or self.settings.repo(repo).priority
-        run, created = self.store.create_run(
-            repo, number, trigger_actor=action.actor, issue_title=action.title,
-            issue_body=action.body, issue_hash=action.text_hash, branch=branch_name(number),
-            priority=priority, details=RunDetails(trigger_at=action.trigger_at,
-                                                  trigger_count=action.trigger_count))
+        run, created = create_run(
+            self.store, repo, number, actor=action.actor, title=action.title, body=action.body,
+            text_hash=action.text_hash, priority=priority,
+            details=RunDetails(trigger_at=action.trigger_at, trigger_count=action.trigger_count))
         if created:
             log.info("run %s queued for %s#%s (labelled by %s)", run.id, repo, number,
                      action.actor)
@@ -351,12 +339,8 @@ class Controller:
         """Start a run without a label (the API, for other control planes); the existing
         active run if there is one."""
         forge = self.forges[self.settings.repo(repo).forge]
-        found = forge.get_issue(repo, issue)
-        title, body, digest = task_text(found.title, found.body)
-        run, _ = self.store.create_run(repo, issue, trigger_actor=actor, issue_title=title,
-                                       issue_body=body, issue_hash=digest,
-                                       branch=branch_name(issue),
-                                       priority=self.settings.repo(repo).priority)
+        run, _ = create_run_for_issue(self.store, forge, repo, issue, actor=actor,
+                                      priority=self.settings.repo(repo).priority)
         self.slots.notify()
         return run
 

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 
 from runner.follow_up import BOUND_MARKER, AnnounceBound, FollowUp, PullView, RecordPull
 from runner.forge.base import Comment, Forge, NotFound, hidden_marker
-from runner.model import Run, RunDetails, RunState, branch_name
+from runner.model import Run, RunDetails, RunState
+from runner.run_creation import create_follow_up
 from runner.store.base import Store
 from runner.text import commands
 
@@ -72,12 +73,8 @@ def start_follow_up(store: Store, previous: Run, action: FollowUp) -> tuple[Run,
     """A new run for the issue of ``previous`` that resumes from its branch and answers what
     ``action`` says; recorded with the run it follows and what it answers."""
     details = previous.details
-    run, created = store.create_run(
-        previous.repo, previous.issue, trigger_actor=action.actor,
-        issue_title=previous.issue_title, issue_body=previous.issue_body,
-        issue_hash=previous.issue_hash, branch=previous.branch or branch_name(previous.issue),
-        pr_number=previous.pr_number, pr_url=previous.pr_url, priority=previous.priority,
-        details=RunDetails(
+    run, created = create_follow_up(
+        store, previous, actor=action.actor, details=RunDetails(
             trigger_at=details.trigger_at, trigger_count=details.trigger_count,
             follows=previous.id, follow_up=action.text, follow_up_kind=action.kind,
             answers=action.answers, threads=action.threads,

@@ -21,6 +21,7 @@ from runner.config import Settings
 from runner.model import Run, RunState
 from runner.review import REVIEWER_MARKER
 from runner.server import ServerHandle, serve_in_thread
+from runner.store.base import Store
 from runner.testing.demo_review import answering, review_round
 from runner.testing.forge import Flavour, ForgeEmulator
 from runner.testing.llm import LLMEmulator, Policy, Reply, Request, by_system, fix_failing_test
@@ -106,7 +107,7 @@ class DemoWorld:
         self.runner: Any = None
         self.server: ServerHandle | None = None
         self._loop: threading.Thread | None = None
-        self._store: Any = None
+        self._store: Store | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -211,11 +212,12 @@ class DemoWorld:
         return number
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         """The runner's store: the in-process runner's, or one opened on its configuration
         (when the runner is a separate `serve` process)."""
         if self.runner is not None:
-            return self.runner.store
+            store: Store = self.runner.store
+            return store
         if self._store is None:
             from runner.store import open_store
 
@@ -263,7 +265,8 @@ class DemoWorld:
             return run if run is not None and run.state in states else None
 
         try:
-            return self.wait_for(reached, timeout, f"run of #{issue} in {states}")
+            found: Run = self.wait_for(reached, timeout, f"run of #{issue} in {states}")
+            return found
         except TimeoutError:
             run = self.run_for(issue)
             events = self.store.events(run.id, limit=1000) if run else []

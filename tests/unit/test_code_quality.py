@@ -29,3 +29,18 @@ def test_ruff_is_clean() -> None:
 def test_mypy_is_clean() -> None:
     proc = run(sys.executable, "-m", "mypy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_is_strict_and_pre_commit_runs_the_same_checks() -> None:
+    import tomllib
+
+    import yaml
+
+    mypy = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert mypy["strict"] is True and "ignore_missing_imports" not in mypy
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    hooks = {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
+    assert {"ruff", "mypy", "import-linter", "lock"} <= set(hooks)
+    # Local tools, the locked versions: no hook repository to download.
+    assert [repo["repo"] for repo in config["repos"]] == ["local"]
+    assert all(hook["entry"].startswith(".venv/bin/") for hook in hooks.values())
