@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlencode
 
 from runner.testing import forge_git
 from runner.testing.forge_forgejo import ForgejoRenderer, is_wip
-from runner.testing.forge_github import GitHubRenderer, node_id
+from runner.testing.forge_github import GitHubRenderer
 from runner.testing.forge_state import (
     PERMS,
     EmulatorError,
@@ -27,6 +27,7 @@ from runner.testing.forge_state import (
     Repo,
     User,
     iso,
+    node_id,
 )
 
 

@@ -7,10 +7,10 @@ each response against them. Served under ``/api/v3`` as GitHub Enterprise does.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from runner.testing import forge_diff
+from runner.testing.forge_review_json import github_review_webhook
 from runner.testing.forge_state import (
     CheckRun,
     Comment,
@@ -24,13 +24,10 @@ from runner.testing.forge_state import (
     Status,
     User,
     iso,
+    node_id,
 )
 
 REACTIONS = ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes")
-
-
-def node_id(kind: str, ident: int) -> str:
-    return base64.b64encode(f"0:{kind}{ident}".encode()).decode()
 
 
 class GitHubRenderer:
@@ -318,7 +315,6 @@ class GitHubRenderer:
     def webhook(self, h: Happening) -> tuple[str, dict[str, Any]] | None:
         """(X-GitHub-Event, payload) for a happening, or None when GitHub sends nothing."""
         if h.kind.startswith("pull_request_review"):
-            from runner.testing.forge_review_json import github_review_webhook
 
             return github_review_webhook(self, h)
         r = h.repo

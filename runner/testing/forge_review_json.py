@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runner.testing.forge_github import node_id
-from runner.testing.forge_state import Happening, Issue, LineCommentRecord, Repo, iso
+from runner.testing.forge_state import Happening, Issue, LineCommentRecord, Repo, iso, node_id
 
 if TYPE_CHECKING:
     from runner.testing.forge_forgejo import ForgejoRenderer

@@ -8,6 +8,7 @@ webhooks are made.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import threading
 from dataclasses import dataclass, field
@@ -475,3 +476,8 @@ class ForgeState:
                     self.emit(Happening("pull_request", "synchronize", repo, pusher,
                                         issue=issue, before=before, after=after))
         return moved
+
+
+def node_id(kind: str, ident: int) -> str:
+    """A GitHub GraphQL node id for the record ``kind`` ``ident`` (opaque, stable)."""
+    return base64.b64encode(f"0:{kind}{ident}".encode()).decode()

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from runner.testing.demo import REPO, SLOW_TITLE, DemoWorld
-from tests.e2e.conftest import Serve, start_serve
+from tests.support import Serve, start_serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

@@ -121,10 +121,10 @@ def test_a_broken_configuration_is_reported_once_by_the_doctor(tmp_path: Path) -
 
 
 def test_an_unreachable_redis_message_reads_right() -> None:
-    from runner.store.redis import _translated
+    from runner.store.redis_errors import translated
 
     class NoUrl:
-        @_translated
+        @translated
         def ping(self) -> None:
             import redis
 
