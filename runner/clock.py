@@ -68,6 +68,14 @@ class FakeClock:
     def __init__(self) -> None:
         self._offset = 0.0
         self._changed = threading.Condition()
+        self._waits = 0
+
+    @property
+    def waits(self) -> int:
+        """How many sleeps and waits are in progress: a test moves time once the thread it
+        means to wake waits (a wait begun after an advance counts from the advanced time)."""
+        with self._changed:
+            return self._waits
 
     def advance(self, seconds: float) -> None:
         """Make ``seconds`` pass now."""
@@ -90,13 +98,19 @@ class FakeClock:
     def wait(self, event: threading.Event, timeout: float) -> bool:
         """True as soon as ``event`` is set; False once ``timeout`` has passed by this clock."""
         deadline = self.monotonic() + timeout
-        while not event.is_set():
-            remaining = deadline - self.monotonic()
-            if remaining <= 0:
-                return False
+        with self._changed:
+            self._waits += 1
+        try:
+            while not event.is_set():
+                remaining = deadline - self.monotonic()
+                if remaining <= 0:
+                    return False
+                with self._changed:
+                    self._changed.wait(min(remaining, self.POLL_S))
+            return True
+        finally:
             with self._changed:
-                self._changed.wait(min(remaining, self.POLL_S))
-        return True
+                self._waits -= 1
 
 
 def call_later(clock: Clock, delay: float, action: Callable[[], None], *,

@@ -1,5 +1,6 @@
 """What happens with time, moved forward by a ``FakeClock`` instead of waited for: polls and
-CI looks without webhooks, CI deadlines, and a lease that lapses while its step works.
+CI looks without webhooks, CI deadlines, a lease that lapses while its step works, and the
+daily spend budget's new day.
 
 The runner is in this process (local sandbox, SQLite, the emulators over loopback); the
 clock jumps when a run holds nothing (it waits), or, for the lease, on purpose.
@@ -12,6 +13,7 @@ from collections.abc import Callable
 
 from runner.clock import FakeClock
 from runner.model import Run, RunState
+from runner.spend import next_day
 from runner.testing.demo import REPO, TEST_COMMAND, DemoWorld, fixing_agent
 from runner.testing.llm import Reply, Request
 from tests.support import events_of, pulls_from, status_comments
@@ -36,6 +38,8 @@ def test_without_webhooks_the_poll_finds_the_issue_and_the_ci_look_comes_on_its_
     world = local_world(settings={"limits": {"poll_interval": "30s", "ci_poll_max": "5m"}})
     world.forge.repo(REPO).hooks.clear()  # no webhook reaches the runner from now on
     issue = world.open_issue()
+    # Nothing else waits on the clock now (no run, no failed look): the poller does.
+    world.wait_for(lambda: clock.waits >= 1, 30, "the poller waiting for its next poll")
     clock.advance(30)  # the next poll: it lists the labelled issue
     run = waiting_in(world, issue, RunState.GATING)
     world.wait_for(lambda: all(job.done.is_set() for job in world.forge.ci_jobs), 60,
@@ -107,3 +111,23 @@ def test_a_lapsed_lease_is_claimed_again_and_the_old_claim_writes_nothing(
     assert "late" not in pr.title and "late" not in pr.body
     assert len(pulls_from(world.forge, run.branch)) == 1
     assert len(status_comments(world.forge, issue)) == 1
+
+
+def test_a_run_held_by_the_spent_daily_budget_starts_on_the_next_utc_day(
+        local_world: World, clock: FakeClock) -> None:
+    world = local_world(settings={"limits": {"daily_cost_usd": 0.000001}})
+    first = world.wait_finished(world.open_issue(title="first"), timeout=60)
+    assert first.state is RunState.SUCCEEDED and first.cost_usd > 0  # today's budget is spent
+    held = world.open_issue(title="held by the budget")
+    waiting_in(world, held, RunState.QUEUED)
+    told = [c.body for c in world.forge.issue(REPO, held).comments
+            if "orchestrator:budget" in c.body]
+    assert len(told) == 1 and "is spent" in told[0]
+    assert status_comments(world.forge, held) == []  # not acknowledged: it has not started
+    assert world.run_for(held).state is RunState.QUEUED  # type: ignore[union-attr]
+    clock.advance(next_day(clock.now()) - clock.now() + 1)  # past midnight UTC: a new budget
+    run = world.wait_finished(held, timeout=60)
+    assert run.state is RunState.SUCCEEDED, run.reason
+    told = [c.body for c in world.forge.issue(REPO, held).comments
+            if "orchestrator:budget" in c.body]
+    assert len(told) == 1 and "allows this run now" in told[0]
