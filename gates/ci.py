@@ -41,8 +41,10 @@ def _token(environ: dict[str, str]) -> str:
 
 
 def _call(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> Any:
+    if not url.startswith(("https://", "http://")):
+        raise GatesError(f"{url}: the forge's API URL must start with https:// (or http://)")
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (http(s) only)
     request.add_header("Accept", "application/json")
     request.add_header("User-Agent", "orchestrator-gates")
     if data is not None:
@@ -50,7 +52,7 @@ def _call(method: str, url: str, token: str, body: dict[str, Any] | None = None)
     if token:
         request.add_header("Authorization", f"token {token}")
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (http(s) only)
             raw = response.read()
     except urllib.error.HTTPError as exc:
         raise GatesError(f"{method} {url}: HTTP {exc.code} {exc.reason} (does the token "

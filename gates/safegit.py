@@ -59,6 +59,7 @@ def run(*args: str, cwd: str | Path | None = None, env: Mapping[str, str] | None
     capture its text output; bytes that are not UTF-8 become surrogates by default, so a path
     read back names the same file. Never raises on git's exit code; FileNotFoundError when git
     is missing, ``subprocess.TimeoutExpired`` after ``timeout`` seconds."""
-    return subprocess.run(git_argv(*args), cwd=cwd, env={**git_env(), **(env or {})},
+    # an argv list of git with fixed options; no shell
+    return subprocess.run(git_argv(*args), cwd=cwd, env={**git_env(), **(env or {})},  # noqa: S603
                           capture_output=True, text=True, errors=errors, timeout=timeout,
                           check=False)

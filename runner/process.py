@@ -39,7 +39,8 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | No
     and ``subprocess.TimeoutExpired`` after ``timeout`` seconds; either way the whole process
     group is stopped and reaped first. ``FileNotFoundError`` when the program is missing.
     """
-    proc = subprocess.Popen(list(argv), env=env, cwd=cwd, text=True, errors=errors,
+    # an argv list built by the runner; no shell
+    proc = subprocess.Popen(list(argv), env=env, cwd=cwd, text=True, errors=errors,  # noqa: S603
                             start_new_session=True,
                             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

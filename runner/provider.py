@@ -75,7 +75,7 @@ class Backoff:
         if retry_after is not None:
             return min(retry_after, self.cap)
         wait = min(self.cap, self.base * 2.0 ** (attempt - 1))
-        return wait * random.uniform(0.75, 1.0)  # jitter, so parallel runs spread out
+        return wait * random.uniform(0.75, 1.0)  # jitter, so parallel runs spread out  # noqa: S311
 
 
 @dataclass(frozen=True)

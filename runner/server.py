@@ -111,7 +111,8 @@ class Api:
                     event.kind == "pull" and event.action not in _QUIET_PULL_ACTIONS):
                 # Reviews, PR comments, a PR labelled, closed or merged: they concern the
                 # issue whose run opened the PR; a PR number is never taken for an issue.
-                assert event.number is not None
+                # handle_delivery sets a number on every review and PR comment event
+                assert event.number is not None  # noqa: S101
                 await run_in_threadpool(self.runner.controller.enqueue_pull, event.repo,
                                         event.number)
             if event.kind in ("ci", "pull"):
@@ -125,7 +126,8 @@ class Api:
                         branch=event.branch,
                         pull=event.number if event.kind == "pull" else None)
             elif not (event.kind == "review" or event.on_pull):
-                assert event.number is not None
+                # handle_delivery sets a number on every issue and comment event
+                assert event.number is not None  # noqa: S101
                 self.metrics.webhook_accepted(event.repo, event.number)
                 if event.issue_body is not None:  # before the look it leads to
                     self.runner.controller.witnesses.saw(event.repo, event.number, event.actor,

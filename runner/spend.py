@@ -82,7 +82,7 @@ def usd(amount: float) -> str:
 
 def waiting_comment(budget: Budget, until: float) -> str:
     """What the issue is told when its run waits for the budget."""
-    assert budget.limit is not None
+    assert budget.limit is not None  # only a budget with a limit can be spent  # noqa: S101
     return (f"The {budget.scope} spend budget of {usd(budget.limit)} is spent "
             f"({usd(budget.spent)} today, UTC). This run waits queued and starts at the "
             f"next UTC day ({datetime.fromtimestamp(until, UTC):%Y-%m-%d %H:%M} UTC) or as "

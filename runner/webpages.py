@@ -205,7 +205,7 @@ class Pages:
         try:
             self.runner.steps.services.sandboxes.ping()
             found.append(dashboard.Check(f"sandbox ({backend})", True, "ready"))
-        except Exception as exc:  # any engine failure is shown, not raised
+        except Exception as exc:  # any engine failure is shown, not raised  # noqa: BLE001
             found.append(dashboard.Check(f"sandbox ({backend})", False, str(exc)))
         for name, forge in self.settings.forges.items():
             stats = getattr(self.runner.forges.get(name), "stats", None)

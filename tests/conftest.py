@@ -62,7 +62,7 @@ def docker_client():  # type: ignore[no-untyped-def]
     try:
         client = docker.from_env(timeout=30)
         client.ping()
-    except Exception as exc:
+    except docker.errors.DockerException as exc:
         missing(f"no Docker engine answers ({exc}); start dockerd or set DOCKER_HOST")
     return client
 

@@ -60,7 +60,7 @@ class ModelChannel:
         self.forwarder = Forwarder(sandbox, f"{inside}/{path.name}")
         try:
             port = self.forwarder.start()
-        except Exception as exc:
+        except Exception as exc:  # any failure to start the forwarder closes the channel  # noqa: BLE001
             self.close()
             raise AgentError(str(exc)) from None
         base = f"http://127.0.0.1:{port}"

@@ -249,7 +249,7 @@ class _Run:
         """Run one tool call in the sandbox; every call is an audit event."""
         started = time.monotonic()
         args = call.get("input") if isinstance(call.get("input"), dict) else {}
-        assert isinstance(args, dict)
+        assert isinstance(args, dict)  # narrows the type checked on the line above  # noqa: S101
         try:
             if call["name"] == "bash":
                 result = run_bash(self.sandbox, args, self.cancel, self.agent.command_timeout)
@@ -258,7 +258,7 @@ class _Run:
             else:
                 result = ToolResult(f"there is no tool {call['name']!r}; use bash, editor or "
                                     f"finish", is_error=True)
-        except Exception as exc:  # the sandbox broke: tell the model and the audit log
+        except Exception as exc:  # the sandbox broke: tell the model and the audit log  # noqa: BLE001
             result = ToolResult(f"the sandbox could not run the tool: {exc}", is_error=True)
         self.event("agent.tool", {"turn": self.turns, "tool": call["name"], "input": args,
                                   "is_error": result.is_error, "exit_code": result.exit_code,

@@ -189,7 +189,7 @@ class CommandAgent:
                 box["result"] = sandbox.exec(
                     ["bash", "-c", _WRAPPER, "agent", workdir, command, stdin_file],
                     timeout=self.timeout, on_output=emit.output)
-            except BaseException as exc:  # handed to the waiting thread
+            except BaseException as exc:  # handed to the waiting thread  # noqa: BLE001
                 box["error"] = exc
 
         thread = threading.Thread(target=work, name="command-agent", daemon=True)

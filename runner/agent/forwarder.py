@@ -96,7 +96,7 @@ class Forwarder:
             try:
                 self._result = self.sandbox.exec(["python3", "-c", SCRIPT, self.socket_path],
                                                  on_output=self._output)
-            except Exception as exc:  # the sandbox broke: said below
+            except Exception as exc:  # the sandbox broke: said below  # noqa: BLE001
                 self._result = exc
             finally:
                 self._ready.set()

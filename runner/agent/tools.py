@@ -117,7 +117,7 @@ def exec_cancellable(sandbox: Sandbox, command: str | list[str], *, timeout: flo
     def work() -> None:
         try:
             box["result"] = sandbox.exec(command, timeout=timeout, stdin=stdin, workdir=workdir)
-        except BaseException as exc:  # handed to the waiting thread below
+        except BaseException as exc:  # handed to the waiting thread below  # noqa: BLE001
             box["error"] = exc
 
     thread = threading.Thread(target=work, name="agent-tool", daemon=True)

@@ -55,7 +55,8 @@ class BusListener:
                     message = sub.get(timeout=0.5)
                     if message is not None:
                         self._on_message(message)
-            except Exception as exc:
+            # any break of the subscription resubscribes; the loop must live
+            except Exception as exc:  # noqa: BLE001
                 log.warning("bus subscription broke (%s); resubscribing", exc)
             finally:
                 with contextlib.suppress(Exception):
@@ -80,5 +81,5 @@ class BusListener:
     def _cancel_unowned(self, kill: KillRequest) -> None:
         try:
             self.controller.cancel_unowned(kill)
-        except Exception as exc:  # the next look at the issue cancels it instead
+        except Exception as exc:  # the next look at the issue cancels it instead  # noqa: BLE001
             log.warning("run %s: cannot cancel it here: %s", kill.run_id, exc)

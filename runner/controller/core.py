@@ -213,7 +213,7 @@ class Controller:
             try:
                 for run_id in self.driver.remove_ended():
                     log.info("removed what ended run %s left on this machine", run_id)
-            except Exception as exc:  # the next resync tries again
+            except Exception as exc:  # the next resync tries again  # noqa: BLE001
                 log.warning("cannot remove what ended runs left: %s", exc)
 
     # ------------------------------------------------------------ reconcile
@@ -244,7 +244,7 @@ class Controller:
         if isinstance(action, Start):
             self._start(repo, number, action)
         elif isinstance(action, FollowUp):
-            assert run is not None
+            assert run is not None  # the plan answers FollowUp only for an existing run  # noqa: S101
             start_follow_up(self.store, run, action)
             self.slots.notify()
         elif isinstance(action, Gather):
@@ -252,12 +252,12 @@ class Controller:
         elif isinstance(action, RecordPull):
             record_pull(self.store, action)
         elif isinstance(action, AnnounceBound):
-            assert run is not None
+            assert run is not None  # the plan answers AnnounceBound only for an existing run  # noqa: S101
             announce_bound(self.store, forge, run, action)
         elif isinstance(action, Cancel):
             self._cancel(action)
         elif isinstance(action, RejectKill):
-            assert run is not None
+            assert run is not None  # the plan answers RejectKill only for an active run  # noqa: S101
             self.driver.reject_kill(run, action.comment_id, action.author)
             self.queue.add(key)  # there may be more to do for this issue
         elif isinstance(action, Decline):

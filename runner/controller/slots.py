@@ -106,7 +106,8 @@ class Slots:
                 waiting = self.driver.drive(handle)
         except LeaseLost:
             log.warning("run %s: lease lost; another process owns it now", lease.run_id)
-        except Exception as exc:
+        # a step's bug must not kill the slot; the lease lapses and the run resumes
+        except Exception as exc:  # noqa: BLE001
             crashed = True
             log.warning("run %s stopped on an error (%s: %s); it is retried when its lease "
                         "lapses", lease.run_id, type(exc).__name__, exc)
@@ -121,7 +122,7 @@ class Slots:
                 # The kill came as the run began to wait: it has no owner to stop it now.
                 try:
                     self.controller.cancel_unowned(handle.kill)
-                except Exception as exc:  # the next look at the issue cancels it instead
+                except Exception as exc:  # the next look at the issue cancels it instead  # noqa: BLE001
                     log.warning("run %s: cannot cancel it here: %s", lease.run_id, exc)
                 waiting = False
             if not waiting:  # the issue may want something else now; a waiting run's is

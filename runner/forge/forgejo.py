@@ -98,7 +98,8 @@ class ForgejoForge(ForgejoPulls):
 
     kind = "forgejo"
 
-    def __init__(self, token: str, *, base_url: str, token_env: str = "FORGEJO_TOKEN",
+    # the name of an environment variable, not a secret
+    def __init__(self, token: str, *, base_url: str, token_env: str = "FORGEJO_TOKEN",  # noqa: S107
                  bot_user: str | None = None, retry: RetryPolicy | None = None,
                  timeout: float = 30.0, transport: httpx.BaseTransport | None = None,
                  git_url: str | None = None) -> None:

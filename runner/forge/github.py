@@ -90,7 +90,8 @@ class GitHubForge(GitHubPulls):
 
     def __init__(self, token: str | None = None, *, app_key: AppKey | None = None,
                  base_url: str = "https://api.github.com",
-                 token_env: str = "GITHUB_TOKEN", bot_user: str | None = None,
+                 # the name of an environment variable, not a secret
+                 token_env: str = "GITHUB_TOKEN", bot_user: str | None = None,  # noqa: S107
                  retry: RetryPolicy | None = None, throttle: bool = True,
                  timeout: float = 30, git_url: str | None = None,
                  forge_name: str = "github") -> None:
@@ -163,7 +164,8 @@ class GitHubForge(GitHubPulls):
         """The client for ``repo``: the token's, or the App installation's that covers it."""
         if self.app is not None:
             return self.app.client(repo)
-        assert self.gh is not None
+        # a personal-token client is made in __init__ when there is no App
+        assert self.gh is not None  # noqa: S101
         return self.gh
 
     def _repo(self, repo: str) -> Repository:

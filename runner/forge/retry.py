@@ -180,7 +180,8 @@ class ForgeRetry:
         exc = state.outcome.exception() if state.outcome else None
         # Exponential backoff with jitter: retries of many workers do not arrive together.
         fallback = min(self.policy.backoff * 2.0 ** (state.attempt_number - 1)
-                       + random.uniform(0, self.policy.backoff), self.policy.max_wait)
+                       # jitter, not a secret
+                       + random.uniform(0, self.policy.backoff), self.policy.max_wait)  # noqa: S311
         if isinstance(exc, ForgeError) and exc.retry_after is not None:
             cap = self.policy.rate_limit_wait if isinstance(exc, RateLimited) else \
                 self.policy.max_wait

@@ -131,7 +131,7 @@ class Steps:
         def work() -> None:
             try:
                 outcome.append(self._take_steps(ctx, wakes))
-            except BaseException as exc:  # handed to the slot's thread below
+            except BaseException as exc:  # handed to the slot's thread below  # noqa: BLE001
                 failure.append(exc)
             finally:
                 over.set()

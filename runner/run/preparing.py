@@ -87,7 +87,7 @@ def _choose_profile(ctx: RunContext) -> None:
         labels += trusted_labels(ctx, named)
     try:
         profile = choose_profile(labels, ctx.repo.gate_profile, ctx.gates.profiles).name
-    except Exception as exc:
+    except Exception as exc:  # a bad gate profile (any error) fails the run with its message  # noqa: BLE001
         raise RunFailed(str(exc)) from None
     ctx.note(gates_yml=gates_yml, gates_source=gates_source, labels=tuple(labels),
              profile=profile)
@@ -103,7 +103,7 @@ def _take_warm_sandbox(ctx: RunContext) -> None:
         return  # no pool, or resumed: the run has its own directory (and perhaps container)
     try:
         took = services.warm.take(services.spec(ctx.run.id, ctx.run.repo, ctx.run.issue, path))
-    except Exception as exc:  # only a head start: the run starts its own container
+    except Exception as exc:  # only a head start: the run starts its own container  # noqa: BLE001
         log.info("run %s: no warm sandbox (%s)", ctx.run.id, exc)
         return
     ctx.warm = took

@@ -71,7 +71,7 @@ def answer(ctx: RunContext) -> None:
 
 def _reply_in_threads(ctx: RunContext, text: str) -> None:
     run = ctx.run
-    assert run.pr_number is not None
+    assert run.pr_number is not None  # only follow-ups of runs with a pull request answer threads  # noqa: S101
     existing = ctx.forge.list_line_comments(run.repo, run.pr_number)
     by_id: dict[int, LineComment] = {c.id: c for c in existing}
     for thread in run.details.threads:

@@ -119,5 +119,5 @@ class StatusWriter:
                     return
             try:
                 self._write(body)
-            except Exception as exc:  # informational: a failed update must not stop the run
+            except Exception as exc:  # informational: a failed update must not stop the run  # noqa: BLE001
                 log.warning("status comment not updated: %s", exc)

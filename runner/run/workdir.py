@@ -45,7 +45,7 @@ def worktree(ctx: RunContext) -> Any:
 def _fill_spare(ctx: RunContext, repo: str, base_branch: str) -> None:
     try:
         ctx.services.workspaces.fill_spare(repo, base_branch)
-    except Exception as exc:  # only an optimisation: the next run checks out afresh
+    except Exception as exc:  # only an optimisation: the next run checks out afresh  # noqa: BLE001
         log.info("no spare worktree for %s: %s", repo, exc)
 
 

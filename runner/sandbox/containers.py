@@ -155,7 +155,8 @@ class Containers:
                 environment={**BASE_ENV, "HOME": HOME, **spec.env},
                 mounts=mounts, runtime=spec.runtime,
                 read_only=True,
-                tmpfs={"/tmp": f"{tmpfs_opts},mode=1777",
+                # the container's own tmpfs, not the host's /tmp
+                tmpfs={"/tmp": f"{tmpfs_opts},mode=1777",  # noqa: S108
                        HOME: f"{tmpfs_opts},mode=0700,uid={uid},gid={gid}"},
                 cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
                 pids_limit=spec.pids, mem_limit=spec.memory, memswap_limit=spec.memory,

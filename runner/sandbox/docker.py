@@ -112,7 +112,7 @@ class DockerSandbox:
         by its recorded pid if even that does not end the stream.
         """
         token = uuid.uuid4().hex
-        pidfile = f"/tmp/.orchestrator-exec-{token}"
+        pidfile = f"/tmp/.orchestrator-exec-{token}"  # a path inside the container's own tmpfs  # noqa: S108
         argv = _command_argv(command)
         if timeout is not None:
             # timeout(1) puts itself in a new process group and signals all of it.

@@ -47,7 +47,7 @@ class WarmRefill:
                     continue
                 try:
                     added = self.pool.add(self.template, self.count)
-                except Exception as exc:  # engine away, disk full: runs start cold meanwhile
+                except Exception as exc:  # engine away, disk full: runs start cold meanwhile  # noqa: BLE001
                     log.warning("cannot start a warm sandbox (%s); trying again in 60s", exc)
                     stopping.wait(60)
                     continue
@@ -56,5 +56,5 @@ class WarmRefill:
         finally:
             try:
                 self.pool.drain()
-            except Exception as exc:  # left for the orphan sweep of the next start
+            except Exception as exc:  # left for the orphan sweep of the next start  # noqa: BLE001
                 log.warning("cannot remove the warm sandboxes: %s", exc)

@@ -132,7 +132,7 @@ class WarmPool:
             return False
         try:
             found.container.rename(container_name(spec.run_id))
-        except Exception as exc:  # an engine error, or the engine out of reach
+        except Exception as exc:  # an engine error, or the engine out of reach  # noqa: BLE001
             # The run has a container already (409), or the engine failed: put things back.
             log.info("cannot rename a warm sandbox for run %s: %s", spec.run_id, exc)
             with contextlib.suppress(OSError):

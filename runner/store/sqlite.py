@@ -140,7 +140,8 @@ class SqliteStore:
 
     def create_run(self, repo: str, issue: int, **fields: Any) -> tuple[Run, bool]:
         with self._tx() as db:
-            row = db.execute(f"SELECT state, data FROM runs WHERE repo=? AND issue=? "
+            # a constant list of states; values are bound parameters
+            row = db.execute(f"SELECT state, data FROM runs WHERE repo=? AND issue=? "  # noqa: S608
                              f"AND state IN {_ACTIVE_SQL}", (repo, issue)).fetchone()
             if row is not None:
                 return self._row_to_run(row), False
@@ -159,7 +160,8 @@ class SqliteStore:
         return self._load(self._db(), run_id)
 
     def active_run(self, repo: str, issue: int) -> Run | None:
-        row = self._db().execute(f"SELECT state, data FROM runs WHERE repo=? AND issue=? "
+        # a constant list of states; values are bound parameters
+        row = self._db().execute(f"SELECT state, data FROM runs WHERE repo=? AND issue=? "  # noqa: S608
                                  f"AND state IN {_ACTIVE_SQL}", (repo, issue)).fetchone()
         return self._row_to_run(row) if row else None
 
@@ -261,7 +263,8 @@ class SqliteStore:
                 return None
             now = self.clock.now()
             rows = db.execute(
-                f"SELECT r.id, r.repo FROM runs r LEFT JOIN leases l "
+                # constant SQL fragments; values are bound parameters
+                f"SELECT r.id, r.repo FROM runs r LEFT JOIN leases l "  # noqa: S608
                 f"ON l.run_id = r.id AND l.expires_at > ? "
                 f"WHERE r.state IN {_ACTIVE_SQL} AND l.run_id IS NULL "
                 f"AND COALESCE(json_extract(r.data, '$.wake_at'), 0) <= ? "
@@ -337,7 +340,8 @@ class SqliteStore:
 
     def recover_expired(self) -> list[str]:
         with self._tx() as db:
-            rows = db.execute(f"SELECT l.run_id FROM leases l JOIN runs r ON r.id = l.run_id "
+            # a constant list of states; values are bound parameters
+            rows = db.execute(f"SELECT l.run_id FROM leases l JOIN runs r ON r.id = l.run_id "  # noqa: S608
                               f"WHERE l.expires_at <= ? AND r.state IN {_ACTIVE_SQL}",
                               (self.clock.now(),)).fetchall()
             expired = [r[0] for r in rows]

@@ -716,7 +716,8 @@ class ForgeEmulator(ReviewWorld):
                 checkout = log_dir / f"{job_id}-src"
                 try:
                     forge_git.checkout(repo.git_dir, sha, checkout)
-                    done = subprocess.run(ci.command, shell=True, cwd=checkout,
+                    # the emulated CI job runs the test's own command line, as a CI would
+                    done = subprocess.run(ci.command, shell=True, cwd=checkout,  # noqa: S602
                                           capture_output=True, text=True, timeout=ci.timeout,
                                           check=False)
                     output, ok = done.stdout + done.stderr, done.returncode == 0

@@ -17,6 +17,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import docker.errors
+
 BASE = "orchestrator-sandbox:latest"
 TAG = "orchestrator-sandbox-sdk-test:latest"
 SDK_DIR = "/opt/sdk"
@@ -84,7 +86,7 @@ def sdk_image(docker_client: Any) -> str:
     try:
         if docker_client.images.get(TAG).labels.get(LABEL) == recipe:
             return TAG
-    except Exception:  # not built yet
+    except docker.errors.ImageNotFound:  # not built yet
         pass
     dockerfile = (f"FROM {BASE}\nCOPY sdk {SDK_DIR}\nLABEL {LABEL}={recipe}\n").encode()
     buffer = io.BytesIO()

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from runner.agent.base import Task
@@ -38,7 +39,7 @@ BUDGET = Budget(max_turns=20, max_tokens=1_000_000, max_cost_usd=10.0)
 def sandbox(docker_client: Any, tmp_path: Path) -> Iterator[DockerSandbox]:
     try:
         docker_client.images.get(IMAGE)
-    except Exception:
+    except docker.errors.ImageNotFound:
         missing(f"the sandbox image {IMAGE} is missing: run scripts/build-sandbox-image")
     repo = project_worktree(tmp_path)
     backend = DockerBackend(docker_client, state_dir=tmp_path / "state", image=IMAGE)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from runner.agent.base import Task
@@ -49,7 +50,7 @@ Events = list[tuple[str, dict[str, Any]]]
 def image(docker_client: Any) -> str:
     try:
         docker_client.images.get(BASE)
-    except Exception:
+    except docker.errors.ImageNotFound:
         missing(f"the sandbox image {BASE} is missing: run scripts/build-sandbox-image")
     return sdk_image(docker_client)
 
