@@ -129,6 +129,13 @@ def login_page(*, error: str = "", next_path: str = "/runs", configured: bool = 
                   configured=configured)
 
 
+def signed_in_page(next_path: str) -> str:
+    """After a sign-in link: a page that opens ``next_path`` (a local path) at once; as a
+    navigation of the dashboard's own page, so the new SameSite=Strict cookie goes with it
+    even when the link was clicked on another site."""
+    return layout("Signed in", "signed_in.html", next_path=next_path)
+
+
 @dataclass(frozen=True)
 class RunRow:
     run: Run

@@ -1,8 +1,8 @@
 """The dashboard's routes: login, runs, one run with its live stream, health, assets.
 
-Pages need the session cookie set by the login form (or a bearer token); without it they
-redirect to ``/login``. Kill, kill-all and resume go through the JSON API from the page's
-script, with the CSRF header ``webauth`` requires.
+Pages need the session cookie set by the login form or a one-time sign-in link (or a bearer
+token); without it they redirect to ``/login``. Kill, kill-all and resume go through the JSON
+API from the page's script, with the CSRF header ``webauth`` requires.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from runner.forge.budget import ForgeStats, budget_line
 from runner.model import ACTIVE, Event, RunState, is_run_id
 from runner.run.spending import spend_today
 from runner.store.base import RunNotFound, StoreError
-from runner.webauth import Auth, Caller
+from runner.webauth import SIGN_IN_PATH, Auth, Caller, SignInRefused
 
 if TYPE_CHECKING:
     from runner.wiring import Runner
@@ -108,6 +108,18 @@ class Pages:
                 error="That is not the API token.", next_path=next_path,
                 configured=self.auth.configured()), 401)
         response = RedirectResponse(next_path, status_code=303)
+        self.auth.log_in(response, request)
+        return response
+
+    async def sign_in_link(self, request: Request) -> Response:
+        """A one-time sign-in link (``Auth.sign_in_url``): sets the session cookie once."""
+        next_path = _safe_next(request.query_params.get("next", "/runs"))
+        try:
+            self.auth.redeem(request.query_params.get("ticket", ""))
+        except SignInRefused as exc:
+            return page_response(dashboard.login_page(error=str(exc), next_path=next_path,
+                                                      configured=self.auth.configured()), 403)
+        response = page_response(dashboard.signed_in_page(next_path))
         self.auth.log_in(response, request)
         return response
 
@@ -244,6 +256,7 @@ class Pages:
             Route("/", self.home, methods=["GET"]),
             Route("/login", self.login_form, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
+            Route(SIGN_IN_PATH, self.sign_in_link, methods=["GET"]),
             Route("/logout", self.logout, methods=["POST"]),
             Route("/runs", self.signed_in(self.runs), methods=["GET"]),
             Route("/runs/rows", self.signed_in(self.runs_rows, redirect=False), methods=["GET"]),

@@ -230,10 +230,13 @@ class ForgeEmulator(ReviewWorld):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def serve_pages(self, acting_as: str, *, dashboard_url: str = "", note: str = "") -> None:
+    def serve_pages(self, acting_as: str, *, dashboard_url: str = "", note: str = "",
+                    sign_in: Callable[[str], str] | None = None) -> None:
         """Serve HTML pages for people (runner/testing/forge_pages.py), acting as the user
-        ``acting_as`` through this emulator's API."""
-        self.pages = ForgePages(self, acting_as, dashboard_url=dashboard_url, note=note)
+        ``acting_as`` through this emulator's API; ``sign_in`` makes a one-time link that
+        signs the dashboard in at a path (the pages' dashboard links open through it)."""
+        self.pages = ForgePages(self, acting_as, dashboard_url=dashboard_url, note=note,
+                                sign_in=sign_in)
 
     # ------------------------------------------------------------ setup
 

@@ -8,12 +8,15 @@ so webhooks flow exactly as when a person uses a forge.
 
 Paths are the forge's own web paths (what the API's ``html_url`` says): ``/{owner}/{repo}/
 issues``, ``.../issues/{n}``, ``.../pull/{n}`` (GitHub) or ``.../pulls/{n}`` (Forgejo), and
-``/_emulator/ci/{job}`` for a CI job's log.
+``/_emulator/ci/{job}`` for a CI job's log. Links to the dashboard go through
+``/_emulator/dashboard/{path}``, which opens the dashboard at that path, signed in by a
+fresh one-time link when the pages were given a way to make one (the playground).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,9 +106,10 @@ class ForgePages:
     """The pages of one emulator, acting as ``acting_as`` (who must have a token there)."""
 
     def __init__(self, forge: ForgeEmulator, acting_as: str, *, dashboard_url: str = "",
-                 note: str = "") -> None:
+                 note: str = "", sign_in: Callable[[str], str] | None = None) -> None:
         self.forge, self.acting_as = forge, acting_as
         self.dashboard_url = dashboard_url.rstrip("/")
+        self.sign_in = sign_in  # dashboard path -> a one-time link signing in there
         self.note = note  # a line shown under the header (e.g. the playground's "who you are")
         self.pull_word = "pull" if forge.flavour == "github" else "pulls"
 
@@ -137,6 +141,8 @@ class ForgePages:
             return Response(css, 200, {"Content-Type": "text/css; charset=utf-8"})
         if len(parts) == 3 and parts[:2] == ["_emulator", "ci"] and parts[2].isdigit():
             return self.ci_page(int(parts[2]))
+        if parts[:2] == ["_emulator", "dashboard"] and self.dashboard_url:
+            return self.to_dashboard("/" + "/".join(parts[2:]))
         if len(parts) < 2 or parts[0].startswith(("_", "api")) or parts[1].endswith(".git"):
             return None
         repo = self.forge.state.repo(parts[0], parts[1])
@@ -231,6 +237,15 @@ class ForgePages:
         """The web path of an issue or pull request."""
         kind = self.pull_word if issue.pull is not None else "issues"
         return f"/{repo.full_name}/{kind}/{issue.number}"
+
+    def to_dashboard(self, path: str) -> Response:
+        """The dashboard at ``path``: through a fresh one-time sign-in link when the pages
+        can make one (each click makes its own: a link signs in once)."""
+        if not re.fullmatch(r"/(runs(/r-[0-9a-f]{6,32})?|health)", path):
+            path = "/runs"
+        target = self.sign_in(path) if self.sign_in else self.dashboard_url + path
+        return RedirectResponse(target, 303, headers={"Cache-Control": "no-store",
+                                                      "Referrer-Policy": "no-referrer"})
 
     def _page(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         text = _env.get_template(template).render(

@@ -17,6 +17,7 @@ from runner.model import Run
 from runner.store.base import kill_all
 from runner.testing.demo import MAINTAINER, REPO, SLOW_TITLE, DemoWorld, demo_agent
 from runner.testing.llm import Policy, Reply, Request
+from runner.webauth import SIGN_IN_SECONDS, Auth
 
 STOP_TIMEOUT_S = 90.0
 KNOWN = ("add(", "sum", "wrong result", "returns -1", "calculator", "test_calc")
@@ -63,10 +64,16 @@ def demo_options(say: Callable[[str], None]) -> dict[str, Any]:
             "keep": lambda world: keep_until_stopped(world, say)}
 
 
+def dashboard_auth(world: DemoWorld) -> Auth:
+    """The dashboard's web auth (its token is in this process's environment)."""
+    return Auth(world.settings_dict()["server"]["api_token_env"])
+
+
 def welcome(world: DemoWorld, finished: Run | None) -> list[str]:
     """What to open, who you are and how to stop: the lines ``--keep`` prints."""
     assert world.server is not None
     forge, dash = world.forge.url, world.server.url
+    link = dashboard_auth(world).sign_in_url(dash, "/runs")
     lines = [
         "",
         "The playground is up. Open:",
@@ -75,10 +82,14 @@ def welcome(world: DemoWorld, finished: Run | None) -> list[str]:
     if finished is not None and finished.pr_url:
         lines.append(f"  the pull request:    {finished.pr_url}")
     lines += [
-        f"  dashboard:           {dash}/runs   (sign in with the token "
+        f"  dashboard:           {link}",
+        f"                       (signs you in once, within {SIGN_IN_SECONDS // 60} minutes; "
+        "later, use the forge",
+        "                       pages' Dashboard link, or sign in with the token "
         f"{world.env['DEMO_API_TOKEN']})",
         "",
-        f"You are @{MAINTAINER}, the repository's maintainer, signed in on the forge pages.",
+        f"You are @{MAINTAINER}, the repository's maintainer, signed in on the forge pages "
+        "and the dashboard.",
         "Try: open an issue and add the `orchestrator` label; watch the run on the dashboard;",
         "     review the pull request (a line comment, approve or request changes);",
         f"     open an issue titled \"{SLOW_TITLE}\", label it, and type `/kill` in its",
@@ -90,12 +101,15 @@ def welcome(world: DemoWorld, finished: Run | None) -> list[str]:
 
 
 def open_playground(world: DemoWorld) -> None:
-    """Serve the forge's pages as the maintainer, linked to the dashboard."""
+    """Serve the forge's pages as the maintainer, linked to the dashboard (each link signs
+    in with a fresh one-time link)."""
     assert world.server is not None
     for name in ("orchestrator", "orchestrator:kill"):  # Forgejo adds known labels only
         world.forge.state.ensure_label(world.forge.repo(REPO), name)
-    world.forge.serve_pages(MAINTAINER, dashboard_url=world.server.url,
-                            note=f"Playground: you are @{MAINTAINER}, the maintainer.")
+    dash, auth = world.server.url, dashboard_auth(world)
+    world.forge.serve_pages(MAINTAINER, dashboard_url=dash,
+                            note=f"Playground: you are @{MAINTAINER}, the maintainer.",
+                            sign_in=lambda path: auth.sign_in_url(dash, path))
 
 
 def keep_until_stopped(world: DemoWorld, say: Callable[[str], None],

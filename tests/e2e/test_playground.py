@@ -18,7 +18,12 @@ import pytest
 from runner.model import RunState
 from runner.testing.demo import REPO, SLOW_TITLE, DemoWorld, fixing_agent
 from runner.testing.llm import Reply, Request
-from runner.testing.playground import open_playground, playground_agent, reviewing_with_a_note
+from runner.testing.playground import (
+    open_playground,
+    playground_agent,
+    reviewing_with_a_note,
+    welcome,
+)
 from tests.e2e.test_dashboard import ARTIFACTS, chromium  # noqa: F401 (the fixture)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -46,6 +51,20 @@ def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
         problems: list[str] = []
         page.on("pageerror", lambda exc: problems.append(str(exc)))
 
+        # the printed dashboard link signs the visitor in, once; the token is not in it
+        printed = "\n".join(welcome(world, None))
+        found = re.search(r"dashboard:\s+(\S+)", printed)
+        assert found is not None and world.env["DEMO_API_TOKEN"] not in found.group(1)
+        page.goto(found.group(1))
+        expect(page).to_have_url(f"{dash}/runs")
+        expect(page.locator("nav")).to_contain_text("Log out")
+        stranger = chromium.new_page()
+        stranger.goto(found.group(1))
+        expect(stranger.locator(".error")).to_contain_text("used already")
+        stranger.goto(f"{dash}/runs")
+        expect(stranger).to_have_url(re.compile(r"/login\?next="))
+        stranger.close()
+
         # the forge: a new issue, labelled from its page
         page.goto(f"{forge}/{REPO}/issues")
         page.fill("#new-title", "add() returns the wrong result")
@@ -57,8 +76,9 @@ def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
         page.click("#add-label")
         expect(page.locator("#labels")).to_contain_text("orchestrator")
 
-        # the dashboard: the run appears and goes green
-        sign_in(page, dash, world.env["DEMO_API_TOKEN"])
+        # the dashboard (the forge's link, signed in): the run appears and goes green
+        page.click("#dashboard-link")
+        expect(page).to_have_url(f"{dash}/runs")
         run = world.wait_for(lambda: world.run_for(number), 30, "the run to be created")
         row = page.locator(f'tr[data-run="{run.id}"]')
         expect(row).to_be_visible(timeout=15_000)
@@ -72,11 +92,12 @@ def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
                        "the status comment to say succeeded")
         page.goto(f"{forge}/{REPO}/issues/{number}")
         expect(page.locator(".status-comment").first).to_contain_text("succeeded")
-        expect(page.locator(f'a.run-link[href="{dash}/runs/{run.id}"]').first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / f"playground-issue-{flavour}.png"), full_page=True)
 
-        # the run page links to the PR; the PR page shows CI, the AI review and its line note
-        page.goto(f"{dash}/runs/{run.id}")
+        # the issue's run link opens the run on the dashboard, signed in; it links to the PR,
+        # whose page shows CI, the AI review and its line note
+        page.locator("a.run-link", has_text=run.id).first.click()
+        expect(page).to_have_url(f"{dash}/runs/{run.id}")
         page.locator(".facts a", has_text="PR #").click()
         expect(page).to_have_url(re.compile(r"/pulls?/\d+$"))
         expect(page.locator("#checks")).to_contain_text("ci/tests")

@@ -87,10 +87,16 @@ def test_demo_keep_prints_working_urls_and_ctrl_c_leaves_nothing(
             assert web.get(issues).status_code == 200
             answer = web.get(pull)
             assert answer.status_code == 200 and "Files changed" in answer.text
-            assert "Sign in" in web.get(dashboard).text
-            signed = web.post(dashboard.replace("/runs", "/login"),
-                              data={"token": token.group(1), "next": "/runs"})
-            assert signed.status_code == 200 and "r-" in signed.text
+            # the printed dashboard link signs in (once: a second use is refused)
+            assert "Signed in" in web.get(dashboard).text
+            base = dashboard.split("/sign-in?", 1)[0]
+            runs = web.get(f"{base}/runs")
+            assert runs.url.path == "/runs" and "r-" in runs.text
+            with httpx.Client(timeout=30) as stranger:
+                assert stranger.get(dashboard).status_code == 403
+                signed = stranger.post(f"{base}/login", data={"token": token.group(1),
+                                                              "next": "/runs"})
+                assert signed.status_code == 303
             # a run in flight when Ctrl-C comes: opened and labelled from the pages
             forge = issues.removesuffix(f"/{REPO}/issues")
             made = web.post(f"{issues}/new", data={"title": SLOW_TITLE, "body": "faster"},

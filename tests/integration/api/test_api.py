@@ -135,6 +135,32 @@ def test_dashboard_state_changes_need_the_csrf_header(api_world: ApiWorld) -> No
         assert ok.json()["actor"] == "dashboard:demo_api_token"
 
 
+def test_a_sign_in_link_signs_in_once(api_world: ApiWorld) -> None:
+    from runner.webauth import Auth
+
+    auth = Auth("DEMO_API_TOKEN")  # what the playground prints: made with the token
+    link = auth.sign_in_url(api_world.url, "/runs?state=active")
+    assert api_world.token not in link
+    with httpx.Client(timeout=10) as browser:
+        opened = browser.get(link)
+        assert opened.status_code == 200 and "Signed in" in opened.text
+        assert 'content="0; url=/runs?state=active"' in opened.text
+        cookie = opened.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert browser.get(f"{api_world.url}/runs").status_code == 200
+    with httpx.Client(timeout=10) as other:  # the same link again, in another browser
+        again = other.get(link)
+        assert again.status_code == 403 and "used already" in again.text
+        assert "set-cookie" not in again.headers
+        assert other.get(f"{api_world.url}/runs").status_code == 303  # to the login form
+        expired = other.get(auth.sign_in_url(api_world.url, "/runs", now=0))
+        assert expired.status_code == 403 and "expired" in expired.text
+        forged = link.replace("ticket=", "ticket=9").split("&")[0]
+        assert other.get(forged).status_code == 403
+        elsewhere = other.get(auth.sign_in_url(api_world.url, "https://evil.example/"))
+        assert 'content="0; url=/runs"' in elsewhere.text  # never to another site
+
+
 def test_pages_escape_untrusted_text(api_world: ApiWorld) -> None:
     store = api_world.runner.store
     evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'

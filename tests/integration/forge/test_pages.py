@@ -73,7 +73,13 @@ def test_status_comment_is_markdown_and_links_to_its_run(forge: ForgeEmulator) -
     page = httpx.get(f"{forge.url}/{REPO}/issues/{number}").text
     assert "<h3>orchestrator run <code>r-0123456789ab</code>" in page
     assert "&lt;b&gt;raw&lt;/b&gt;" in page and "<b>raw</b>" not in page
-    assert 'href="http://dash.example/runs/r-0123456789ab"' in page
+    assert 'href="/_emulator/dashboard/runs/r-0123456789ab"' in page
+    # the link opens the run's page on the dashboard (pages without a sign-in: directly)
+    opened = httpx.get(f"{forge.url}/_emulator/dashboard/runs/r-0123456789ab")
+    assert opened.status_code == 303
+    assert opened.headers["location"] == "http://dash.example/runs/r-0123456789ab"
+    elsewhere = httpx.get(f"{forge.url}/_emulator/dashboard/..%2F..%2Fevil.example")
+    assert elsewhere.headers["location"] == "http://dash.example/runs"
 
 
 def test_pull_request_page_shows_diff_statuses_and_line_comments(forge: ForgeEmulator) -> None:
