@@ -290,22 +290,27 @@ def demo_agent() -> Policy:
     return policy
 
 
+def demo_settings(*, real_llm: bool = False) -> dict[str, Any]:
+    """The demo's runner settings over a ``DemoWorld``'s: a review's comments gathered for
+    one second before its follow-up starts (and the real Anthropic API with ``real_llm``)."""
+    overrides: dict[str, Any] = {"limits": {"follow_up_quiet": "1s"}}
+    if real_llm:
+        overrides["agent"] = {"base_url": None, "api_key_env": "ANTHROPIC_API_KEY"}
+    return overrides
+
+
 def run_demo(workdir: Path, *, flavour: Flavour = "github", real_llm: bool = False,
              say: Callable[[str], None] = print, agent: Policy | None = None,
              reviewer: Policy | None = None,
              keep: Callable[[DemoWorld], None] | None = None) -> bool:
     """The whole flow on loopback: issue 1 becomes a green PR, issue 2 is killed mid-run.
 
-    Returns True when both outcomes are as expected. ``keep`` (``demo --keep``) is called
-    with the world still up after the story, which ends when it returns.
+    Returns True when both outcomes are as expected. ``agent`` must answer the review round
+    (as ``answering`` does). ``keep`` (``demo --keep``) is called with the world still up
+    after the story, which ends when it returns.
     """
-    overrides: dict[str, Any] = {}
-    if real_llm:
-        overrides["agent"] = {"base_url": None, "api_key_env": "ANTHROPIC_API_KEY"}
-    overrides["limits"] = {"follow_up_quiet": "1s"}
-    world = DemoWorld(workdir, flavour=flavour, agent=answering(agent or demo_agent()),
-                      reviewer=reviewer,
-                      settings=overrides)
+    world = DemoWorld(workdir, flavour=flavour, agent=agent or answering(demo_agent()),
+                      reviewer=reviewer, settings=demo_settings(real_llm=real_llm))
     started = time.monotonic()
 
     def stamp() -> str:

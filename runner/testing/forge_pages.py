@@ -29,7 +29,7 @@ from markupsafe import Markup
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from runner.testing import forge_git
-from runner.testing.forge_state import EmulatorError, Issue, Repo
+from runner.testing.forge_state import EmulatorError, Issue, LineCommentRecord, Repo
 
 if TYPE_CHECKING:
     from runner.testing.forge import ForgeEmulator
@@ -67,7 +67,7 @@ class DiffLine:
     text: str
     old: int | None = None
     new: int | None = None
-    comments: list[dict[str, str]] = field(default_factory=list)
+    threads: list[list[LineCommentRecord]] = field(default_factory=list)
 
 
 @dataclass
@@ -289,19 +289,7 @@ class ForgePages:
             diff = forge_git.git("diff", f"{pull.base_sha}...{pull.head_sha}",
                                  cwd=repo.git_dir, check=False)
             files = parse_diff(diff)
-            by_line: dict[tuple[str, int], DiffLine] = {
-                (f.path, ln.new): ln for f in files for ln in f.lines if ln.new is not None}
-            loose: list[dict[str, str]] = []
-            for review in pull.reviews:
-                for c in review.comments:
-                    if not isinstance(c, dict):
-                        continue
-                    line = c.get("line") or c.get("new_position")
-                    item = {"user": review.user.login, "body": str(c.get("body") or ""),
-                            "path": str(c.get("path")), "line": str(line)}
-                    target = by_line.get((str(c.get("path")), int(str(line)))) \
-                        if str(line).isdigit() else None
-                    (target.comments if target else loose).append(item)
+            loose = self._place_threads(files, pull.line_comments)
             statuses = [(s, self._ci_page_url(s.target_url))
                         for s in self.forge.state.latest_statuses(repo, pull.head_sha)]
             checks = [c for c in repo.check_runs if c.sha == pull.head_sha]
@@ -312,6 +300,25 @@ class ForgePages:
                               timeline=self._timeline(issue), runs=self._runs(issue),
                               commentable=commentable,
                               title=f"PR #{issue.number} {issue.title}")
+
+    @staticmethod
+    def _place_threads(files: list[DiffFile], comments: list[LineCommentRecord]
+                       ) -> list[list[LineCommentRecord]]:
+        """Each conversation (a first line comment and its replies) under the diff line it
+        is on; the conversations on lines no longer in the diff are returned."""
+        threads: dict[int, list[LineCommentRecord]] = {}
+        for comment in sorted(comments, key=lambda c: (c.created_at, c.id)):
+            threads.setdefault(comment.in_reply_to or comment.id, []).append(comment)
+        right = {(f.path, ln.new): ln for f in files for ln in f.lines
+                 if ln.new is not None and ln.kind != "del"}
+        left = {(f.path, ln.old): ln for f in files for ln in f.lines
+                if ln.old is not None and ln.kind == "del"}
+        loose: list[list[LineCommentRecord]] = []
+        for thread in threads.values():
+            first = thread[0]
+            target = (right if first.side == "RIGHT" else left).get((first.path, first.line))
+            (target.threads if target is not None else loose).append(thread)
+        return loose
 
     @staticmethod
     def _ci_page_url(target: str) -> str:

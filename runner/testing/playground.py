@@ -11,12 +11,24 @@ import json
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from runner.agent.base import FOLLOW_UP_HEADING
 from runner.model import Run
 from runner.store.base import kill_all
-from runner.testing.demo import MAINTAINER, REPO, SLOW_TITLE, DemoWorld, demo_agent
-from runner.testing.llm import Policy, Reply, Request
+from runner.testing.demo import (
+    MAINTAINER,
+    REPO,
+    SLOW_TITLE,
+    TEST_COMMAND,
+    DemoWorld,
+    demo_agent,
+    demo_settings,
+)
+from runner.testing.demo_review import answering
+from runner.testing.forge import Flavour
+from runner.testing.llm import Policy, Reply, Request, Script
 from runner.webauth import SIGN_IN_SECONDS, Auth
 
 STOP_TIMEOUT_S = 90.0
@@ -28,9 +40,54 @@ NOTE = ("# A note from the playground's agent\n\n"
         "it only left this note.\n")
 
 
+NEGATIVE_TEST = "assert add(-2, -3) == -5, 'add() of two negative numbers'\n"
+_LAST_TEST_LINE = "print('all tests pass')\n"
+# A fixed command: nothing a reviewer wrote reaches it.
+_NOTE_COMMAND = ("printf '%s\\n' \"- $(date -u +%H:%M:%S) UTC: a review asked for something "
+                 "this scripted agent cannot do.\" >> PLAYGROUND.md")
+
+
+def answering_reviews(first: Policy) -> Policy:
+    """``first`` for a run's own work; a follow-up (a review made on the pull request's page)
+    gets an answer: a test with negative numbers when the review asks for one, mul()'s
+    docstring when it asks for that (the demo's own review round), and otherwise a line in
+    PLAYGROUND.md and a summary saying what this agent can do."""
+    docstring = answering(first, TEST_COMMAND)
+    negative = Script([
+        Reply.edit("str_replace", "test_calc.py", "The review asks for a test with negative "
+                   "numbers.", old_str=_LAST_TEST_LINE, new_str=NEGATIVE_TEST + _LAST_TEST_LINE),
+        Reply.bash(TEST_COMMAND, "Running the tests again."),
+        Reply.finish(f"Added a test with negative numbers: `{NEGATIVE_TEST.strip()}` in "
+                     f"`test_calc.py`; `{TEST_COMMAND}` passes."),
+    ])
+    note = Script([
+        Reply.bash(_NOTE_COMMAND, "I cannot do what this review asks; noting it."),
+        Reply.finish("I am the playground's scripted agent: in a review I can only add a test "
+                     "with negative numbers, or a docstring to mul(). I could not do what "
+                     "this review asks, and noted it in PLAYGROUND.md."),
+    ])
+
+    def policy(request: Request) -> Reply:
+        text = request.first_user_text()
+        if FOLLOW_UP_HEADING not in text:
+            return first(request)
+        # what the reviewers ask: the follow-up section only (not AGENTS.md, which says "test")
+        asked = text.split(FOLLOW_UP_HEADING, 1)[1].split("\n## ", 1)[0].lower()
+        if "docstring" in asked:
+            return docstring(request)
+        return negative(request) if "negative" in asked else note(request)
+
+    return policy
+
+
 def playground_agent() -> Policy:
     """The demo's agent (fixes add(), works slowly on the issue to kill), and for a request
-    it does not know, a polite finish: a note saying what it can do, and nothing else."""
+    it does not know, a polite finish: a note saying what it can do, and nothing else. It
+    answers reviews of its pull requests (``answering_reviews``)."""
+    return answering_reviews(_working_agent())
+
+
+def _working_agent() -> Policy:
     known = demo_agent()
 
     def policy(request: Request) -> Reply:
@@ -69,6 +126,13 @@ def dashboard_auth(world: DemoWorld) -> Auth:
     return Auth(world.settings_dict()["server"]["api_token_env"])
 
 
+def playground_world(workdir: Path, flavour: Flavour = "github") -> DemoWorld:
+    """The world ``demo --keep`` keeps up (its agent, reviewer and settings), not started:
+    what the browser tests click through."""
+    return DemoWorld(workdir, flavour=flavour, agent=playground_agent(),
+                     reviewer=reviewing_with_a_note, settings=demo_settings())
+
+
 def welcome(world: DemoWorld, finished: Run | None) -> list[str]:
     """What to open, who you are and how to stop: the lines ``--keep`` prints."""
     assert world.server is not None
@@ -91,7 +155,10 @@ def welcome(world: DemoWorld, finished: Run | None) -> list[str]:
         f"You are @{MAINTAINER}, the repository's maintainer, signed in on the forge pages "
         "and the dashboard.",
         "Try: open an issue and add the `orchestrator` label; watch the run on the dashboard;",
-        "     review the pull request (a line comment, approve or request changes);",
+        "     review the pull request: request changes with a line comment asking for a test",
+        "     with negative numbers; a follow-up run answers it on the same PR and replies in",
+        "     your comment's thread (this scripted agent knows that request, and a docstring",
+        "     for mul(); anything else gets a polite note);",
         f"     open an issue titled \"{SLOW_TITLE}\", label it, and type `/kill` in its",
         "     comment box.",
         "",

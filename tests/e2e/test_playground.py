@@ -18,12 +18,7 @@ import pytest
 from runner.model import RunState
 from runner.testing.demo import REPO, SLOW_TITLE, DemoWorld, fixing_agent
 from runner.testing.llm import Reply, Request
-from runner.testing.playground import (
-    open_playground,
-    playground_agent,
-    reviewing_with_a_note,
-    welcome,
-)
+from runner.testing.playground import open_playground, playground_world, welcome
 from tests.e2e.test_dashboard import ARTIFACTS, chromium  # noqa: F401 (the fixture)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -41,8 +36,7 @@ def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
     from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(exist_ok=True)
-    with DemoWorld(tmp_path, flavour=flavour,  # type: ignore[arg-type]
-                   agent=playground_agent(), reviewer=reviewing_with_a_note) as world:
+    with playground_world(tmp_path, flavour) as world:  # type: ignore[arg-type]
         assert world.server is not None
         open_playground(world)
         forge, dash = world.forge.url, world.server.url
@@ -111,8 +105,42 @@ def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
         page.screenshot(path=str(ARTIFACTS / f"playground-pr-{flavour}.png"), full_page=True)
 
         # the CI log, from the status's link
+        pr_page = page.url
         page.locator("#checks a.ci-link").first.click()
         expect(page.locator("#ci-log")).to_contain_text("all tests pass")
+
+        # the visitor reviews: changes requested, with a line comment, from the PR's form
+        page.goto(pr_page)
+        page.fill("#review-body", "One more thing before I merge.")
+        page.select_option("#review-path", "calc.py")
+        page.fill("#review-line", "6")
+        page.fill("#review-comment", "Please add a test with negative numbers.")
+        page.check("input[name=event][value=request_changes]")
+        page.click("#review-submit")
+        expect(page.locator(".review").last).to_contain_text("changes requested")
+        # a follow-up starts, shows on the dashboard and goes green
+        follow_up = world.wait_for(lambda: (r := world.run_for(number)) is not None
+                                   and r.id != run.id and r, 60, "a follow-up of the review")
+        assert follow_up.details.follows == run.id
+        page.goto(f"{dash}/runs")
+        row = page.locator(f'tr[data-run="{follow_up.id}"]')
+        expect(row.locator("[data-state]")).to_have_text("succeeded", timeout=240_000)
+        # the PR page: the agent's reply in the thread of the visitor's line comment,
+        # naming the follow-up's commit (written as the follow-up ends)
+        world.wait_for(lambda: any(e.kind == "replied" for e in
+                                   world.store.events(follow_up.id, limit=10000)),
+                       60, "the follow-up's reply in the review thread")
+        answered = world.run_for(number)
+        assert answered is not None and answered.head_sha
+        page.goto(pr_page)
+        thread = page.locator("tr.line-comment", has_text="Please add a test with").filter(
+            has=page.locator(".thread-comment.reply"))
+        expect(thread.locator(".reply").last).to_contain_text(answered.head_sha[:12])
+        expect(thread.locator(".reply").last).to_contain_text("Added a test with negative")
+        assert thread.evaluate("row => row.previousElementSibling.dataset.line") == "6"
+        expect(page.locator("#files")).to_contain_text("assert add(-2, -3) == -5")
+        page.screenshot(path=str(ARTIFACTS / f"playground-pr-answered-{flavour}.png"),
+                        full_page=True)
 
         # a second issue, killed with /kill typed in its comment box
         page.goto(f"{forge}/{REPO}/issues")

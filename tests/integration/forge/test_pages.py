@@ -97,17 +97,22 @@ def test_pull_request_page_shows_diff_statuses_and_line_comments(forge: ForgeEmu
                                 "path": "src/app/calc.py", "line": "2",
                                 "comment": "good: <em>sum</em>"})
         assert review.status_code == 200, review.text
+        first = forge.issue(REPO, pull["number"]).pull.line_comments[0]  # type: ignore[union-attr]
+        forge.reply(REPO, pull["number"], first.id, "bot", "Addressed in 0123abcd")
         page = web.get(str(pull["html_url"]).removeprefix(forge.url)).text
     assert "return a + b" in page and "return a - b" in page
     assert re.search(r'id="L-src/app/calc.py-2".*?</tr>\s*<tr class="line-comment"', page,
                      re.S), "the line comment is right under its diff line"
     assert "good: &lt;em&gt;sum&lt;/em&gt;" in page
+    # the reply sits in the same conversation, after the comment it answers
+    assert re.search(r'<tr class="line-comment"[^>]*>.*?good: &lt;em&gt;.*?class="thread-comment '
+                     r'reply".*?Addressed in 0123abcd.*?</tr>', page, re.S)
     assert "ci/tests" in page and "ci-success" in page
     log_link = re.search(r'href="(/_emulator/ci/\d+)" class="ci-link"', page)
     assert log_link is not None
     log = httpx.get(forge.url + log_link.group(1))
     assert log.status_code == 200 and sha in log.text
-    stored = forge.issue(REPO, pull["number"]).pull.reviews[-1]  # type: ignore[union-attr]
+    stored = forge.issue(REPO, pull["number"]).pull.reviews[0]  # type: ignore[union-attr]
     assert stored.user.login == "alice" and stored.comments[0]["path"] == "src/app/calc.py"
 
 
