@@ -187,6 +187,8 @@ class ForgePages:
         elif rest[2] == "review" and issue.pull is not None:
             answer = self._api("POST", f"/repos/{repo.full_name}/pulls/{issue.number}/reviews",
                                self.review_body(form))
+        elif rest[2] == "merge" and issue.pull is not None:
+            answer = self.merge(repo, issue)
         else:
             return RedirectResponse(back, 303)
         return self._refused(answer) if answer.status_code >= 300 else \
@@ -200,6 +202,13 @@ class ForgePages:
         with httpx.Client(timeout=30.0) as client:
             return client.request(method, f"{self.forge.api_url}{path}", json=body,
                                   headers={"Authorization": f"token {user.token}"})
+
+    def merge(self, repo: Repo, issue: Issue) -> httpx.Response:
+        """Merge the pull request with a merge commit, as each forge's API asks for it."""
+        path = f"/repos/{repo.full_name}/pulls/{issue.number}/merge"
+        if self.forge.flavour == "github":
+            return self._api("PUT", path, {"merge_method": "merge"})
+        return self._api("POST", path, {"Do": "merge"})
 
     def _label_ref(self, repo: Repo, name: str) -> str | int:
         if self.forge.flavour == "github":

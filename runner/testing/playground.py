@@ -158,7 +158,7 @@ def welcome(world: DemoWorld, finished: Run | None) -> list[str]:
         "     review the pull request: request changes with a line comment asking for a test",
         "     with negative numbers; a follow-up run answers it on the same PR and replies in",
         "     your comment's thread (this scripted agent knows that request, and a docstring",
-        "     for mul(); anything else gets a polite note);",
+        "     for mul(); anything else gets a polite note); merge it with its Merge button;",
         f"     open an issue titled \"{SLOW_TITLE}\", label it, and type `/kill` in its",
         "     comment box.",
         "",

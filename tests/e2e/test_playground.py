@@ -142,6 +142,18 @@ def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
         page.screenshot(path=str(ARTIFACTS / f"playground-pr-answered-{flavour}.png"),
                         full_page=True)
 
+        # the visitor merges the PR from its page; the dashboard shows the run's PR merged
+        page.click("#merge")
+        expect(page.locator("#pull-state")).to_have_text("merged")
+        expect(page.locator("#merge-box")).to_contain_text("Merged by alice")
+        page.goto(f"{dash}/runs")
+        row = page.locator(f'tr[data-run="{answered.id}"]')
+        expect(row).to_contain_text(f"#{answered.pr_number} merged", timeout=30_000)
+        page.goto(f"{dash}/runs/{answered.id}")
+        expect(page.locator(".facts")).to_contain_text(f"PR #{answered.pr_number} (merged)")
+        page.screenshot(path=str(ARTIFACTS / f"playground-merged-run-{flavour}.png"),
+                        full_page=True)
+
         # a second issue, killed with /kill typed in its comment box
         page.goto(f"{forge}/{REPO}/issues")
         page.fill("#new-title", SLOW_TITLE)

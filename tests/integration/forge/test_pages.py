@@ -129,3 +129,29 @@ def test_parse_diff_numbers_new_lines() -> None:
                        " a\n-b\n+c\n")
     assert [(ln.kind, ln.new) for ln in files[0].lines] == [
         ("hunk", None), ("ctx", 1), ("del", None), ("add", 2)]
+
+
+def test_the_merge_button_merges_through_the_api(forge: ForgeEmulator) -> None:
+    forge.push_branch(REPO, "fix", {"src/app/calc.py": "def add(a, b):\n    return a + b\n"},
+                      as_user="bot")
+    number = _open_pull(forge)
+    received: list[str] = []
+    forge.observers.append(lambda ex: received.append(f"{ex.method} {ex.path}"))
+    path = "pull" if forge.flavour == "github" else "pulls"
+    with httpx.Client(base_url=forge.url, follow_redirects=True) as web:
+        assert 'id="merge"' in web.get(f"/{REPO}/{path}/{number}").text
+        page = web.post(f"/{REPO}/{path}/{number}/merge", headers={"Origin": forge.url})
+    assert page.status_code == 200
+    assert 'id="pull-state">merged<' in page.text and "Merged by <b>alice</b>" in page.text
+    pull = forge.issue(REPO, number).pull
+    assert pull is not None and pull.merged and pull.merged_by.login == "alice"  # type: ignore[union-attr]
+    method = "PUT" if forge.flavour == "github" else "POST"
+    assert f"{method} /repos/{REPO}/pulls/{number}/merge" in received
+
+
+def _open_pull(forge: ForgeEmulator) -> int:
+    token = forge.state.user("bot").token
+    with httpx.Client(base_url=forge.api_url, headers={"Authorization": f"token {token}"}) as api:
+        made = api.post(f"/repos/{REPO}/pulls", json={"title": "Fix add", "head": "fix",
+                                                      "base": "main", "body": "Fixes #1"})
+    return int(made.json()["number"])
