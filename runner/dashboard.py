@@ -148,6 +148,12 @@ def runs_rows(rows: Sequence[RunRow], now: float | None = None) -> str:
     return render("runs_rows.html", rows=rows, now=now or time.time())
 
 
+def runs_spend(spend: Today) -> str:
+    """Today's spend above the runs table (also served alone for the live refresh, so it
+    counts the runs' cost as the rows below do)."""
+    return render("runs_spend.html", spend=spend)
+
+
 def runs_page(rows: Sequence[RunRow], *, state: str, repo: str, repos: Iterable[str],
               paused: dict[str, Any] | None, spend: Today | None = None) -> str:
     """The runs list with its filters, Kill all and Resume, and today's spend."""

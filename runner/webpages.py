@@ -164,6 +164,10 @@ class Pages:
         rows = await run_in_threadpool(self._rows, state, repo)
         return page_response(dashboard.runs_rows(rows))
 
+    async def runs_spend(self, request: Request, caller: Caller) -> Response:
+        spend = await run_in_threadpool(spend_today, self.store, self.settings)
+        return page_response(dashboard.runs_spend(spend))
+
     async def run(self, request: Request, caller: Caller) -> Response:
         run_id = request.path_params["run_id"]
         if not is_run_id(run_id):
@@ -260,6 +264,8 @@ class Pages:
             Route("/logout", self.logout, methods=["POST"]),
             Route("/runs", self.signed_in(self.runs), methods=["GET"]),
             Route("/runs/rows", self.signed_in(self.runs_rows, redirect=False), methods=["GET"]),
+            Route("/runs/spend", self.signed_in(self.runs_spend, redirect=False),
+                  methods=["GET"]),
             Route("/runs/{run_id}", self.signed_in(self.run), methods=["GET"]),
             Route("/runs/{run_id}/stream", self.signed_in(self.stream, redirect=False),
                   methods=["GET"]),

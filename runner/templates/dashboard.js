@@ -109,15 +109,18 @@ function setupStream() {
   source.onopen = () => { live.textContent = "live"; live.classList.remove("off"); };
 }
 
+// Every element with data-refresh (the runs table's body, today's spend) is fetched again.
 function setupRefresh() {
-  const body = document.getElementById("runs-body");
-  if (!body) return;
-  setInterval(async () => {
+  const parts = document.querySelectorAll("[data-refresh]");
+  if (!parts.length) return;
+  setInterval(() => {
     if (document.querySelector("dialog[open]")) return;
-    try {
-      const reply = await fetch(body.dataset.refresh, { credentials: "same-origin" });
-      if (reply.ok) body.innerHTML = await reply.text();  // escaped by the server
-    } catch (err) { /* the next tick tries again */ }
+    parts.forEach(async (part) => {
+      try {
+        const reply = await fetch(part.dataset.refresh, { credentials: "same-origin" });
+        if (reply.ok) part.innerHTML = await reply.text();  // escaped by the server
+      } catch (err) { /* the next tick tries again */ }
+    });
   }, 3000);
 }
 

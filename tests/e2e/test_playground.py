@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from runner.model import RunState
+from runner.spend import usd
 from runner.testing.demo import REPO, SLOW_TITLE, DemoWorld, fixing_agent
 from runner.testing.llm import Reply, Request
 from runner.testing.playground import open_playground, playground_world, welcome
@@ -77,6 +78,10 @@ def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
         row = page.locator(f'tr[data-run="{run.id}"]')
         expect(row).to_be_visible(timeout=15_000)
         expect(row.locator("[data-state]")).to_have_text("succeeded", timeout=240_000)
+        # today's spend follows the runs' cost live, as the rows do (it stayed $0.00)
+        spent = world.run_for(number)
+        assert spent is not None and spent.cost_usd > 0
+        expect(page.locator("#spend")).to_contain_text(f"(UTC): {usd(spent.cost_usd)}")
         page.screenshot(path=str(ARTIFACTS / f"playground-dashboard-{flavour}.png"), full_page=True)
 
         # the issue names its run, linked to the dashboard (its status comment is written

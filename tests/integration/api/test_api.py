@@ -161,6 +161,19 @@ def test_a_sign_in_link_signs_in_once(api_world: ApiWorld) -> None:
         assert 'content="0; url=/runs"' in elsewhere.text  # never to another site
 
 
+def test_todays_spend_is_served_for_the_live_refresh(api_world: ApiWorld) -> None:
+    store = api_world.runner.store
+    run, _ = store.create_run(REPO, 6, trigger_actor=MAINTAINER)
+    with api_world.client() as client:
+        page = client.get("/runs").text
+        assert 'data-refresh="/runs/spend"' in page and "(UTC): $0.00" in page
+        store.update_run(run.id, cost_usd=0.0105)  # the agent works: the run costs more
+        assert "(UTC): $0.01 (no daily budget)" in client.get("/runs/spend").text
+        assert "$0.0105" in client.get("/runs/rows").text
+    with httpx.Client(base_url=api_world.url) as anonymous:
+        assert anonymous.get("/runs/spend").status_code == 401
+
+
 def test_pages_escape_untrusted_text(api_world: ApiWorld) -> None:
     store = api_world.runner.store
     evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
