@@ -28,6 +28,20 @@ def inert(text: str) -> str:
     return _IMAGE.sub("[", _MENTION.sub(r"`@\1`", text))
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters at a word boundary, with an ellipsis, and a code
+    span it cut open closed again (an unclosed backtick swallows the rest of the line)."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    if " " in cut[limit // 2:]:
+        cut = cut[:cut.rindex(" ")]
+    cut = cut.rstrip()
+    if cut.count("`") % 2:
+        cut += "`"
+    return cut + "…"
+
+
 def _summary(events: Iterable[Event]) -> str:
     done = [e for e in events if e.kind == "agent_done" and e.data.get("summary")]
     return str(done[-1].data["summary"]).strip() if done else ""
@@ -43,7 +57,7 @@ def pull_title(run: Run, events: Iterable[Event],
     first = first.lstrip("#").strip().removesuffix(".")
     if not first:
         return run.issue_title or f"Fix #{run.issue}"
-    return first if len(first) <= TITLE_MAX else first[:TITLE_MAX - 1].rstrip() + "…"
+    return clip(first, TITLE_MAX)
 
 
 def _commands(events: list[Event]) -> list[str]:
@@ -123,7 +137,7 @@ def _follow_up_line(run: Run, events: list[Event]) -> str:
     what = {"review": f"the review by @{run.trigger_actor}",
             "retry": f"`/retry` by @{run.trigger_actor}",
             "conflict": "a conflict with the base branch"}.get(details.follow_up_kind, "")
-    said = _summary(events).splitlines()[0][:120] if _summary(events) else ""
+    said = clip(_summary(events).splitlines()[0], 120) if _summary(events) else ""
     return (f"- Follow-up {details.follow_ups} (run `{run.id}`), answering {what}: {run.state}"
             + (f": {inert(said)}" if said else ""))
 

@@ -43,6 +43,15 @@ def test_the_title_says_what_the_change_does() -> None:
     assert len(pull_title(RUN, long)) == 72
 
 
+def test_a_cut_summary_keeps_its_code_span_closed_and_its_words_whole() -> None:
+    said = "Added a test for `python3 -m pytest tests/test_negative_numbers.py` " * 3
+    title = pull_title(RUN, [ev("agent_done", summary=said)])
+    assert len(title) <= 72 and title.endswith("…")
+    assert title.count("`") % 2 == 0, title
+    last_word = title.removesuffix("…").split()[-1].strip("`")
+    assert last_word in said.replace("`", "").split()
+
+
 def test_the_description_holds_the_summary_the_checks_and_the_history() -> None:
     body = pull_body(RUN, story(), cost="Cost: $0.01")
     assert body.startswith("Closes #7")
