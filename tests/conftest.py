@@ -11,6 +11,8 @@ are in tests/support.py.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from runner.clock import FakeClock
 from runner.testing.demo import DemoWorld
 from runner.workspace import Workspaces
 from tests.integration.workspace.gitrepo import Upstream
-from tests.support import SANDBOX_IMAGE, RedisServer, Serve, missing
+from tests.support import CHROMIUM_ARGS, SANDBOX_IMAGE, RedisServer, Serve, missing
 
 # ---------------------------------------------------------------- Redis
 
@@ -155,3 +157,21 @@ def local_world(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., Demo
     yield make
     for world in started:
         world.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """A headless Chromium browser from Debian's package (playwright drives it; it never
+    downloads one)."""
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        missing("Chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("playwright-python is not installed (pip install playwright; no browser "
+                "download is needed: the test uses Debian's chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

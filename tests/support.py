@@ -217,3 +217,7 @@ def start_serve(world: DemoWorld, tmp_path: Path, processes: list[Serve], name: 
     serve = Serve(config, port, tmp_path / f"{name}.log").start()
     processes.append(serve)
     return serve
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"  # screenshots (gitignored)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]

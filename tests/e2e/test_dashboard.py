@@ -4,10 +4,7 @@ see it cancelled; then Kill all and Resume. Screenshots go to test-artifacts/.""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +12,9 @@ import pytest
 
 from runner.model import RunState
 from runner.testing.demo import DemoWorld, slow_agent
-from tests.support import containers_of, missing
+from tests.support import ARTIFACTS, containers_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """A headless Chromium browser from Debian's package."""
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        missing("Chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright-python is not installed (pip install playwright; no browser "
-                "download is needed: the test uses Debian's chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_log_in_watch_live_and_kill_from_the_dashboard(tmp_path: Path, sandbox_image: str,

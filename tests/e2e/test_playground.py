@@ -20,7 +20,7 @@ from runner.spend import usd
 from runner.testing.demo import REPO, SLOW_TITLE, DemoWorld, fixing_agent
 from runner.testing.llm import Reply, Request
 from runner.testing.playground import open_playground, playground_world, welcome
-from tests.e2e.test_dashboard import ARTIFACTS, chromium  # noqa: F401 (the fixture)
+from tests.support import ARTIFACTS
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -33,7 +33,7 @@ def sign_in(page: Any, base: str, token: str) -> None:
 
 @pytest.mark.parametrize("flavour", ["github", "forgejo"])
 def test_a_visitor_labels_an_issue_reads_the_pr_and_kills_a_run(
-        tmp_path: Path, sandbox_image: str, chromium: Any, flavour: str) -> None:  # noqa: F811
+        tmp_path: Path, sandbox_image: str, chromium: Any, flavour: str) -> None:
     from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -218,7 +218,7 @@ def listening_agent() -> Any:
 
 
 def test_a_three_iteration_run_page_is_short_and_shows_agent_html_as_text(
-        tmp_path: Path, sandbox_image: str, chromium: Any) -> None:  # noqa: F811
+        tmp_path: Path, sandbox_image: str, chromium: Any) -> None:
     from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(exist_ok=True)
