@@ -19,6 +19,7 @@ from runner.controller.pulls import (
     record_pull,
     retry_comments,
     start_follow_up,
+    watched,
 )
 from runner.controller.slots import Slots
 from runner.decline import decline
@@ -88,6 +89,7 @@ class Controller:
         self._failures: dict[str, int] = {}  # issue key -> failed looks in a row
         self._threads: list[threading.Thread] = []
         self.rules = rules_for(settings, own_logins(forges.values()))
+        self._own = self.rules.bot_logins | {(self.rules.bot_user or "").lower()} - {""}
         self.last_poll: float = 0.0
         self.witnesses = Witnesses()  # what signed deliveries showed of issue texts
 
@@ -164,6 +166,19 @@ class Controller:
             self.slots.notify()
         return woken
 
+    def enqueue_base(self, repo: str, branch: str) -> list[int]:
+        """A push to ``branch``: when it is the base the runner's PRs target, look again at
+        each issue whose latest run's PR is open (the PR may conflict now). Their numbers."""
+        try:
+            if branch != self.settings.repo(repo).base_branch:
+                return []
+        except KeyError:
+            return []
+        issues = [n for _, n in watched(self.store, self.clock.now(), repo, retries=False)]
+        for number in issues:
+            self.enqueue(repo, number)
+        return issues
+
     def enqueue_pull(self, repo: str, pull: int) -> bool:
         """A review, a comment or a change on a pull request: look again at the issue whose
         run opened it (never at an issue of the PR's number). False when no run did."""
@@ -188,7 +203,9 @@ class Controller:
         self.resync()
 
     def resync(self) -> None:
-        """Queue every issue that carries the trigger label and every issue with an active run."""
+        """Queue every issue that carries the trigger label, every issue with an active run,
+        and every issue whose ended run can still be steered from the forge (its PR open, or
+        a ``/retry`` possible): ``pulls.watched``. Unchanged, each costs conditional reads."""
         self.last_poll = self.clock.now()
         for repo in self.settings.repos:
             forge = self.forges.get(repo.forge)
@@ -201,6 +218,8 @@ class Controller:
                 log.warning("cannot list issues of %s: %s", repo.name, exc)
         for run in self.store.list_runs(states=ACTIVE, limit=100000):
             self.enqueue(run.repo, run.issue)
+        for repo_name, number in watched(self.store, self.clock.now()):
+            self.enqueue(repo_name, number)
 
     def _poll_loop(self) -> None:
         while not self.clock.wait(self.stopping, poll_every(self.settings.limits.poll_interval,
@@ -234,7 +253,7 @@ class Controller:
             def permission(user: str) -> str:
                 return self._permission(forge, repo, user)
 
-            pull = observe_pull(forge, run, permission)
+            pull = observe_pull(forge, run, permission, self._own)
             found, permissions = retry_comments(forge, run, permission)
             if found:
                 view = replace(view, comments=view.comments + found,
