@@ -13,9 +13,11 @@ from runner.follow_up import (
     AnnounceBound,
     FollowUp,
     Gather,
+    KillLabelHolds,
     PullView,
     RecordPull,
     plan_pull,
+    refuse_for_kill_label,
 )
 from runner.forge.base import Comment, Issue, LabelEvent, TextEdit
 from runner.model import Run
@@ -92,7 +94,7 @@ class Decline:
 
 
 Action = Nothing | Start | Cancel | RejectKill | Decline | FollowUp | Gather | AnnounceBound \
-    | RecordPull
+    | RecordPull | KillLabelHolds
 
 
 def plan(view: IssueView | None, run: Run | None, rules: Rules, pull: PullView | None = None,
@@ -106,11 +108,15 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules, pull: PullView |
     fresh = _plan_trigger(view, run, rules)
     if run is None or isinstance(fresh, Start | Decline):
         return fresh
-    steerable = view is not None and view.issue.state == "open" and \
-        not view.issue.has_label(rules.kill_label)
+    steerable = view is not None and view.issue.state == "open"
     followed = plan_pull(run, pull, view.comments if view else (),
                          view.permissions if view else {}, rules, now=now,
                          pull_commands=steerable)
+    # The kill label, on the issue or on the PR, holds back every follow-up while it stays.
+    held = "issue" if view is not None and view.issue.has_label(rules.kill_label) else \
+        "pull request" if pull is not None and pull.pull.has_label(rules.kill_label) else ""
+    if held:
+        followed = refuse_for_kill_label(run, pull, followed, held, rules)
     return fresh if followed is None else followed
 
 
@@ -204,8 +210,10 @@ def _plan_active_pull(run: Run, pull: PullView | None, rules: Rules) -> Action |
                                          rules.required_permission):
         removal = latest_removal(pull.label_events, rules.kill_label)
         if removal is None or removal.at < killer.at:
+            left = " (left there: it stops every follow-up until it is removed)" \
+                if run.details.follows and killer.at.timestamp() < int(run.created_at) else ""
             return Cancel(run.id, killer.actor,
-                          f"{rules.kill_label} label added to the PR by {killer.actor}")
+                          f"{rules.kill_label} label added to the PR by {killer.actor}{left}")
     kills = kill_comments(pull.comments, pull.permissions, rules, since=run.created_at)
     for kill in kills:
         if kill.authorised:

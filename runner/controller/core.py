@@ -19,11 +19,12 @@ from runner.controller.pulls import (
     record_pull,
     retry_comments,
     start_follow_up,
+    tell_kill_label,
     watched,
 )
 from runner.controller.slots import Slots
 from runner.decline import decline
-from runner.follow_up import AnnounceBound, FollowUp, Gather, RecordPull
+from runner.follow_up import AnnounceBound, FollowUp, Gather, KillLabelHolds, RecordPull
 from runner.forge.base import Forge, ForgeError, NotFound, Permission, own_logins
 from runner.forge.budget import poll_every
 from runner.model import ACTIVE, KillRequest, Lease, Run, RunDetails
@@ -45,6 +46,7 @@ _PERMISSION_TTL = 30.0
 # wait for the 19 before it: ~2 s of the dispatch time under load; four, still up to 1.4 s).
 RECONCILERS = 8
 RECONCILE_BACKOFF_MAX = 300.0
+BASE_LOOK_AGAIN = 30.0  # seconds after a push to the base, a second look at its open PRs
 
 
 class RunDriver(Protocol):
@@ -177,6 +179,8 @@ class Controller:
         issues = [n for _, n in watched(self.store, self.clock.now(), repo, retries=False)]
         for number in issues:
             self.enqueue(repo, number)
+            # GitHub computes ``mergeable`` in the background (null meanwhile): look once more.
+            self.queue.add_after(issue_key(repo, number), BASE_LOOK_AGAIN)
         return issues
 
     def enqueue_pull(self, repo: str, pull: int) -> bool:
@@ -273,6 +277,9 @@ class Controller:
         elif isinstance(action, AnnounceBound):
             assert run is not None  # the plan answers AnnounceBound only for an existing run  # noqa: S101
             announce_bound(self.store, forge, run, action)
+        elif isinstance(action, KillLabelHolds):
+            assert run is not None  # the plan answers it only for an ended run  # noqa: S101
+            tell_kill_label(self.store, forge, run, action)
         elif isinstance(action, Cancel):
             self._cancel(action)
         elif isinstance(action, RejectKill):

@@ -13,7 +13,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from runner.follow_up import BOUND_MARKER, AnnounceBound, FollowUp, PullView, RecordPull
+from runner.follow_up import (
+    BOUND_MARKER,
+    KILL_LABEL_MARKER,
+    AnnounceBound,
+    FollowUp,
+    KillLabelHolds,
+    PullView,
+    RecordPull,
+)
 from runner.forge.base import Comment, Forge, NotFound, hidden_marker
 from runner.model import Run, RunDetails, RunState
 from runner.run_creation import create_follow_up
@@ -132,3 +140,11 @@ def announce_bound(store: Store, forge: Forge, run: Run, action: AnnounceBound) 
     forge.upsert_comment(run.repo, action.pull, hidden_marker(BOUND_MARKER), action.text)
     store.update_run(run.id, details=replace(store.get_run(run.id).details, bound_told=True))
     store.append_event(run.id, "follow_up_bound", {"pull": action.pull})
+
+
+def tell_kill_label(store: Store, forge: Forge, run: Run, action: KillLabelHolds) -> None:
+    """Say once on the PR that the kill label holds back follow-ups (a repeat is an edit)."""
+    forge.upsert_comment(run.repo, action.pull, hidden_marker(KILL_LABEL_MARKER), action.text)
+    store.update_run(run.id, details=replace(store.get_run(run.id).details,
+                                             kill_label_told=True))
+    store.append_event(run.id, "follow_up_held", {"pull": action.pull, "why": "kill label"})

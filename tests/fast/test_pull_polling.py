@@ -78,3 +78,32 @@ def test_without_webhooks_the_poll_sees_a_retry_after_a_kill_removed_the_label(
     again = world.wait_for(lambda: next(iter(follow_ups(world, issue, killed)), None), 60,
                            "the run /retry asked for")
     assert again.details.follow_up_kind == "retry"
+
+
+def test_a_kill_label_left_on_the_pr_holds_follow_ups_says_so_once_and_lets_go_when_removed(
+        local_world: World) -> None:
+    world = local_world(settings=POLL)
+    issue = world.open_issue()
+    first = world.wait_finished(issue, timeout=60)
+    assert first.state is RunState.SUCCEEDED, first.reason
+    pr = first.pr_number
+    assert pr is not None
+    world.forge.label(REPO, pr, "orchestrator:kill", as_user=MAINTAINER)
+    marker = "orchestrator:follow-up-kill-label"
+
+    def told() -> list[str]:
+        return [c.body for c in world.forge.issue(REPO, pr).comments if marker in c.body]
+
+    world.forge.review(REPO, pr, MAINTAINER, "request_changes", "Please name it sum().")
+    world.wait_for(lambda: told() or None, 60, "the PR told why nothing starts")
+    world.forge.review(REPO, pr, MAINTAINER, "request_changes", "And add a docstring.")
+    world.wait_for(lambda: world.store.get_run(first.id).details.kill_label_told or None, 30,
+                   "the run recording that it told")
+    world.forge.wait_idle()
+    assert len(told()) == 1 and "`orchestrator:kill` label is on the pull request" in told()[0]
+    assert not follow_ups(world, issue, first)
+    world.forge.unlabel(REPO, pr, "orchestrator:kill", as_user=MAINTAINER)
+    follow = world.wait_for(lambda: next(iter(follow_ups(world, issue, first)), None), 60,
+                            "the follow-up once the label is gone")
+    assert follow.details.follow_up_kind == "review"
+    assert "Please name it sum()." in follow.details.follow_up
