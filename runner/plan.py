@@ -6,7 +6,7 @@ a poll, a restart), so an action must be right to take even when the look is rep
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runner.follow_up import (
@@ -120,6 +120,24 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules, pull: PullView |
     return fresh if followed is None else followed
 
 
+def _additions(events: Iterable[LabelEvent], rules: Rules) -> int:
+    return sum(1 for e in events if e.action == "added"
+               and e.label.lower() == rules.trigger_label.lower())
+
+
+def already_triggered(run: Run, events: Sequence[LabelEvent], rules: Rules) -> bool:
+    """True when ``run`` was started by the trigger label's latest addition in ``events`` (or
+    there is none): no new run is due, so the issue's text need not be checked again."""
+    trigger = latest_addition(events, rules.trigger_label)
+    if trigger is None:
+        return True
+    # Forges keep label times to the second: count the additions, so that a label removed
+    # and added again within one second still starts a new run.
+    if run.details.trigger_count:
+        return run.details.trigger_count >= _additions(events, rules)
+    return run.details.trigger_at == trigger.at.isoformat()
+
+
 def _plan_trigger(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
     """A new run from the trigger label, when one asks for it."""
     if view is None:
@@ -134,12 +152,8 @@ def _plan_trigger(view: IssueView | None, run: Run | None, rules: Rules) -> Acti
     trigger = latest_addition(view.label_events, rules.trigger_label)
     if trigger is None:
         return Nothing("cannot tell who added the trigger label")
-    # Forges keep label times to the second: count the additions, so that a label removed
-    # and added again within one second still starts a new run.
-    added = sum(1 for e in view.label_events if e.action == "added"
-                and e.label.lower() == rules.trigger_label.lower())
-    if run is not None and (run.details.trigger_count >= added if run.details.trigger_count
-                            else run.details.trigger_at == trigger.at.isoformat()):
+    added = _additions(view.label_events, rules)
+    if run is not None and already_triggered(run, view.label_events, rules):
         return Nothing(f"run {run.id} already {run.state} for this label; "
                        "remove and add the label to try again")
     at = trigger.at.isoformat()

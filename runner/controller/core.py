@@ -28,7 +28,17 @@ from runner.follow_up import AnnounceBound, FollowUp, Gather, KillLabelHolds, Re
 from runner.forge.base import Forge, ForgeError, NotFound, Permission, own_logins
 from runner.forge.budget import poll_every
 from runner.model import ACTIVE, KillRequest, Lease, Run, RunDetails
-from runner.plan import Action, Cancel, Decline, IssueView, Nothing, RejectKill, Start, plan
+from runner.plan import (
+    Action,
+    Cancel,
+    Decline,
+    IssueView,
+    Nothing,
+    RejectKill,
+    Start,
+    already_triggered,
+    plan,
+)
 from runner.policy import is_priority_label, kill_command
 from runner.run.handle import RunHandle
 from runner.run.readers import rules_for
@@ -308,8 +318,11 @@ class Controller:
         if active and run is not None:
             since = datetime.fromtimestamp(int(run.created_at), tz=UTC)  # forges: seconds
             comments = tuple(forge.list_comments(repo, number, since=since))
+        # Who edited the text matters only for a new run: an ended run's own trigger spares
+        # the request (GitHub's GraphQL, never a free 304) on every later look.
+        fresh = not active and (run is None or not already_triggered(run, events, self.rules))
         edit, witnessed = (forge.last_text_edit(repo, number), self.witnesses.of(repo, number)) \
-            if not active else (None, ())
+            if fresh else (None, ())
         actors = {e.actor for e in events} | {c.author for c in comments
                                               if kill_command(c.body) is not None}
         actors |= {w.actor for w in witnessed} | ({edit.editor} if edit and edit.editor else set())
