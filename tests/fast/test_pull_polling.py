@@ -35,6 +35,21 @@ def next_poll(world: DemoWorld, clock: FakeClock, seconds: float = 30) -> None:
     clock.advance(seconds)
 
 
+def test_the_push_webhook_of_a_base_commit_starts_the_conflict_follow_up(
+        local_world: World, clock: FakeClock) -> None:
+    world = local_world(settings={"limits": {"poll_interval": "1h", "follow_up_quiet": "1s"}})
+    issue = world.open_issue()
+    first = world.wait_finished(issue, timeout=60)
+    assert first.state is RunState.SUCCEEDED, first.reason
+    world.forge.commit_to_base(REPO, "calc.py", CONFLICTING, "Note the bug in add()")
+    # The clock does not move: no poll comes; the push delivery is what makes the look.
+    follow = world.wait_for(lambda: next(iter(follow_ups(world, issue, first)), None), 60,
+                            "the conflict's follow-up")
+    assert follow.details.follow_up_kind == "conflict"
+    # A push to another branch looks at nothing.
+    assert world.runner.controller.enqueue_base(REPO, "feature") == []
+
+
 def test_without_webhooks_the_poll_sees_a_base_that_made_the_pr_conflict(
         local_world: World, clock: FakeClock) -> None:
     world = local_world(settings=POLL)
