@@ -21,6 +21,7 @@ from runner.text import UnreadableText, commands, visible
 
 RETRY, REVIEW, CONFLICT = "retry", "review", "conflict"
 BOUND_MARKER = "orchestrator:follow-up-bound"
+KILL_LABEL_MARKER = "orchestrator:follow-up-kill-label"
 MAX_REQUEST_CHARS = 60_000  # a review longer than this is cut, and the agent told so
 
 
@@ -67,6 +68,16 @@ class AnnounceBound:
 
 
 @dataclass(frozen=True)
+class KillLabelHolds:
+    """A follow-up was asked for while the kill label is on the issue or the PR: none starts;
+    say so on the PR, once, with what to do."""
+
+    run_id: str
+    pull: int
+    text: str
+
+
+@dataclass(frozen=True)
 class RecordPull:
     """The run's PR was merged or closed: its record says so."""
 
@@ -74,7 +85,7 @@ class RecordPull:
     state: str  # merged or closed
 
 
-PullAction = FollowUp | Gather | AnnounceBound | RecordPull
+PullAction = FollowUp | Gather | AnnounceBound | RecordPull | KillLabelHolds
 
 
 def mentions(text: str, rules: Rules) -> bool:
@@ -147,6 +158,27 @@ def plan_pull(run: Run, pull: PullView | None, issue_comments: Iterable[Comment]
                              "here. Push the remaining changes yourself, or raise "
                              "`limits.max_follow_ups` and comment again.")
     return asked
+
+
+def refuse_for_kill_label(run: Run, pull: PullView | None, asked: PullAction | None,
+                          where: str, rules: Rules) -> PullAction | None:
+    """What to do with ``asked`` while the kill label is on ``where`` (the issue or the pull
+    request): nothing starts; the PR is told once (``kill_label_told``). The PR's end is
+    still recorded."""
+    if not isinstance(asked, FollowUp | Gather):
+        return asked if isinstance(asked, RecordPull) else None
+    if pull is None or run.details.kill_label_told:
+        return None
+    what = {REVIEW: "the review asks for changes", RETRY: "`/retry` asks for a new attempt",
+            CONFLICT: "the base branch conflicts with this pull request"}
+    why = what.get(asked.kind, "") if isinstance(asked, FollowUp) else \
+        "the review asks for changes"
+    label = rules.kill_label
+    return KillLabelHolds(run.id, pull.pull.number,
+                          f"No follow-up starts although {why}: the `{label}` label is on "
+                          f"the {where}, and it stops every run of the issue, follow-ups "
+                          f"included, for as long as it stays. Remove the `{label}` label "
+                          f"from the {where} and the runner answers at its next look.")
 
 
 def _retry(run: Run, pull: PullView | None, issue_comments: Iterable[Comment],

@@ -138,6 +138,7 @@ class RunDetails:
     replied: tuple[int, ...] = ()  # line comments answered on the forge already
     pull_state: str = ""  # "merged" or "closed" once the run's pull request is
     bound_told: bool = False  # the PR was told that no more follow-ups start
+    kill_label_told: bool = False  # the PR was told a kill label holds back follow-ups
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -6,16 +6,18 @@ a poll, a restart), so an action must be right to take even when the look is rep
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runner.follow_up import (
     AnnounceBound,
     FollowUp,
     Gather,
+    KillLabelHolds,
     PullView,
     RecordPull,
     plan_pull,
+    refuse_for_kill_label,
 )
 from runner.forge.base import Comment, Issue, LabelEvent, TextEdit
 from runner.model import Run
@@ -92,7 +94,7 @@ class Decline:
 
 
 Action = Nothing | Start | Cancel | RejectKill | Decline | FollowUp | Gather | AnnounceBound \
-    | RecordPull
+    | RecordPull | KillLabelHolds
 
 
 def plan(view: IssueView | None, run: Run | None, rules: Rules, pull: PullView | None = None,
@@ -106,12 +108,34 @@ def plan(view: IssueView | None, run: Run | None, rules: Rules, pull: PullView |
     fresh = _plan_trigger(view, run, rules)
     if run is None or isinstance(fresh, Start | Decline):
         return fresh
-    steerable = view is not None and view.issue.state == "open" and \
-        not view.issue.has_label(rules.kill_label)
+    steerable = view is not None and view.issue.state == "open"
     followed = plan_pull(run, pull, view.comments if view else (),
                          view.permissions if view else {}, rules, now=now,
                          pull_commands=steerable)
+    # The kill label, on the issue or on the PR, holds back every follow-up while it stays.
+    held = "issue" if view is not None and view.issue.has_label(rules.kill_label) else \
+        "pull request" if pull is not None and pull.pull.has_label(rules.kill_label) else ""
+    if held:
+        followed = refuse_for_kill_label(run, pull, followed, held, rules)
     return fresh if followed is None else followed
+
+
+def _additions(events: Iterable[LabelEvent], rules: Rules) -> int:
+    return sum(1 for e in events if e.action == "added"
+               and e.label.lower() == rules.trigger_label.lower())
+
+
+def already_triggered(run: Run, events: Sequence[LabelEvent], rules: Rules) -> bool:
+    """True when ``run`` was started by the trigger label's latest addition in ``events`` (or
+    there is none): no new run is due, so the issue's text need not be checked again."""
+    trigger = latest_addition(events, rules.trigger_label)
+    if trigger is None:
+        return True
+    # Forges keep label times to the second: count the additions, so that a label removed
+    # and added again within one second still starts a new run.
+    if run.details.trigger_count:
+        return run.details.trigger_count >= _additions(events, rules)
+    return run.details.trigger_at == trigger.at.isoformat()
 
 
 def _plan_trigger(view: IssueView | None, run: Run | None, rules: Rules) -> Action:
@@ -128,12 +152,8 @@ def _plan_trigger(view: IssueView | None, run: Run | None, rules: Rules) -> Acti
     trigger = latest_addition(view.label_events, rules.trigger_label)
     if trigger is None:
         return Nothing("cannot tell who added the trigger label")
-    # Forges keep label times to the second: count the additions, so that a label removed
-    # and added again within one second still starts a new run.
-    added = sum(1 for e in view.label_events if e.action == "added"
-                and e.label.lower() == rules.trigger_label.lower())
-    if run is not None and (run.details.trigger_count >= added if run.details.trigger_count
-                            else run.details.trigger_at == trigger.at.isoformat()):
+    added = _additions(view.label_events, rules)
+    if run is not None and already_triggered(run, view.label_events, rules):
         return Nothing(f"run {run.id} already {run.state} for this label; "
                        "remove and add the label to try again")
     at = trigger.at.isoformat()
@@ -204,8 +224,10 @@ def _plan_active_pull(run: Run, pull: PullView | None, rules: Rules) -> Action |
                                          rules.required_permission):
         removal = latest_removal(pull.label_events, rules.kill_label)
         if removal is None or removal.at < killer.at:
+            left = " (left there: it stops every follow-up until it is removed)" \
+                if run.details.follows and killer.at.timestamp() < int(run.created_at) else ""
             return Cancel(run.id, killer.actor,
-                          f"{rules.kill_label} label added to the PR by {killer.actor}")
+                          f"{rules.kill_label} label added to the PR by {killer.actor}{left}")
     kills = kill_comments(pull.comments, pull.permissions, rules, since=run.created_at)
     for kill in kills:
         if kill.authorised:

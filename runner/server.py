@@ -100,7 +100,17 @@ class Api:
             if result.status != 401:
                 break
         event = result.event
-        if event is not None and (event.number is not None or event.kind == "ci"):
+        if event is not None and event.kind == "push" and event.branch:
+            try:
+                self.settings.repo(event.repo)
+            except KeyError:
+                self.metrics.webhook_delivery(kind, "unconfigured")
+                return JSONResponse({"ignored": f"{event.repo} is not configured"},
+                                    status_code=202)
+            # The base moved: the runner's open PRs into it may conflict now.
+            await run_in_threadpool(self.runner.controller.enqueue_base, event.repo,
+                                    event.branch)
+        elif event is not None and (event.number is not None or event.kind == "ci"):
             try:
                 self.settings.repo(event.repo)
             except KeyError:

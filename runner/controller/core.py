@@ -19,14 +19,26 @@ from runner.controller.pulls import (
     record_pull,
     retry_comments,
     start_follow_up,
+    tell_kill_label,
+    watched,
 )
 from runner.controller.slots import Slots
 from runner.decline import decline
-from runner.follow_up import AnnounceBound, FollowUp, Gather, RecordPull
+from runner.follow_up import AnnounceBound, FollowUp, Gather, KillLabelHolds, RecordPull
 from runner.forge.base import Forge, ForgeError, NotFound, Permission, own_logins
 from runner.forge.budget import poll_every
 from runner.model import ACTIVE, KillRequest, Lease, Run, RunDetails
-from runner.plan import Action, Cancel, Decline, IssueView, Nothing, RejectKill, Start, plan
+from runner.plan import (
+    Action,
+    Cancel,
+    Decline,
+    IssueView,
+    Nothing,
+    RejectKill,
+    Start,
+    already_triggered,
+    plan,
+)
 from runner.policy import is_priority_label, kill_command
 from runner.run.handle import RunHandle
 from runner.run.readers import rules_for
@@ -44,6 +56,7 @@ _PERMISSION_TTL = 30.0
 # wait for the 19 before it: ~2 s of the dispatch time under load; four, still up to 1.4 s).
 RECONCILERS = 8
 RECONCILE_BACKOFF_MAX = 300.0
+BASE_LOOK_AGAIN = 30.0  # seconds after a push to the base, a second look at its open PRs
 
 
 class RunDriver(Protocol):
@@ -88,6 +101,7 @@ class Controller:
         self._failures: dict[str, int] = {}  # issue key -> failed looks in a row
         self._threads: list[threading.Thread] = []
         self.rules = rules_for(settings, own_logins(forges.values()))
+        self._own = self.rules.bot_logins | {(self.rules.bot_user or "").lower()} - {""}
         self.last_poll: float = 0.0
         self.witnesses = Witnesses()  # what signed deliveries showed of issue texts
 
@@ -164,6 +178,21 @@ class Controller:
             self.slots.notify()
         return woken
 
+    def enqueue_base(self, repo: str, branch: str) -> list[int]:
+        """A push to ``branch``: when it is the base the runner's PRs target, look again at
+        each issue whose latest run's PR is open (the PR may conflict now). Their numbers."""
+        try:
+            if branch != self.settings.repo(repo).base_branch:
+                return []
+        except KeyError:
+            return []
+        issues = [n for _, n in watched(self.store, self.clock.now(), repo, retries=False)]
+        for number in issues:
+            self.enqueue(repo, number)
+            # GitHub computes ``mergeable`` in the background (null meanwhile): look once more.
+            self.queue.add_after(issue_key(repo, number), BASE_LOOK_AGAIN)
+        return issues
+
     def enqueue_pull(self, repo: str, pull: int) -> bool:
         """A review, a comment or a change on a pull request: look again at the issue whose
         run opened it (never at an issue of the PR's number). False when no run did."""
@@ -188,7 +217,9 @@ class Controller:
         self.resync()
 
     def resync(self) -> None:
-        """Queue every issue that carries the trigger label and every issue with an active run."""
+        """Queue every issue that carries the trigger label, every issue with an active run,
+        and every issue whose ended run can still be steered from the forge (its PR open, or
+        a ``/retry`` possible): ``pulls.watched``. Unchanged, each costs conditional reads."""
         self.last_poll = self.clock.now()
         for repo in self.settings.repos:
             forge = self.forges.get(repo.forge)
@@ -201,6 +232,8 @@ class Controller:
                 log.warning("cannot list issues of %s: %s", repo.name, exc)
         for run in self.store.list_runs(states=ACTIVE, limit=100000):
             self.enqueue(run.repo, run.issue)
+        for repo_name, number in watched(self.store, self.clock.now()):
+            self.enqueue(repo_name, number)
 
     def _poll_loop(self) -> None:
         while not self.clock.wait(self.stopping, poll_every(self.settings.limits.poll_interval,
@@ -234,7 +267,7 @@ class Controller:
             def permission(user: str) -> str:
                 return self._permission(forge, repo, user)
 
-            pull = observe_pull(forge, run, permission)
+            pull = observe_pull(forge, run, permission, self._own)
             found, permissions = retry_comments(forge, run, permission)
             if found:
                 view = replace(view, comments=view.comments + found,
@@ -254,6 +287,9 @@ class Controller:
         elif isinstance(action, AnnounceBound):
             assert run is not None  # the plan answers AnnounceBound only for an existing run  # noqa: S101
             announce_bound(self.store, forge, run, action)
+        elif isinstance(action, KillLabelHolds):
+            assert run is not None  # the plan answers it only for an ended run  # noqa: S101
+            tell_kill_label(self.store, forge, run, action)
         elif isinstance(action, Cancel):
             self._cancel(action)
         elif isinstance(action, RejectKill):
@@ -282,8 +318,11 @@ class Controller:
         if active and run is not None:
             since = datetime.fromtimestamp(int(run.created_at), tz=UTC)  # forges: seconds
             comments = tuple(forge.list_comments(repo, number, since=since))
+        # Who edited the text matters only for a new run: an ended run's own trigger spares
+        # the request (GitHub's GraphQL, never a free 304) on every later look.
+        fresh = not active and (run is None or not already_triggered(run, events, self.rules))
         edit, witnessed = (forge.last_text_edit(repo, number), self.witnesses.of(repo, number)) \
-            if not active else (None, ())
+            if fresh else (None, ())
         actors = {e.actor for e in events} | {c.author for c in comments
                                               if kill_command(c.body) is not None}
         actors |= {w.actor for w in witnessed} | ({edit.editor} if edit and edit.editor else set())

@@ -174,6 +174,11 @@ class PullRequest:
     merged: bool = False
     mergeable: bool | None = None  # None: the forge has not computed it yet
     author: str = ""
+    labels: tuple[str, ...] = ()
+
+    def has_label(self, name: str) -> bool:
+        """Case-insensitive, as both forges compare label names."""
+        return name.lower() in (label.lower() for label in self.labels)
 
 
 @dataclass(frozen=True)

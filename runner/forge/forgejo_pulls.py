@@ -65,6 +65,10 @@ class FBranch(Model):
     sha: str
 
 
+class FLabelName(Model):
+    name: str
+
+
 class FPull(Model):
     number: int
     title: str
@@ -77,6 +81,7 @@ class FPull(Model):
     merged: bool = False
     mergeable: bool | None = None
     user: FUser | None = None
+    labels: list[FLabelName] | None = None
 
 
 class FStatus(Model):
@@ -184,7 +189,8 @@ class ForgejoPulls:
                            body=raw.body or "", draft=raw.draft or is_wip(raw.title),
                            state="closed" if raw.state == "closed" else "open",
                            url=raw.html_url, merged=raw.merged, mergeable=raw.mergeable,
-                           author=raw.user.login if raw.user else "")
+                           author=raw.user.login if raw.user else "",
+                           labels=tuple(x.name for x in raw.labels or ()))
 
 
     # ------------------------------------------------------------ pulls

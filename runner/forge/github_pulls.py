@@ -67,7 +67,9 @@ def to_pull(data: dict[str, Any]) -> PullRequest:
                        url=data.get("html_url") or "",
                        merged=bool(data.get("merged")) or data.get("merged_at") is not None,
                        mergeable=mergeable if isinstance(mergeable, bool) else None,
-                       author=_login(data))
+                       author=_login(data),
+                       labels=tuple(str(x.get("name") or "") for x in data.get("labels") or ()
+                                    if isinstance(x, dict)))
 
 
 def to_review(data: dict[str, Any]) -> Review:
@@ -137,9 +139,9 @@ class GitHubPulls:
         return self._call(f"create pull {head} -> {base} in {repo}", find_or_create)
 
     def get_pull(self, repo: str, number: int) -> PullRequest:
-        """A pull request by number."""
+        """A pull request by number (a conditional read: an unchanged PR is a free 304)."""
         return self._call(f"get pull {repo}#{number}",
-                          lambda: self._to_pull(self._repo(repo).get_pull(number)))
+                          lambda: to_pull(self._get(repo, f"/pulls/{number}", {})))
 
     def update_pull(self, repo: str, number: int, *, title: str | None = None,
                     body: str | None = None, draft: bool | None = None) -> PullRequest:

@@ -11,6 +11,9 @@ with a lower-case ``review_state`` (Forgejo's carry no review id); a line commen
 (``pull_request_review_comment``) and a PR conversation comment are kind "comment" with
 ``on_pull``; a ``pull_request`` closed by merging is marked ``merged``.
 
+Pushes (``push`` on both forges) are kind "push" with the ``branch`` and its new head ``sha``;
+a tag, or a branch deleted, is ignored (nothing to look at again).
+
 Statuses: 413 body over 5 MB, 401 missing or bad signature, 400 malformed JSON (not JSON,
 nested over 64 deep, a field of the wrong type, an issue number outside 1..2**31-1), 200 a
 repeated delivery id (nothing done twice), 202 an accepted event, or an unknown event, ignored.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -36,7 +40,10 @@ _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, Overf
               RecursionError)
 
 ForgeKind = Literal["github", "forgejo"]
-EventKind = Literal["issue", "comment", "pull", "review", "ci", "ping"]
+EventKind = Literal["issue", "comment", "pull", "review", "ci", "push", "ping"]
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")  # SHA-1 or SHA-256 object names
+_ZERO_SHA = re.compile(r"0+")
+MAX_BRANCH = 255  # git allows longer names; neither forge shows one
 # Forgejo's review event types (X-Forgejo-Event-Type) and the lower-case state each means.
 FORGEJO_REVIEW_STATES = {"pull_request_review_approved": "approved",
                          "pull_request_review_rejected": "changes_requested",
@@ -62,8 +69,8 @@ class ForgeEvent:
     label: str | None = None  # GitHub says which label; Forgejo's label_updated does not
     issue_title: str | None = None  # the issue's title and text as the delivery showed them
     issue_body: str | None = None  # (issue events)
-    sha: str | None = None  # for CI events and pushes to a PR
-    branch: str | None = None  # the head branch, for CI and pull-request events
+    sha: str | None = None  # for CI events, pushes to a PR and pushes to a branch
+    branch: str | None = None  # the head branch (CI and pull-request events), the pushed one
     # For CI events: True when it says something finished (a final status, a completed check
     # run, suite or workflow run); a CI job starting moves no run forward.
     finished: bool = False
@@ -300,6 +307,8 @@ def _github(name: str, p: dict[str, Any], delivery: str) -> ForgeEvent | None:
                               **where, **common)  # type: ignore[arg-type]
         return ForgeEvent(kind="pull", merged=action == "closed" and bool(pull.get("merged")),
                           **where, **common)  # type: ignore[arg-type]
+    if name == "push":
+        return _push(p, common)
     if name == "status":
         return ForgeEvent(kind="ci", repo=_repo(p), sha=str(p["sha"]),
                           finished=p.get("state") != "pending",
@@ -369,8 +378,25 @@ def _forgejo(name: str, fine: str, p: dict[str, Any], delivery: str) -> ForgeEve
                           sha=str(head.get("sha") or "") or None, branch=_ref(head),
                           merged=action == "closed" and pull.get("merged") is True,
                           **common)  # type: ignore[arg-type]
+    if name == "push":
+        return _push(p, common)
     if name == "status":
         return ForgeEvent(kind="ci", repo=_repo(p), sha=str(p["sha"]),
                           finished=p.get("state") != "pending",
                           **common)  # type: ignore[arg-type]
     return None
+
+
+def _push(p: dict[str, Any], common: dict[str, Any]) -> ForgeEvent | None:
+    """A push (both forges name the fields alike): the branch and its new head; None for a
+    tag or a deleted branch."""
+    ref, after = _text(p["ref"], "ref"), _text(p["after"], "after").lower()
+    if not _SHA.fullmatch(after):
+        raise ValueError("after is not a commit SHA")
+    if not ref.startswith("refs/heads/") or _ZERO_SHA.fullmatch(after):
+        return None
+    branch = ref.removeprefix("refs/heads/")
+    if not branch or len(branch) > MAX_BRANCH or any(ord(ch) < 32 for ch in branch):
+        raise ValueError(f"ref is not a branch name of 1 to {MAX_BRANCH} printable characters")
+    return ForgeEvent(kind="push", repo=_repo(p), sha=after, branch=branch,
+                      **common)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from runner.testing import forge_diff
+from runner.testing.forge_push import forgejo_push
 from runner.testing.forge_state import (
     Comment,
     Happening,
@@ -264,6 +265,9 @@ class ForgejoRenderer:
                 payload["pull_request"] = self.pull(r, h.issue)
             fine = "pull_request_comment" if is_pull else "issue_comment"
             return "issue_comment", fine, payload
+        if h.kind == "push":
+            return "push", "push", forgejo_push(self.root, self.repo(r),
+                                                self.user(h.sender), h)
         if h.kind == "status" and h.status is not None:
             s = h.status
             return "status", "status", {

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from runner.testing import forge_diff
+from runner.testing.forge_push import github_push
 from runner.testing.forge_review_json import github_review_webhook
 from runner.testing.forge_state import (
     CheckRun,
@@ -340,6 +341,8 @@ class GitHubRenderer:
         if h.kind == "check_run" and h.check_run is not None:
             return "check_run", {"action": h.action,
                                  "check_run": self.check_run(r, h.check_run), **base}
+        if h.kind == "push":
+            return "push", github_push(self.root, self.repo(r), self.user(h.sender), h)
         if h.kind == "ping":
             return "ping", {"zen": "Keep it logically awesome.", "hook_id": 1, **base}
         return None

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from runner.testing import forge_diff
+from runner.testing import forge_diff, forge_git
 from runner.testing.forge_state import (
     Comment,
     EmulatorError,
@@ -217,8 +217,8 @@ class Reviews:
     def merge(self, repo: Repo, issue: Issue, user: User, message: str = "",
               head_sha: str | None = None) -> str:
         """Merge with a merge commit, mark the pull request merged and closed, and fire
-        ``pull_request`` closed (merged). 405 when closed, merged or conflicting; 409 when
-        ``head_sha`` is not the head any more."""
+        ``push`` (the base moved) and ``pull_request`` closed (merged). 405 when closed,
+        merged or conflicting; 409 when ``head_sha`` is not the head any more."""
         with self.state.lock:
             pull = self.pull_of(issue)
             if pull.merged:
@@ -230,7 +230,9 @@ class Reviews:
                                          "again.")
             text = message or (f"Merge pull request #{issue.number} from "
                                f"{repo.owner.login}/{pull.head}\n\n{issue.title}")
+            before = forge_git.refs(repo.git_dir).get(pull.base, forge_git.ZERO_SHA)
             sha = forge_diff.merge(repo, issue, user, text)
+            self.state.branch_moved(repo, pull.base, before, sha, user)  # fires ``push``
             pull.merged, pull.merged_at, pull.merged_by, pull.merge_sha = True, now(), user, sha
             self.state.edit_issue(repo, issue, user, state="closed")
             return sha
@@ -307,7 +309,7 @@ class ReviewWorld:
 
     def commit_to_base(self, repo: str, path: str, content: str, message: str) -> str:
         """Commit ``path`` with ``content`` on the default branch, pushed over git as the
-        repository's owner (the emulator sends no push webhook); returns the commit's SHA."""
+        repository's owner (a ``push`` webhook follows, as for any push); returns its SHA."""
         found = self.repo(repo)
         return self.push_branch(repo, found.default_branch, {path: content},
                                 as_user=found.owner.login, message=message)

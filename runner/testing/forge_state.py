@@ -242,7 +242,7 @@ class Happening:
     """Something a webhook reports: ``kind`` is GitHub's event name, ``action`` its action."""
 
     # issues | issue_comment | pull_request | pull_request_review |
-    # pull_request_review_comment | status | check_run | ping
+    # pull_request_review_comment | status | check_run | push | ping
     kind: str
     action: str
     repo: Repo
@@ -256,6 +256,7 @@ class Happening:
     after: str = ""
     review: ReviewRecord | None = None  # pull_request_review, pull_request_review_comment
     line_comment: LineCommentRecord | None = None  # pull_request_review_comment
+    ref: str = ""  # push: the branch that moved (``before`` -> ``after``)
 
 
 class ForgeState:
@@ -467,6 +468,8 @@ class ForgeState:
         """A push moved ``branch``: open pulls from it follow; returns those pulls."""
         moved = []
         with self.lock:
+            self.emit(Happening("push", "", repo, pusher, before=before, after=after,
+                                ref=branch))
             for issue in repo.pulls():
                 assert issue.pull is not None
                 if issue.state == "open" and issue.pull.head == branch:

@@ -35,6 +35,8 @@ from tests.support import ORCHESTRATOR, pulls_from, status_comments
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 FLAVOURS = ["github", "forgejo"]
 QUIET = {"limits": {"follow_up_quiet": "1s"}}
+# No poll within the test: what makes the runner look again is a webhook.
+NO_POLL = {"limits": {"follow_up_quiet": "1s", "poll_interval": "1h"}}
 
 FIX = ("sed -i 's/return a - b/return a + b/' calc.py && "
        "printf 'assert add(1, 1) == 2\\n' >> test_calc.py && " + TEST_COMMAND)
@@ -322,7 +324,7 @@ def test_a_conflicting_base_gets_one_follow_up_that_merges_it(
         return resolve(request) if "conflict markers" in text else first_script(request)
 
     with DemoWorld(tmp_path, flavour=flavour, agent=policy,  # type: ignore[arg-type]
-                   settings=QUIET) as world:
+                   settings=NO_POLL) as world:
         issue, first = first_green(world)
         pr = first.pr_number
         assert pr is not None
@@ -332,10 +334,9 @@ def test_a_conflicting_base_gets_one_follow_up_that_merges_it(
                      "    return a - b  # FIXME: wrong\n\n\n"
                      "def mul(a, b):\n"
                      "    return a * b\n")
+        # The push webhook of this commit is what makes the runner look again (the poll,
+        # minutes away, is not waited for).
         world.forge.commit_to_base(REPO, "calc.py", base_calc, "Note the bug in add()")
-        world.wait_for(lambda: forge_of(world).get_pull(REPO, pr).mergeable is False, 60,
-                       "the PR conflicting")
-        world.runner.controller.enqueue(REPO, issue)  # the poll's look, without waiting
         follow = follow_up_of(world, issue, first)
         assert follow.details.follow_up_kind == "conflict"
         done = world.wait_finished(issue)
@@ -450,16 +451,13 @@ def test_a_conflict_the_agent_cannot_resolve_is_said_on_the_pull_request(
         text = request.first_user_text()
         return gives_up(request) if "conflict markers" in text else first_script(request)
 
-    once = {"limits": {"follow_up_quiet": "1s", "max_iterations": 1}}
+    once = {"limits": {"follow_up_quiet": "1s", "max_iterations": 1, "poll_interval": "1h"}}
     with DemoWorld(tmp_path, agent=policy, settings=once) as world:
         issue, first = first_green(world)
         pr = first.pr_number
         assert pr is not None
         world.forge.commit_to_base(REPO, "calc.py", "def add(a, b):\n    return 0\n",
                                    "Rewrite add()")
-        world.wait_for(lambda: forge_of(world).get_pull(REPO, pr).mergeable is False, 60,
-                       "the PR conflicting")
-        world.runner.controller.enqueue(REPO, issue)
         follow = follow_up_of(world, issue, first)
         done = world.wait_finished(issue)
         assert done.id == follow.id and done.state is RunState.FAILED

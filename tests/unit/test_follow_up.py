@@ -9,6 +9,7 @@ from runner.follow_up import (
     AnnounceBound,
     FollowUp,
     Gather,
+    KillLabelHolds,
     PullView,
     RecordPull,
     mentions,
@@ -208,9 +209,40 @@ def test_a_closed_pull_request_ends_an_active_follow_up_only() -> None:
 def test_plan_starts_a_follow_up_of_a_succeeded_run() -> None:
     action = plan(issue_view("orchestrator"), done(), RULES, three_comments(), LATER)
     assert isinstance(action, FollowUp)
-    # Not on a closed issue, and not while the kill label is on it.
-    assert isinstance(plan(issue_view("orchestrator", "orchestrator:kill"), done(), RULES,
-                           three_comments(), LATER), Nothing)
+    closed = replace(issue_view("orchestrator"), issue=replace(
+        issue_view().issue, state="closed"))
+    assert isinstance(plan(closed, done(), RULES, three_comments(), LATER), Nothing)
+
+
+def test_a_kill_label_left_on_the_issue_or_the_pr_holds_follow_ups_and_says_so_once() -> None:
+    on_issue = plan(issue_view("orchestrator", "orchestrator:kill"), done(), RULES,
+                    three_comments(), LATER)
+    assert isinstance(on_issue, KillLabelHolds) and on_issue.pull == 9
+    assert "label is on the issue" in on_issue.text and "Remove the" in on_issue.text
+    labelled = replace(three_comments(), pull=pull(labels=("Orchestrator:Kill",)))
+    on_pull = plan(issue_view("orchestrator"), done(), RULES, labelled, LATER)
+    assert isinstance(on_pull, KillLabelHolds)
+    assert "label is on the pull request" in on_pull.text and "review asks" in on_pull.text
+    # Said once: a run that told it starts nothing and says nothing more.
+    told = done(kill_label_told=True)
+    assert isinstance(plan(issue_view("orchestrator"), told, RULES, labelled, LATER), Nothing)
+    # /retry and a conflicting base are held the same way; the PR's end is still recorded.
+    conflicting = PullView(pull=pull(mergeable=False, labels=("orchestrator:kill",)))
+    held = plan(issue_view(), done(), RULES, conflicting, LATER)
+    assert isinstance(held, KillLabelHolds) and "conflicts" in held.text
+    merged = PullView(pull=pull(state="closed", merged=True, labels=("orchestrator:kill",)))
+    assert plan(issue_view(), done(), RULES, merged, LATER) == RecordPull(done().id, "merged")
+    # With the label gone, the same look starts the follow-up.
+    assert isinstance(plan(issue_view("orchestrator"), told, RULES, three_comments(), LATER),
+                      FollowUp)
+
+
+def test_a_follow_up_cancelled_by_a_kill_label_left_on_the_pr_says_why() -> None:
+    label = PullView(pull=pull(), permissions=PERMS, label_events=(
+        LabelEvent("orchestrator:kill", "alice", "added", at(-10)),))
+    follow = replace(done(follows="r-00"), state=RunState.RUNNING)
+    action = plan(issue_view(), follow, RULES, label)
+    assert isinstance(action, Cancel) and "until it is removed" in action.reason
 
 
 def test_a_huge_review_is_cut_and_says_so() -> None:

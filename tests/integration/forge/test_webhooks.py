@@ -105,7 +105,7 @@ def test_forgejo_label_updated_without_a_label_names_the_issue() -> None:
     assert (result.event.number, result.event.label, result.event.kind) == (7, None, "issue")
 
 
-@pytest.mark.parametrize("event", ["push", "release", "fork"])
+@pytest.mark.parametrize("event", ["release", "fork", "create"])
 def test_unknown_event_is_202_and_ignored(event: str) -> None:
     body = json.dumps({"repository": {"full_name": "o/r"}}).encode()
     headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": "u1",
@@ -237,3 +237,45 @@ def test_a_forgejo_review_without_the_type_header_is_read_from_the_event_name() 
     event = handle_delivery(headers, body, SECRET).event
     assert event is not None and (event.kind, event.review_state, event.number) == (
         "review", "changes_requested", 3)
+
+
+@pytest.mark.parametrize("flavour", ["github", "forgejo"])
+def test_pushes_become_push_events_with_the_branch_and_its_new_head(flavour: str,
+                                                                    tmp_path: Path) -> None:
+    with ForgeEmulator(flavour, tmp_path) as emu:  # type: ignore[arg-type]
+        emu.add_user("maintainer")
+        emu.create_repo("maintainer/app", files={"a.py": "a = 1\n"})
+        emu.add_webhook("maintainer/app", None, SECRET)
+        on_base = emu.commit_to_base("maintainer/app", "b.py", "b = 1\n", "Add b")
+        on_branch = emu.push_branch("maintainer/app", "fix", {"a.py": "a = 2\n"},
+                                    as_user="maintainer")
+        pushes = [d for d in emu.deliveries if d.event == "push"]
+    events = [handle_delivery(d.headers, d.body, SECRET).event for d in pushes]
+    assert [(e.kind, e.branch, e.sha, e.actor) for e in events if e] == [
+        ("push", "main", on_base, "maintainer"), ("push", "fix", on_branch, "maintainer")]
+    first = pushes[0].json()
+    assert first["head_commit"]["id"] == on_base and first["head_commit"]["added"] == ["b.py"]
+    if flavour == "forgejo":
+        assert pushes[0].headers["X-Forgejo-Event-Type"] == "push"
+        assert first["total_commits"] == 1 and "compare_url" in first
+    else:
+        assert first["created"] is False and first["pusher"]["name"] == "maintainer"
+
+
+@pytest.mark.parametrize("change", [{"ref": "refs/tags/v1"}, {"after": "0" * 40}])
+def test_a_pushed_tag_or_a_deleted_branch_is_ignored(change: dict[str, str]) -> None:
+    payload = {"ref": "refs/heads/main", "before": "1" * 40, "after": "a" * 40,
+               "repository": {"full_name": "o/r"}, "sender": {"login": "maintainer"},
+               **change}
+    result = _github("push", json.dumps(payload).encode())
+    assert (result.status, result.event) == (202, None)
+
+
+@pytest.mark.parametrize("change", [{"after": "main"}, {"after": 7}, {"ref": None},
+                                    {"ref": "refs/heads/"}, {"ref": "refs/heads/a\nb"},
+                                    {"ref": "refs/heads/" + "x" * 300}, {"repository": []}])
+def test_a_malformed_push_is_400(change: dict[str, object]) -> None:
+    payload = {"ref": "refs/heads/main", "before": "1" * 40, "after": "a" * 40,
+               "repository": {"full_name": "o/r"}, "sender": {"login": "maintainer"},
+               **change}
+    assert _github("push", json.dumps(payload).encode()).status == 400
